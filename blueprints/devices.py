@@ -1,0 +1,41 @@
+"""Device registry over HTTP: list and read devices."""
+
+import azure.functions as func
+
+bp = func.Blueprint()
+
+
+@bp.function_name("list_devices")
+@bp.route(route="devices", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def list_devices(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.http import json_response, query_bool, query_int, respond
+    from shared.models import DevicePage
+    from shared.registry import DeviceRegistry
+    from shared.storage import data_store
+
+    async def handle() -> func.HttpResponse:
+        items, token = await DeviceRegistry(data_store()).list(
+            connected=query_bool(req, "connected"),
+            limit=query_int(req, "limit", default=100, minimum=1, maximum=1000),
+            continuation_token=req.params.get("continuationToken"),
+        )
+        return json_response(DevicePage(items=items, continuation_token=token))
+
+    return await respond(handle)
+
+
+@bp.function_name("get_device")
+@bp.route(route="devices/{deviceId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def get_device(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.http import NotFound, json_response, respond, route_device_id
+    from shared.registry import DeviceRegistry
+    from shared.storage import data_store
+
+    async def handle() -> func.HttpResponse:
+        device_id = route_device_id(req)
+        device = await DeviceRegistry(data_store()).get(device_id)
+        if device is None:
+            raise NotFound(f"no device {device_id!r}")
+        return json_response(device)
+
+    return await respond(handle)

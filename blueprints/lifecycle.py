@@ -1,0 +1,15 @@
+"""Device life cycle: Event Grid MQTT client life cycle events -> device registry."""
+
+import azure.functions as func
+
+bp = func.Blueprint()
+
+
+@bp.function_name("client_lifecycle")
+@bp.event_grid_trigger(arg_name="event")
+async def client_lifecycle(event: func.EventGridEvent) -> None:
+    """Both delivery schemas arrive here: the library decodes CloudEvents 1.0 as
+    ``func.CloudEvent`` and the Event Grid schema as ``func.EventGridEvent``."""
+    from shared.lifecycle_service import handle_lifecycle_event
+
+    await handle_lifecycle_event(event)

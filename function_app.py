@@ -1,0 +1,14 @@
+"""The function app: one blueprint per capability.
+
+Importing this module reads no setting and touches no network; settings are
+validated and clients created when a function first runs.
+"""
+
+import azure.functions as func
+
+from blueprints import alerts, devices, lifecycle, meta
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+for blueprint in (lifecycle.bp, devices.bp, alerts.bp, meta.bp):
+    app.register_functions(blueprint)

@@ -1,0 +1,368 @@
+// Event Grid namespace with the MQTT broker.
+//
+// Devices authenticate with a client certificate (thumbprint match); their
+// authentication name is the device id. Topic spaces use
+// ${client.authenticationName} so that a device may only
+//   publish   devices/{id}/telemetry, devices/{id}/inference,
+//             devices/{id}/commands/+/response
+//   subscribe devices/{id}/commands/#
+// Every published message is routed to the namespace topic `device-messages`
+// (CloudEvents, with a routing enrichment `deviceid`), from which three push
+// subscriptions deliver to the Event Hubs, filtered by subject (= MQTT topic),
+// with the namespace's system-assigned identity (Azure Event Hubs Data Sender
+// on each hub).
+// The system topic of the namespace carries the client life cycle events; its
+// subscription to the `client_lifecycle` function is created after the code is
+// deployed (infra/eventgrid-subscription.bicep, azd postdeploy hook).
+
+param location string
+param tags object
+param name string
+param systemTopicName string
+param capacity int = 1
+param maximumClientSessionsPerAuthenticationName int = 1
+param maximumSessionExpiryInHours int = 1
+param eventHubNamespaceName string
+param telemetryHubName string
+param inferenceHubName string
+param commandResponsesHubName string
+param deviceClients array = []
+param storageAccountName string
+param lifecycleDeadLetterContainerName string
+param logAnalyticsWorkspaceId string = ''
+
+var deviceClientGroupName = 'edge-devices'
+var deviceTypeAttribute = 'edge-device'
+var routeTopicName = 'device-messages'
+var deviceIdEnrichmentKey = 'deviceid'
+
+// Built-in role: Azure Event Hubs Data Sender.
+var eventHubsDataSenderRoleId = '2b629674-e913-4c01-ae53-ef4638d8f975'
+// Built-in role: Storage Blob Data Contributor (dead letters of the life cycle subscription).
+var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+
+// Which MQTT topics go to which hub: the subject of a routed message is its MQTT topic.
+var routes = [
+  {
+    subscription: 'to-telemetry'
+    hub: telemetryHubName
+    suffix: '/telemetry'
+  }
+  {
+    subscription: 'to-inference'
+    hub: inferenceHubName
+    suffix: '/inference'
+  }
+  {
+    subscription: 'to-command-responses'
+    hub: commandResponsesHubName
+    suffix: '/response'
+  }
+]
+
+resource namespace 'Microsoft.EventGrid/namespaces@2025-02-15' = {
+  name: name
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+    capacity: capacity
+  }
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    minimumTlsVersionAllowed: '1.2'
+    publicNetworkAccess: 'Enabled'
+    // Routing is added by eventgrid-routing.bicep once the namespace topic exists.
+    topicSpacesConfiguration: {
+      state: 'Enabled'
+      maximumClientSessionsPerAuthenticationName: maximumClientSessionsPerAuthenticationName
+      maximumSessionExpiryInHours: maximumSessionExpiryInHours
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------- topic spaces, client group, permission bindings
+
+resource deviceUplink 'Microsoft.EventGrid/namespaces/topicSpaces@2025-02-15' = {
+  parent: namespace
+  name: 'device-uplink'
+  properties: {
+    description: 'Telemetry and inference a device publishes about itself.'
+    topicTemplates: [
+      'devices/\${client.authenticationName}/telemetry'
+      'devices/\${client.authenticationName}/inference'
+    ]
+  }
+}
+
+resource deviceResponses 'Microsoft.EventGrid/namespaces/topicSpaces@2025-02-15' = {
+  parent: namespace
+  name: 'device-command-responses'
+  properties: {
+    description: 'Responses a device publishes to the commands it received.'
+    topicTemplates: [
+      'devices/\${client.authenticationName}/commands/+/response'
+    ]
+  }
+}
+
+resource deviceCommands 'Microsoft.EventGrid/namespaces/topicSpaces@2025-02-15' = {
+  parent: namespace
+  name: 'device-commands'
+  properties: {
+    description: 'Commands to a device; the cloud publishes them with HTTP Publish.'
+    topicTemplates: [
+      'devices/\${client.authenticationName}/commands/#'
+    ]
+  }
+}
+
+resource deviceGroup 'Microsoft.EventGrid/namespaces/clientGroups@2025-02-15' = {
+  parent: namespace
+  name: deviceClientGroupName
+  properties: {
+    description: 'Edge devices (clients with attribute type = edge-device).'
+    query: 'attributes.type = \'${deviceTypeAttribute}\''
+  }
+}
+
+resource publishUplink 'Microsoft.EventGrid/namespaces/permissionBindings@2025-02-15' = {
+  parent: namespace
+  name: 'devices-publish-uplink'
+  properties: {
+    description: 'Devices publish their own telemetry and inference.'
+    clientGroupName: deviceGroup.name
+    topicSpaceName: deviceUplink.name
+    permission: 'Publisher'
+  }
+}
+
+resource publishResponses 'Microsoft.EventGrid/namespaces/permissionBindings@2025-02-15' = {
+  parent: namespace
+  name: 'devices-publish-responses'
+  properties: {
+    description: 'Devices publish responses to their own commands.'
+    clientGroupName: deviceGroup.name
+    topicSpaceName: deviceResponses.name
+    permission: 'Publisher'
+  }
+}
+
+resource subscribeCommands 'Microsoft.EventGrid/namespaces/permissionBindings@2025-02-15' = {
+  parent: namespace
+  name: 'devices-subscribe-commands'
+  properties: {
+    description: 'Devices subscribe to their own commands.'
+    clientGroupName: deviceGroup.name
+    topicSpaceName: deviceCommands.name
+    permission: 'Subscriber'
+  }
+}
+
+// Optional device clients (certificate thumbprint authentication).
+resource clients 'Microsoft.EventGrid/namespaces/clients@2025-02-15' = [
+  for device in deviceClients: {
+    parent: namespace
+    name: device.name
+    properties: {
+      authenticationName: device.name
+      description: 'Edge device ${device.name}'
+      state: 'Enabled'
+      attributes: union(device.?attributes ?? {}, {
+        type: deviceTypeAttribute
+      })
+      clientCertificateAuthentication: {
+        validationScheme: 'ThumbprintMatch'
+        allowedThumbprints: device.thumbprints
+      }
+    }
+    dependsOn: [
+      deviceGroup
+    ]
+  }
+]
+
+// ----------------------------------------------------------------------------- routing: namespace topic -> Event Hubs
+
+resource routeTopic 'Microsoft.EventGrid/namespaces/topics@2025-02-15' = {
+  parent: namespace
+  name: routeTopicName
+  properties: {
+    inputSchema: 'CloudEventSchemaV1_0'
+    publisherType: 'Custom'
+    eventRetentionInDays: 1
+  }
+}
+
+resource eventHubNamespace 'Microsoft.EventHub/namespaces@2024-01-01' existing = {
+  name: eventHubNamespaceName
+}
+
+resource targetHubs 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' existing = [
+  for route in routes: {
+    parent: eventHubNamespace
+    name: route.hub
+  }
+]
+
+// The namespace's identity may send to each target hub, and nothing else.
+resource namespaceSendsToHubs 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (route, i) in routes: {
+    name: guid(targetHubs[i].id, namespace.id, eventHubsDataSenderRoleId)
+    scope: targetHubs[i]
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventHubsDataSenderRoleId)
+      principalId: namespace.identity.principalId
+      principalType: 'ServicePrincipal'
+      description: 'Event Grid namespace ${name} delivers routed MQTT messages to hub ${route.hub}.'
+    }
+  }
+]
+
+resource hubSubscriptions 'Microsoft.EventGrid/namespaces/topics/eventSubscriptions@2025-02-15' = [
+  for (route, i) in routes: {
+    parent: routeTopic
+    name: route.subscription
+    properties: {
+      eventDeliverySchema: 'CloudEventSchemaV1_0'
+      filtersConfiguration: {
+        includedEventTypes: [
+          'MQTT.EventPublished'
+        ]
+        filters: [
+          {
+            operatorType: 'StringBeginsWith'
+            key: 'subject'
+            values: [
+              'devices/'
+            ]
+          }
+          {
+            operatorType: 'StringEndsWith'
+            key: 'subject'
+            values: [
+              route.suffix
+            ]
+          }
+        ]
+      }
+      deliveryConfiguration: {
+        deliveryMode: 'Push'
+        push: {
+          maxDeliveryCount: 10
+          eventTimeToLive: 'P1D'
+          deliveryWithResourceIdentity: {
+            identity: {
+              type: 'SystemAssigned'
+            }
+            destination: {
+              endpointType: 'EventHub'
+              properties: {
+                resourceId: targetHubs[i].id
+                deliveryAttributeMappings: [
+                  {
+                    name: 'PartitionKey'
+                    type: 'Dynamic'
+                    properties: {
+                      sourceField: deviceIdEnrichmentKey
+                    }
+                  }
+                ]
+              }
+            }
+          }
+        }
+      }
+    }
+    dependsOn: [
+      namespaceSendsToHubs
+    ]
+  }
+]
+
+// Second PUT of the namespace: route every MQTT message to the namespace topic.
+module routing 'eventgrid-routing.bicep' = {
+  name: '${deployment().name}-routing'
+  params: {
+    location: location
+    tags: tags
+    name: namespace.name
+    capacity: capacity
+    maximumClientSessionsPerAuthenticationName: maximumClientSessionsPerAuthenticationName
+    maximumSessionExpiryInHours: maximumSessionExpiryInHours
+    routeTopicResourceId: routeTopic.id
+    deviceIdEnrichmentKey: deviceIdEnrichmentKey
+  }
+  dependsOn: [
+    hubSubscriptions
+  ]
+}
+
+// ----------------------------------------------------------------------------- client life cycle events
+
+resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
+  name: storageAccountName
+
+  resource blobService 'blobServices' existing = {
+    name: 'default'
+
+    resource lifecycleDeadLetter 'containers' existing = {
+      name: lifecycleDeadLetterContainerName
+    }
+  }
+}
+
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
+  name: systemTopicName
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    source: namespace.id
+    topicType: 'Microsoft.EventGrid.Namespaces'
+  }
+}
+
+// The system topic dead-letters undeliverable life cycle events with its identity.
+resource systemTopicWritesDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage::blobService::lifecycleDeadLetter.id, systemTopic.id, storageBlobDataContributorRoleId)
+  scope: storage::blobService::lifecycleDeadLetter
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    principalId: systemTopic.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Event Grid system topic ${systemTopicName} writes dead-lettered life cycle events.'
+  }
+}
+
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(logAnalyticsWorkspaceId)) {
+  name: 'to-log-analytics'
+  scope: namespace
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output name string = namespace.name
+output id string = namespace.id
+output mqttHostname string = namespace.properties.topicSpacesConfiguration.hostname
+output commandsTopicSpaceName string = deviceCommands.name
+output deviceClientGroupName string = deviceGroup.name
+output routeTopicName string = routeTopic.name
+output systemTopicName string = systemTopic.name

@@ -1,0 +1,100 @@
+// Event Hubs namespace (Standard, Entra ID only, TLS 1.2) with the hubs the
+// function app reads (telemetry, inference, command responses) and writes
+// (alerts), and the consumer groups of the functions.
+
+param location string
+param tags object
+param name string
+param capacity int = 1
+param partitionCount int = 2
+param retentionDays int = 1
+param telemetryHubName string
+param inferenceHubName string
+param commandResponsesHubName string
+param alertsHubName string
+param consumerGroupNames string[]
+param logAnalyticsWorkspaceId string = ''
+
+var ingestHubNames = [
+  telemetryHubName
+  inferenceHubName
+  commandResponsesHubName
+]
+
+resource namespace 'Microsoft.EventHub/namespaces@2024-01-01' = {
+  name: name
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+    tier: 'Standard'
+    capacity: capacity
+  }
+  properties: {
+    disableLocalAuth: true
+    minimumTlsVersion: '1.2'
+    publicNetworkAccess: 'Enabled'
+    isAutoInflateEnabled: false
+    kafkaEnabled: false
+  }
+}
+
+resource ingestHubs 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = [
+  for hub in ingestHubNames: {
+    parent: namespace
+    name: hub
+    properties: {
+      partitionCount: partitionCount
+      messageRetentionInDays: retentionDays
+    }
+  }
+]
+
+resource alertsHub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
+  parent: namespace
+  name: alertsHubName
+  properties: {
+    partitionCount: partitionCount
+    messageRetentionInDays: retentionDays
+  }
+}
+
+// One consumer group per (ingest hub, group name).
+resource consumerGroups 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2024-01-01' = [
+  for pair in flatten(map(ingestHubNames, hub => map(consumerGroupNames, group => {
+    hub: hub
+    group: group
+  }))): {
+    name: '${name}/${pair.hub}/${pair.group}'
+    properties: {
+      userMetadata: 'Edge Cloud Messaging function app'
+    }
+    dependsOn: [
+      ingestHubs
+    ]
+  }
+]
+
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(logAnalyticsWorkspaceId)) {
+  name: 'to-log-analytics'
+  scope: namespace
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output name string = namespace.name
+output id string = namespace.id
+output fullyQualifiedNamespace string = '${namespace.name}.servicebus.windows.net'

@@ -1,0 +1,358 @@
+// Edge Cloud Messaging: everything the function app needs, secure by default.
+// `azd up` deploys this file (subscription scope: it creates the resource group);
+// `azd down` deletes the resource group and with it every resource below.
+targetScope = 'subscription'
+
+// ----------------------------------------------------------------------------- parameters
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; used to name the resource group and derive a unique resource token.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region of all resources (must offer Flex Consumption and Event Grid MQTT).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the user or service principal running azd (AZURE_PRINCIPAL_ID); used only when grantDeveloperAccess is true.')
+param principalId string = ''
+
+@description('Grant the deploying principal data roles (blob, table, Event Hubs, MQTT HTTP Publish) so that `func start` can run locally against the deployed resources.')
+param grantDeveloperAccess bool = false
+
+@description('Kind of the deploying principal.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@description('Name of the resource group; default rg-{environmentName}.')
+param resourceGroupName string = ''
+
+// Event Hubs
+@minValue(1)
+@maxValue(32)
+@description('Partitions per event hub (fixed after creation on Standard). More partitions = more parallel function instances.')
+param eventHubPartitionCount int = 2
+
+@minValue(1)
+@maxValue(7)
+@description('Retention of events in every hub, in days (Standard: 1 to 7).')
+param eventHubRetentionDays int = 1
+
+@minValue(1)
+@maxValue(20)
+@description('Throughput units of the Event Hubs namespace (the main fixed cost).')
+param eventHubCapacity int = 1
+
+@description('Name of the hub receiving device telemetry.')
+param telemetryHubName string = 'telemetry'
+
+@description('Name of the hub receiving inference results.')
+param inferenceHubName string = 'inference'
+
+@description('Name of the hub receiving command responses.')
+param commandResponsesHubName string = 'command-responses'
+
+@description('Name of the hub the app sends alerts to.')
+param alertsHubName string = 'alerts'
+
+@description('Consumer group of the functions on the ingest hubs.')
+param functionsConsumerGroupName string = 'functions'
+
+@description('Consumer group for a local `func start` against the deployed hubs (created when grantDeveloperAccess is true).')
+param localConsumerGroupName string = 'local'
+
+// Event Grid
+@minValue(1)
+@maxValue(40)
+@description('Throughput units of the Event Grid namespace (MQTT connections and message rate).')
+param eventGridCapacity int = 1
+
+@minValue(1)
+@maxValue(100)
+@description('Concurrent MQTT sessions allowed per authentication name (device id).')
+param maximumClientSessionsPerAuthenticationName int = 1
+
+@minValue(1)
+@maxValue(8)
+@description('Longest MQTT session expiry a device may request, in hours.')
+param maximumSessionExpiryInHours int = 1
+
+@description('Device clients to register (certificate thumbprint authentication). name = the MQTT client authentication name = device id.')
+param deviceClients deviceClient[] = []
+
+@description('Optional first device: its authentication name (device id). Empty: none.')
+param firstDeviceName string = ''
+
+@description('Optional first device: SHA-256 thumbprint of its client certificate (hex, no colons).')
+param firstDeviceThumbprint string = ''
+
+// Function app
+@minValue(40)
+@maxValue(1000)
+@description('Flex Consumption: most instances the app scales out to.')
+param maximumInstanceCount int = 40
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Flex Consumption: memory of one instance in MB.')
+param instanceMemoryMB int = 2048
+
+@allowed([
+  'queue'
+  'reject'
+])
+@description('OFFLINE_COMMAND_POLICY: hold commands for an offline device (queue) or answer 409 (reject).')
+param offlineCommandPolicy string = 'queue'
+
+@description('ALERT_RULES: JSON list of alert rules; empty = the app\'s documented defaults.')
+param alertRules string = ''
+
+@description('FLAPPING_DISCONNECTS: disconnects within the window that mark a device as flapping.')
+param flappingDisconnects string = '5'
+
+@description('FLAPPING_WINDOW_SECONDS: window of the flapping detection, in seconds.')
+param flappingWindowSeconds string = '600'
+
+@description('Retention of the Log Analytics workspace, in days.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('Daily ingestion cap of the Log Analytics workspace in GB (-1 = no cap).')
+param logDailyQuotaGb int = 1
+
+// ----------------------------------------------------------------------------- types
+
+@export()
+@description('An MQTT client (device) of the Event Grid namespace.')
+type deviceClient = {
+  @description('Client resource name and authentication name (the device id): letters, digits, -, :, ., _.')
+  name: string
+  @description('SHA-256 thumbprints of the client certificates the device may present.')
+  thumbprints: string[]
+  @description('Extra client attributes (type = edge-device is always set).')
+  attributes: object?
+}
+
+// ----------------------------------------------------------------------------- names
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+var lifecycleDeadLetterContainerName = 'lifecycle-deadletter'
+
+// Blob containers and tables the app reads and writes (shared/storage_names.py).
+var dataBlobContainers = [
+  'telemetry'
+  'inference'
+  'deadletter'
+]
+var dataTables = [
+  'devices'
+  'alerts'
+  'commands'
+  'fleetjobs'
+]
+
+var allDeviceClients = concat(
+  deviceClients,
+  empty(firstDeviceName) ? [] : [
+    {
+      name: firstDeviceName
+      thumbprints: [firstDeviceThumbprint]
+    }
+  ]
+)
+
+var developerPrincipalId = grantDeveloperAccess ? principalId : ''
+
+// ----------------------------------------------------------------------------- resources
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    retentionInDays: logRetentionDays
+    dailyQuotaGb: logDailyQuotaGb
+  }
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    deploymentContainerName: deploymentContainerName
+    dataContainerNames: dataBlobContainers
+    lifecycleDeadLetterContainerName: lifecycleDeadLetterContainerName
+    tableNames: dataTables
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module eventHubs 'app/eventhubs.bicep' = {
+  name: 'eventhubs'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.eventHubNamespaces}${resourceToken}'
+    capacity: eventHubCapacity
+    partitionCount: eventHubPartitionCount
+    retentionDays: eventHubRetentionDays
+    telemetryHubName: telemetryHubName
+    inferenceHubName: inferenceHubName
+    commandResponsesHubName: commandResponsesHubName
+    alertsHubName: alertsHubName
+    consumerGroupNames: grantDeveloperAccess
+      ? [functionsConsumerGroupName, localConsumerGroupName]
+      : [functionsConsumerGroupName]
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module eventGrid 'app/eventgrid.bicep' = {
+  name: 'eventgrid'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.eventGridNamespaces}${resourceToken}'
+    systemTopicName: '${abbrs.eventGridSystemTopics}${resourceToken}'
+    capacity: eventGridCapacity
+    maximumClientSessionsPerAuthenticationName: maximumClientSessionsPerAuthenticationName
+    maximumSessionExpiryInHours: maximumSessionExpiryInHours
+    eventHubNamespaceName: eventHubs.outputs.name
+    telemetryHubName: telemetryHubName
+    inferenceHubName: inferenceHubName
+    commandResponsesHubName: commandResponsesHubName
+    deviceClients: allDeviceClients
+    storageAccountName: storage.outputs.name
+    lifecycleDeadLetterContainerName: lifecycleDeadLetterContainerName
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module function 'app/function.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    identityName: identity.outputs.name
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    eventHubNamespaceName: eventHubs.outputs.name
+    telemetryHubName: telemetryHubName
+    inferenceHubName: inferenceHubName
+    commandResponsesHubName: commandResponsesHubName
+    alertsHubName: alertsHubName
+    consumerGroupName: functionsConsumerGroupName
+    eventGridMqttHostname: eventGrid.outputs.mqttHostname
+    offlineCommandPolicy: offlineCommandPolicy
+    alertRules: alertRules
+    flappingDisconnects: flappingDisconnects
+    flappingWindowSeconds: flappingWindowSeconds
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    appPrincipalId: identity.outputs.principalId
+    developerPrincipalId: developerPrincipalId
+    developerPrincipalType: principalType
+    storageAccountName: storage.outputs.name
+    eventHubNamespaceName: eventHubs.outputs.name
+    ingestHubNames: [
+      telemetryHubName
+      inferenceHubName
+      commandResponsesHubName
+    ]
+    alertsHubName: alertsHubName
+    eventGridNamespaceName: eventGrid.outputs.name
+    commandsTopicSpaceName: eventGrid.outputs.commandsTopicSpaceName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+// ----------------------------------------------------------------------------- outputs (stored by azd in .azure/<env>/.env)
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output RESOURCE_TOKEN string = resourceToken
+
+output SERVICE_API_NAME string = function.outputs.name
+output AZURE_FUNCTION_APP_NAME string = function.outputs.name
+output AZURE_FUNCTION_URI string = function.outputs.uri
+output AZURE_USER_ASSIGNED_IDENTITY_NAME string = identity.outputs.name
+output AZURE_USER_ASSIGNED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.applicationInsightsConnectionString
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
+output LIFECYCLE_DEADLETTER_CONTAINER string = lifecycleDeadLetterContainerName
+
+output EVENTHUB_NAMESPACE_NAME string = eventHubs.outputs.name
+output EVENTHUB_FULLY_QUALIFIED_NAMESPACE string = eventHubs.outputs.fullyQualifiedNamespace
+output TELEMETRY_HUB_NAME string = telemetryHubName
+output INFERENCE_HUB_NAME string = inferenceHubName
+output COMMAND_RESPONSES_HUB_NAME string = commandResponsesHubName
+output ALERTS_HUB_NAME string = alertsHubName
+output EVENTHUB_CONSUMER_GROUP string = functionsConsumerGroupName
+output EVENTHUB_LOCAL_CONSUMER_GROUP string = grantDeveloperAccess ? localConsumerGroupName : ''
+output GRANT_DEVELOPER_ACCESS bool = grantDeveloperAccess
+
+output EVENTGRID_NAMESPACE_NAME string = eventGrid.outputs.name
+output EVENTGRID_MQTT_HOSTNAME string = eventGrid.outputs.mqttHostname
+output EVENTGRID_LIFECYCLE_SYSTEM_TOPIC_NAME string = eventGrid.outputs.systemTopicName
+output EVENTGRID_DEVICE_CLIENT_GROUP string = eventGrid.outputs.deviceClientGroupName

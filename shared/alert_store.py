@@ -1,0 +1,83 @@
+"""Alerts in Table storage.
+
+Layout (table ``alerts``): ``PartitionKey`` = the alert's UTC day ``yyyyMMdd``,
+``RowKey`` = milliseconds to the year 9999 minus the alert's time, then its id, so
+a partition reads newest first. An alert's id is deterministic (see
+:mod:`shared.lifecycle_alerts`), and a second write of the same alert is a no-op:
+redeliveries raise nothing twice and the first ``raisedAt`` stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from shared.models import Alert
+from shared.storage import DataStore
+from shared.storage_names import ALERTS_TABLE
+
+_MAX_MS = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp() * 1000)
+DEFAULT_LOOKBACK = timedelta(days=7)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _to_entity(alert: Alert) -> dict[str, Any]:
+    return {
+        "PartitionKey": alert.timestamp.astimezone(UTC).strftime("%Y%m%d"),
+        "RowKey": f"{_MAX_MS - _ms(alert.timestamp):015d}_{alert.alert_id}",
+        "deviceId": alert.device_id,
+        "timestampMs": _ms(alert.timestamp),
+        "doc": orjson.dumps(alert.model_dump(mode="json")).decode(),
+    }
+
+
+class AlertStore:
+    def __init__(self, store: DataStore) -> None:
+        self._store = store
+
+    async def add(self, alerts: list[Alert]) -> None:
+        """Store ``alerts``; any already stored is left as it is."""
+        from azure.core.exceptions import ResourceExistsError
+
+        if not alerts:
+            return
+        table = await self._store.table(ALERTS_TABLE)
+
+        async def add_one(alert: Alert) -> None:
+            try:
+                await table.create_entity(_to_entity(alert))
+            except ResourceExistsError:
+                pass
+
+        await asyncio.gather(*(add_one(a) for a in alerts))
+
+    async def list(
+        self, *, device_id: str | None = None, since: datetime | None = None, limit: int = 100,
+        now: datetime | None = None,
+    ) -> list[Alert]:
+        """Newest first, at most ``limit``, not older than ``since`` (default: 7 days)."""
+        now = now or datetime.now(UTC)
+        since = since or now - DEFAULT_LOOKBACK
+        table = await self._store.table(ALERTS_TABLE)
+        query = "PartitionKey eq @day and timestampMs ge @since"
+        parameters: dict[str, Any] = {"since": _ms(since)}
+        if device_id is not None:
+            query += " and deviceId eq @device"
+            parameters["device"] = device_id
+        items: list[Alert] = []
+        # Alerts carry the device's time, which may run a day ahead of ours.
+        day = (now + timedelta(days=1)).date()
+        while day >= since.astimezone(UTC).date() and len(items) < limit:
+            parameters["day"] = day.strftime("%Y%m%d")
+            async for entity in table.query_entities(query, parameters=dict(parameters), select=["doc"]):
+                items.append(Alert.model_validate(orjson.loads(entity["doc"])))
+                if len(items) >= limit:
+                    break
+            day -= timedelta(days=1)
+        return items

@@ -1,0 +1,52 @@
+"""Alerts that a device's life cycle raises: troubling disconnection reasons and
+flapping. Pure and deterministic: the same event and history give the same alerts
+with the same ids, so redeliveries and retries never duplicate an alert."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from shared.keys import stable_id
+from shared.lifecycle_events import LifecycleEvent
+from shared.models import Alert, Device, Severity
+
+# Disconnection reasons that mean something is wrong with the client, its
+# credentials or the namespace's limits (not a network blip or a clean close).
+TROUBLE_REASONS: dict[str, tuple[Severity, str]] = {
+    "ClientAuthenticationError": ("critical", "failed authentication (certificate expired, client disabled or changed)"),
+    "ClientAuthorizationError": ("critical", "was refused by authorization (topic spaces, permission bindings)"),
+    "IpForbidden": ("critical", "connected from an IP address that the namespace forbids"),
+    "QuotaExceeded": ("warning", "exceeded a throttling limit of the namespace"),
+    "SessionOverflow": ("warning", "overflowed its session's queue"),
+}
+
+
+def lifecycle_alerts(
+    device: Device, event: LifecycleEvent, *, flapping_disconnects: int, flapping_window_seconds: int, now: datetime
+) -> list[Alert]:
+    """Alerts for ``event`` given the device state after it was applied."""
+    if event.kind != "disconnected":
+        return []
+    alerts = []
+    reason = event.disconnection_reason or ""
+    if reason in TROUBLE_REASONS:
+        severity, text = TROUBLE_REASONS[reason]
+        alerts.append(Alert(
+            alert_id=stable_id(event.device_id, "disconnectionReason", str(event.sequence_number), event.session_name or ""),
+            device_id=event.device_id, rule="disconnectionReason", severity=severity, stream="lifecycle",
+            message=f"device {event.device_id!r} {text} ({reason})", value=reason,
+            timestamp=event.event_time, raised_at=now,
+        ))
+    window = timedelta(seconds=flapping_window_seconds)
+    recent = [r for r in device.connection_history
+              if r.kind == "disconnected" and event.event_time - window < r.time <= event.event_time]
+    if len(recent) >= flapping_disconnects:
+        bucket = int(event.event_time.timestamp()) // flapping_window_seconds
+        alerts.append(Alert(
+            alert_id=stable_id(event.device_id, "flapping", str(bucket)),
+            device_id=event.device_id, rule="flapping", severity="warning", stream="lifecycle",
+            message=(f"device {event.device_id!r} disconnected {len(recent)} times "
+                     f"within {flapping_window_seconds} s"),
+            value=len(recent), timestamp=event.event_time, raised_at=now,
+        ))
+    return alerts

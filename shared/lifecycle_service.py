@@ -1,0 +1,51 @@
+"""Handling of one MQTT client life cycle event, end to end."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from shared.alert_store import AlertStore
+from shared.config import get_settings
+from shared.deadletter import write_dead_letter
+from shared.errors import InvalidInput
+from shared.lifecycle_alerts import lifecycle_alerts
+from shared.lifecycle_events import envelope_fields, envelope_json, parse_lifecycle_event
+from shared.models import Alert, Device
+from shared.registry import DeviceRegistry
+from shared.storage import data_store
+
+log = logging.getLogger(__name__)
+
+
+async def handle_lifecycle_event(event: Any) -> tuple[Device, list[Alert]] | None:
+    """Apply ``event`` (``func.EventGridEvent`` or ``func.CloudEvent``) to the registry
+    and raise its alerts. An event that can never be applied is dead-lettered and
+    ``None`` returned; a storage failure raises, so that Event Grid retries."""
+    settings = get_settings()
+    store = data_store()
+    now = datetime.now(UTC)
+    try:
+        parsed = parse_lifecycle_event(event)
+    except InvalidInput as exc:
+        event_id, event_type, event_time, subject = envelope_fields(event)
+        log.warning("dead-lettering life cycle event %s (%s): %s", event_id, event_type, exc.reason)
+        await write_dead_letter(
+            store, stream="lifecycle", reason=exc.reason, errors=exc.errors,
+            body=orjson.dumps(envelope_json(event), default=str),
+            origin={"eventGrid": {"id": event_id, "eventType": event_type, "subject": subject}},
+            day=event_time or now, received_at=now,
+        )
+        return None
+    device = await DeviceRegistry(store).apply(parsed)
+    alerts = lifecycle_alerts(
+        device, parsed, flapping_disconnects=settings.flapping_disconnects,
+        flapping_window_seconds=settings.flapping_window_seconds, now=now,
+    )
+    await AlertStore(store).add(alerts)
+    for alert in alerts:
+        log.warning("alert %s on %r: %s", alert.rule, alert.device_id, alert.message)
+    return device, alerts

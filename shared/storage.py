@@ -1,0 +1,115 @@
+"""The process's clients of ``DataStorage`` (async SDKs), created at first use.
+
+One ``TableServiceClient`` and one ``BlobServiceClient`` serve every invocation of
+the worker process; table and container clients share their pipelines. Tables and
+containers are created if missing, once per process (``azd up`` creates them in
+Azure; Azurite starts empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from shared.config import StorageConnection, get_settings
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient, TableServiceClient
+    from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+
+
+def _credential(conn: StorageConnection) -> Any:
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    if (conn.credential or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=conn.client_id)
+    return DefaultAzureCredential(managed_identity_client_id=conn.client_id)
+
+
+class DataStore:
+    """Lazily built clients of one storage account."""
+
+    def __init__(self, conn: StorageConnection) -> None:
+        self._conn = conn
+        self._tables: TableServiceClient | None = None
+        self._blobs: BlobServiceClient | None = None
+        self._ready: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def table_service(self) -> TableServiceClient:
+        if self._tables is None:
+            from azure.data.tables.aio import TableServiceClient
+
+            if self._conn.connection_string:
+                self._tables = TableServiceClient.from_connection_string(self._conn.connection_string)
+            else:
+                assert self._conn.table_service_uri is not None
+                self._tables = TableServiceClient(self._conn.table_service_uri, credential=_credential(self._conn))
+        return self._tables
+
+    @property
+    def blob_service(self) -> BlobServiceClient:
+        if self._blobs is None:
+            from azure.storage.blob.aio import BlobServiceClient
+
+            if self._conn.connection_string:
+                self._blobs = BlobServiceClient.from_connection_string(self._conn.connection_string)
+            else:
+                assert self._conn.blob_service_uri is not None
+                self._blobs = BlobServiceClient(self._conn.blob_service_uri, credential=_credential(self._conn))
+        return self._blobs
+
+    async def table(self, name: str) -> TableClient:
+        """A client of table ``name``, created in storage if it is missing."""
+        await self._ensure(f"table:{name}")
+        return self.table_service.get_table_client(name)
+
+    async def container(self, name: str) -> ContainerClient:
+        """A client of blob container ``name``, created in storage if it is missing."""
+        await self._ensure(f"container:{name}")
+        return self.blob_service.get_container_client(name)
+
+    async def _ensure(self, what: str) -> None:
+        if what in self._ready:
+            return
+        async with self._lock:
+            if what in self._ready:
+                return
+            from azure.core.exceptions import ResourceExistsError
+
+            kind, name = what.split(":", 1)
+            try:
+                if kind == "table":
+                    await self.table_service.create_table(name)
+                else:
+                    await self.blob_service.create_container(name)
+            except ResourceExistsError:
+                pass
+            self._ready.add(what)
+
+    async def close(self) -> None:
+        for client in (self._tables, self._blobs):
+            if client is not None:
+                await client.close()
+        self._tables = self._blobs = None
+        self._ready.clear()
+
+
+_store: DataStore | None = None
+
+
+def data_store() -> DataStore:
+    """The process-wide store, built from the ``DataStorage`` setting at first use."""
+    global _store
+    if _store is None:
+        _store = DataStore(get_settings().data_storage)
+    return _store
+
+
+async def reset_data_store() -> None:
+    """Close and forget the process-wide store (tests change settings)."""
+    global _store
+    if _store is not None:
+        await _store.close()
+    _store = None

@@ -1,0 +1,12 @@
+"""Names of the blob containers and tables the app keeps in ``DataStorage``."""
+
+TELEMETRY_CONTAINER = "telemetry"
+INFERENCE_CONTAINER = "inference"
+DEADLETTER_CONTAINER = "deadletter"
+BLOB_CONTAINERS = (TELEMETRY_CONTAINER, INFERENCE_CONTAINER, DEADLETTER_CONTAINER)
+
+DEVICES_TABLE = "devices"
+ALERTS_TABLE = "alerts"
+COMMANDS_TABLE = "commands"
+FLEET_JOBS_TABLE = "fleetjobs"
+TABLES = (DEVICES_TABLE, ALERTS_TABLE, COMMANDS_TABLE, FLEET_JOBS_TABLE)
