@@ -42,7 +42,7 @@ resource namespace 'Microsoft.EventGrid/namespaces@2025-02-15' = {
         ]
         static: [
           {
-            key: 'source'
+            key: 'app'
             valueType: 'String'
             value: 'edge-cloud-messaging'
           }

@@ -1,0 +1,176 @@
+// The function app on Flex Consumption (Linux, Python 3.12), running as its
+// user-assigned identity. Every connection is identity-based: no keys or
+// connection strings are stored in the app settings.
+
+param location string
+param tags object
+param name string
+param planName string
+param identityName string
+param storageAccountName string
+param deploymentContainerName string
+param applicationInsightsName string
+param eventHubNamespaceName string
+param telemetryHubName string
+param inferenceHubName string
+param commandResponsesHubName string
+param alertsHubName string
+param consumerGroupName string
+param eventGridMqttHostname string
+param offlineCommandPolicy string = 'queue'
+param alertRules string = ''
+param flappingDisconnects string = '5'
+param flappingWindowSeconds string = '600'
+param maximumInstanceCount int = 40
+param instanceMemoryMB int = 2048
+param pythonVersion string = '3.12'
+param logAnalyticsWorkspaceId string = ''
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
+  name: identityName
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
+  name: storageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-11-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-11-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    clientAffinityEnabled: false
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+  }
+
+  // Every setting the code reads (local.settings.sample.json), identity-based.
+  // FUNCTIONS_WORKER_RUNTIME is not set: Flex Consumption takes it from functionAppConfig.runtime.
+  resource appSettings 'config' = {
+    name: 'appsettings'
+    properties: {
+      // Host storage (leases, Event Hubs checkpoints, timer state).
+      AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
+      AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
+      AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+      AzureWebJobsStorage__credential: 'managedidentity'
+      AzureWebJobsStorage__clientId: identity.properties.clientId
+      // App data: archive and dead-letter containers, tables.
+      DataStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
+      DataStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+      DataStorage__credential: 'managedidentity'
+      DataStorage__clientId: identity.properties.clientId
+      // Event Hubs triggers and the alerts output.
+      EventHubConnection__fullyQualifiedNamespace: '${eventHubNamespaceName}.servicebus.windows.net'
+      EventHubConnection__credential: 'managedidentity'
+      EventHubConnection__clientId: identity.properties.clientId
+      TELEMETRY_HUB_NAME: telemetryHubName
+      INFERENCE_HUB_NAME: inferenceHubName
+      COMMAND_RESPONSES_HUB_NAME: commandResponsesHubName
+      ALERTS_HUB_NAME: alertsHubName
+      EVENTHUB_CONSUMER_GROUP: consumerGroupName
+      // Commands: HTTP Publish to the Event Grid MQTT broker with the identity.
+      COMMAND_TRANSPORT: 'eventgrid'
+      EVENTGRID_MQTT_HOSTNAME: eventGridMqttHostname
+      MQTT_BROKER_URL: ''
+      MQTT_USERNAME: ''
+      MQTT_PASSWORD: ''
+      OFFLINE_COMMAND_POLICY: offlineCommandPolicy
+      ALERT_RULES: alertRules
+      FLAPPING_DISCONNECTS: flappingDisconnects
+      FLAPPING_WINDOW_SECONDS: flappingWindowSeconds
+      // azure-identity's DefaultAzureCredential picks the user-assigned identity.
+      AZURE_CLIENT_ID: identity.properties.clientId
+      // Application Insights with Entra ID authentication (local auth is off).
+      APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
+      APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+    }
+  }
+
+  // No FTP or SCM basic-auth publishing: azd deploys with Entra ID.
+  resource ftpPolicy 'basicPublishingCredentialsPolicies' = {
+    name: 'ftp'
+    properties: {
+      allow: false
+    }
+  }
+
+  resource scmPolicy 'basicPublishingCredentialsPolicies' = {
+    name: 'scm'
+    properties: {
+      allow: false
+    }
+  }
+}
+
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(logAnalyticsWorkspaceId)) {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output name string = site.name
+output id string = site.id
+output uri string = 'https://${site.properties.defaultHostName}'

@@ -1,0 +1,223 @@
+// Least-privilege role assignments, each scoped to the narrowest resource.
+//
+// Function app identity:
+//   Storage Blob Data Owner         storage account  Functions host (AzureWebJobsStorage with identity:
+//                                                    leases, Event Hubs checkpoints, keys) - required by
+//                                                    the host; also covers the app's archive containers
+//   Storage Queue Data Contributor  queue service    Functions host queue use (AzureWebJobsStorage)
+//   Storage Table Data Contributor  table service    devices, alerts, commands, fleetjobs tables
+//   Azure Event Hubs Data Receiver  each ingest hub  Event Hubs triggers
+//   Azure Event Hubs Data Sender    alerts hub       alert output
+//   EventGrid TopicSpaces Publisher commands topic space  HTTP Publish of commands
+//   Monitoring Metrics Publisher    Application Insights  telemetry with Entra ID auth
+// Developer (only when grantDeveloperAccess): the same data access minus host
+// ownership, for `func start` against the deployed resources.
+
+param appPrincipalId string
+param developerPrincipalId string = ''
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param developerPrincipalType string = 'User'
+param storageAccountName string
+param eventHubNamespaceName string
+param ingestHubNames string[]
+param alertsHubName string
+param eventGridNamespaceName string
+param commandsTopicSpaceName string
+param applicationInsightsName string
+
+var roles = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  eventHubsDataReceiver: 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
+  eventHubsDataSender: '2b629674-e913-4c01-ae53-ef4638d8f975'
+  eventGridTopicSpacesPublisher: 'a12b0b94-b317-4dcd-84a8-502ce99884c6'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+var withDeveloper = !empty(developerPrincipalId)
+
+resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
+  name: storageAccountName
+
+  resource queueService 'queueServices' existing = {
+    name: 'default'
+  }
+
+  resource tableService 'tableServices' existing = {
+    name: 'default'
+  }
+}
+
+resource eventHubNamespace 'Microsoft.EventHub/namespaces@2024-01-01' existing = {
+  name: eventHubNamespaceName
+}
+
+resource ingestHubs 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' existing = [
+  for hub in ingestHubNames: {
+    parent: eventHubNamespace
+    name: hub
+  }
+]
+
+resource alertsHub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' existing = {
+  parent: eventHubNamespace
+  name: alertsHubName
+}
+
+resource eventGridNamespace 'Microsoft.EventGrid/namespaces@2025-02-15' existing = {
+  name: eventGridNamespaceName
+}
+
+resource commandsTopicSpace 'Microsoft.EventGrid/namespaces/topicSpaces@2025-02-15' existing = {
+  parent: eventGridNamespace
+  name: commandsTopicSpaceName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+// ----------------------------------------------------------------------------- function app identity
+
+resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appPrincipalId, roles.storageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Functions host storage (AzureWebJobsStorage) and the app archive (DataStorage).'
+  }
+}
+
+resource appQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage::queueService.id, appPrincipalId, roles.storageQueueDataContributor)
+  scope: storage::queueService
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Functions host queues (AzureWebJobsStorage).'
+  }
+}
+
+resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage::tableService.id, appPrincipalId, roles.storageTableDataContributor)
+  scope: storage::tableService
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'App tables (DataStorage).'
+  }
+}
+
+resource appHubReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (hub, i) in ingestHubNames: {
+    name: guid(ingestHubs[i].id, appPrincipalId, roles.eventHubsDataReceiver)
+    scope: ingestHubs[i]
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventHubsDataReceiver)
+      principalId: appPrincipalId
+      principalType: 'ServicePrincipal'
+      description: 'Event Hubs trigger on ${hub}.'
+    }
+  }
+]
+
+resource appAlertsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(alertsHub.id, appPrincipalId, roles.eventHubsDataSender)
+  scope: alertsHub
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventHubsDataSender)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Alerts sent to the ${alertsHubName} hub.'
+  }
+}
+
+resource appCommandsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(commandsTopicSpace.id, appPrincipalId, roles.eventGridTopicSpacesPublisher)
+  scope: commandsTopicSpace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridTopicSpacesPublisher)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'HTTP Publish of commands to devices/{id}/commands/{name}.'
+  }
+}
+
+resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(applicationInsights.id, appPrincipalId, roles.monitoringMetricsPublisher)
+  scope: applicationInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Application Insights telemetry with Entra ID authentication.'
+  }
+}
+
+// ----------------------------------------------------------------------------- developer (optional, for local runs)
+
+resource devBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withDeveloper) {
+  name: guid(storage.id, developerPrincipalId, roles.storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: developerPrincipalId
+    principalType: developerPrincipalType
+    description: 'Local run: archive and dead-letter containers.'
+  }
+}
+
+resource devTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withDeveloper) {
+  name: guid(storage::tableService.id, developerPrincipalId, roles.storageTableDataContributor)
+  scope: storage::tableService
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: developerPrincipalId
+    principalType: developerPrincipalType
+    description: 'Local run: app tables.'
+  }
+}
+
+resource devHubReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (hub, i) in ingestHubNames: if (withDeveloper) {
+    name: guid(ingestHubs[i].id, developerPrincipalId, roles.eventHubsDataReceiver)
+    scope: ingestHubs[i]
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventHubsDataReceiver)
+      principalId: developerPrincipalId
+      principalType: developerPrincipalType
+      description: 'Local run: Event Hubs trigger on ${hub}.'
+    }
+  }
+]
+
+resource devAlertsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withDeveloper) {
+  name: guid(alertsHub.id, developerPrincipalId, roles.eventHubsDataSender)
+  scope: alertsHub
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventHubsDataSender)
+    principalId: developerPrincipalId
+    principalType: developerPrincipalType
+    description: 'Local run: alerts hub.'
+  }
+}
+
+resource devCommandsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withDeveloper) {
+  name: guid(commandsTopicSpace.id, developerPrincipalId, roles.eventGridTopicSpacesPublisher)
+  scope: commandsTopicSpace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridTopicSpacesPublisher)
+    principalId: developerPrincipalId
+    principalType: developerPrincipalType
+    description: 'Local run: HTTP Publish of commands.'
+  }
+}
