@@ -171,21 +171,26 @@ def _line(node: Node) -> int:
     return node.start_point[0] + 1
 
 
-_ESCAPES = {"\\n": "\n", "\\r": "\r", "\\t": "\t", "\\\\": "\\", "\\'": "'", "\\$": "$"}
+_ESCAPE_RE = re.compile(r"\\(u\{[0-9a-fA-F]+\}|.)")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", "'": "'", "$": "$"}
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if code.startswith("u{"):
+        return chr(int(code[2:-1], 16))
+    return _ESCAPES.get(code, code)
 
 
 def _string_literal(node: Node) -> str | None:
     """The value of a string node, or None when it has an interpolation."""
-    if node.type == "multiline_string":
-        raw = _text(node)
-        return raw[3:-3].lstrip("\n") if raw.startswith("'''") else None
-    parts: list[str] = []
-    for child in node.named_children:
-        if child.type == "interpolation":
-            return None
-        chunk = _text(child)
-        parts.append(_ESCAPES.get(chunk, chunk) if child.type == "escape_sequence" else chunk)
-    return "".join(parts)
+    raw = _text(node)
+    if node.type == "multiline_string" or raw.startswith("'''"):
+        body = raw[3:-3]
+        return body[1:] if body.startswith("\n") else body
+    if any(child.type == "interpolation" for child in node.named_children):
+        return None
+    return _ESCAPE_RE.sub(_unescape, raw[1:-1])
 
 
 def _key(node: Node) -> str:
