@@ -1,0 +1,71 @@
+"""Session services (Azurite, Mosquitto on free ports) and the worker's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from shared.config import reset_settings
+from shared.storage import data_store, reset_data_store
+from shared.storage_names import ALERTS_TABLE, DEVICES_TABLE
+from tools.services import Azurite, Mosquitto, run_azurite, run_mosquitto
+
+T = TypeVar("T")
+Runner = Callable[[Coroutine[Any, Any, T]], T]
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with run_azurite() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[Mosquitto]:
+    with run_mosquitto() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """One long-lived loop for every async function, as the worker has."""
+    event_loop = asyncio.new_event_loop()
+    yield event_loop
+    event_loop.run_until_complete(reset_data_store())
+    event_loop.close()
+
+
+@pytest.fixture(scope="session")
+def run(loop: asyncio.AbstractEventLoop) -> Runner[Any]:
+    return loop.run_until_complete
+
+
+@pytest.fixture(scope="session")
+def app_env(azurite: Azurite, mosquitto: Mosquitto, run: Runner[Any]) -> Iterator[Azurite]:
+    """The app's settings pointed at the session's services."""
+    saved = dict(os.environ)
+    os.environ.update({"DataStorage": azurite.connection_string, "MQTT_BROKER_URL": mosquitto.url,
+                       "FLAPPING_DISCONNECTS": "3", "FLAPPING_WINDOW_SECONDS": "600"})
+    reset_settings()
+    yield azurite
+    run(reset_data_store())
+    os.environ.clear()
+    os.environ.update(saved)
+    reset_settings()
+
+
+@pytest.fixture
+def empty_registry(app_env: Azurite, run: Runner[Any]) -> None:
+    """Devices and alerts tables without entities, for tests that list them."""
+
+    async def clear() -> None:
+        for name in (DEVICES_TABLE, ALERTS_TABLE):
+            table = await data_store().table(name)
+            async for entity in table.list_entities(select=["PartitionKey", "RowKey"]):
+                await table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+
+    run(clear())

@@ -1,0 +1,38 @@
+"""The session's stand-ins are the real services, reachable over real connections."""
+
+from __future__ import annotations
+
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tools.services import Mosquitto
+
+
+def test_mosquitto_speaks_mqtt_v5_with_properties(mosquitto: Mosquitto) -> None:
+    received: list[mqtt.MQTTMessage] = []
+    done = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    client.on_message = lambda _c, _u, msg: (received.append(msg), done.set())
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    try:
+        client.subscribe("devices/cam-1/commands/#", qos=1)
+        assert subscribed.wait(5), "the broker did not acknowledge the subscription"
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = b"cmd-1"
+        props.ResponseTopic = "devices/cam-1/commands/cmd-1/response"
+        props.MessageExpiryInterval = 60
+        client.publish("devices/cam-1/commands/reboot", b"{}", qos=1, properties=props).wait_for_publish(5)
+        assert done.wait(5), "no message came back from the broker"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    message = received[0]
+    assert message.topic == "devices/cam-1/commands/reboot"
+    assert message.properties.CorrelationData == b"cmd-1"
+    assert message.properties.ResponseTopic == "devices/cam-1/commands/cmd-1/response"

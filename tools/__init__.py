@@ -1,0 +1,1 @@
+"""Developer tools: local services, the demo, benchmarks."""

@@ -1,0 +1,136 @@
+"""Local stand-ins for the cloud services: Azurite (Blob, Queue, Table) and Mosquitto
+(MQTT v5), each started on free loopback ports and stopped with the process that
+started it. Used by the tests, ``make demo`` and ``make start``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_ports(process: subprocess.Popen[bytes], ports: list[int], name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(ports)
+    while pending:
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            raise RuntimeError(f"{name} exited with {process.returncode}: {output[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"{name} did not listen on {pending} within {timeout} s")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", pending[0]), timeout=0.2):
+            pending.pop(0)
+            continue
+        time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass(frozen=True)
+class Azurite:
+    blob_port: int
+    queue_port: int
+    table_port: int
+
+    @property
+    def connection_string(self) -> str:
+        base = "http://127.0.0.1:{}/devstoreaccount1"
+        return (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={base.format(self.blob_port)};"
+            f"QueueEndpoint={base.format(self.queue_port)};"
+            f"TableEndpoint={base.format(self.table_port)};"
+        )
+
+
+def azurite_command() -> list[str]:
+    local = ROOT / "node_modules" / ".bin" / "azurite"
+    if local.exists():
+        return [str(local)]
+    found = shutil.which("azurite")
+    if found:
+        return [found]
+    raise RuntimeError("Azurite is not installed: run `npm ci` in the repository (make setup does)")
+
+
+@contextlib.contextmanager
+def run_azurite(*, fixed_ports: bool = False) -> Iterator[Azurite]:
+    """Azurite in memory on free ports (or the standard 10000-10002)."""
+    ports = Azurite(10000, 10001, 10002) if fixed_ports else Azurite(free_port(), free_port(), free_port())
+    with tempfile.TemporaryDirectory(prefix="azurite-") as workspace:
+        process = subprocess.Popen(  # noqa: S603 - our own command line
+            [*azurite_command(), "--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose",
+             "--disableTelemetry",
+             "--blobPort", str(ports.blob_port), "--queuePort", str(ports.queue_port),
+             "--tablePort", str(ports.table_port)],
+            cwd=workspace,  # Azurite writes its debug and extent files here
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_ports(process, [ports.blob_port, ports.queue_port, ports.table_port], "Azurite")
+            yield ports
+        finally:
+            _stop(process)
+
+
+@dataclass(frozen=True)
+class Mosquitto:
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+def mosquitto_command() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("Mosquitto is not installed: apt-get install -y mosquitto (make setup does)")
+
+
+@contextlib.contextmanager
+def run_mosquitto() -> Iterator[Mosquitto]:
+    """Mosquitto (MQTT v5 and v3.1.1) on a free loopback port, anonymous access."""
+    broker = Mosquitto(free_port())
+    with tempfile.TemporaryDirectory(prefix="mosquitto-") as workspace:
+        config = Path(workspace) / "mosquitto.conf"
+        config.write_text(
+            f"listener {broker.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "log_dest stdout\nlog_type error\nlog_type warning\n"
+        )
+        process = subprocess.Popen(  # noqa: S603 - our own command line
+            [mosquitto_command(), "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_ports(process, [broker.port], "Mosquitto")
+            yield broker
+        finally:
+            _stop(process)
