@@ -28,11 +28,13 @@ def _ms(moment: datetime) -> int:
 
 
 def _to_entity(alert: Alert) -> dict[str, Any]:
+    from azure.data.tables import EdmType, EntityProperty
+
     return {
         "PartitionKey": alert.timestamp.astimezone(UTC).strftime("%Y%m%d"),
         "RowKey": f"{_MAX_MS - _ms(alert.timestamp):015d}_{alert.alert_id}",
         "deviceId": alert.device_id,
-        "timestampMs": _ms(alert.timestamp),
+        "timestampMs": EntityProperty(_ms(alert.timestamp), EdmType.INT64),
         "doc": orjson.dumps(alert.model_dump(mode="json")).decode(),
     }
 

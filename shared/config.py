@@ -68,7 +68,7 @@ def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...], default: s
     return value
 
 
-def _positive_int(env: dict[str, str], name: str, default: int) -> int:
+def _positive_int(env: dict[str, str], name: str, default: int, maximum: int = 2**31 - 1) -> int:
     raw = _get(env, name)
     if raw is None:
         return default
@@ -76,8 +76,8 @@ def _positive_int(env: dict[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
-    if value < 1:
-        raise ConfigurationError(f"{name}={raw!r} must be at least 1")
+    if not 1 <= value <= maximum:
+        raise ConfigurationError(f"{name}={raw!r} must be between 1 and {maximum}")
     return value
 
 
@@ -114,7 +114,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     broker = _get(env, "MQTT_BROKER_URL") or "mqtt://127.0.0.1:1883"
     if urlsplit(broker).scheme not in ("mqtt", "mqtts") or not urlsplit(broker).hostname:
-        raise ConfigurationError(f"MQTT_BROKER_URL={broker!r} is not an mqtt:// or mqtts:// URL")
+        # The value is not echoed: it may carry a password.
+        raise ConfigurationError("MQTT_BROKER_URL is not an mqtt:// or mqtts:// URL")
     transport = _choice(env, "COMMAND_TRANSPORT", ("mqtt", "eventgrid"), "mqtt")
     hostname = _get(env, "EVENTGRID_MQTT_HOSTNAME")
     if transport == "eventgrid" and hostname is None:
@@ -133,7 +134,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         mqtt_password=_get(env, "MQTT_PASSWORD"),
         offline_command_policy=_choice(env, "OFFLINE_COMMAND_POLICY", ("queue", "reject"), "queue"),  # type: ignore[arg-type]
         alert_rules_json=_get(env, "ALERT_RULES"),
-        flapping_disconnects=_positive_int(env, "FLAPPING_DISCONNECTS", 5),
+        # The connection history keeps 20 session events: 10 connect-disconnect pairs.
+        flapping_disconnects=_positive_int(env, "FLAPPING_DISCONNECTS", 5, maximum=10),
         flapping_window_seconds=_positive_int(env, "FLAPPING_WINDOW_SECONDS", 600),
     )
 

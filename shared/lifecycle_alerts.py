@@ -4,7 +4,7 @@ with the same ids, so redeliveries and retries never duplicate an alert."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from shared.keys import stable_id
 from shared.lifecycle_events import LifecycleEvent
@@ -41,12 +41,15 @@ def lifecycle_alerts(
     recent = [r for r in device.connection_history
               if r.kind == "disconnected" and event.event_time - window < r.time <= event.event_time]
     if len(recent) >= flapping_disconnects:
-        bucket = int(event.event_time.timestamp()) // flapping_window_seconds
+        # One alert per device and window: the window's start is its time, so every
+        # disconnect in the burst, in any order, names the same alert.
+        start = int(event.event_time.timestamp()) // flapping_window_seconds * flapping_window_seconds
+        window_start = datetime.fromtimestamp(start, UTC)
         alerts.append(Alert(
-            alert_id=stable_id(event.device_id, "flapping", str(bucket)),
+            alert_id=stable_id(event.device_id, "flapping", str(start)),
             device_id=event.device_id, rule="flapping", severity="warning", stream="lifecycle",
             message=(f"device {event.device_id!r} disconnected {len(recent)} times "
-                     f"within {flapping_window_seconds} s"),
-            value=len(recent), timestamp=event.event_time, raised_at=now,
+                     f"within {flapping_window_seconds} s (window from {window_start.isoformat()})"),
+            value=len(recent), timestamp=window_start, raised_at=now,
         ))
     return alerts
