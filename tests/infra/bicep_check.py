@@ -311,9 +311,7 @@ def parse(text: str, name: str = "<string>") -> BicepFile:
             type_node = next((c for c in named[1:] if c.type in {"type", "nullable_type"} or "type" in c.type), None)
             type_text = _text(type_node) if type_node is not None else ""
             default = _value(named[-1]) if len(named) >= 3 else None
-            params[_text(named[0])] = Param(
-                _text(named[0]), type_text, default, type_text.endswith("?"), _line(node)
-            )
+            params[_text(named[0])] = Param(_text(named[0]), type_text, default, type_text.endswith("?"), _line(node))
         elif node.type == "variable_declaration":
             variables[_text(named[0])] = _value(named[-1])
         elif node.type == "output_declaration":
@@ -377,6 +375,10 @@ def _ref(ref: Mapping[str, Any]) -> int:
     return int(str(ref["$ref"]).rsplit("/", 1)[1])
 
 
+def _count(errors: list[tuple[int, str]]) -> int:
+    return len(errors)
+
+
 class _Checker:
     def __init__(self, nodes: list[dict[str, Any]]) -> None:
         self.nodes = nodes
@@ -385,9 +387,9 @@ class _Checker:
         return self.nodes[ref if isinstance(ref, int) else _ref(ref)]
 
     def describe(self, t: Mapping[str, Any]) -> str:
-        kind = t["$type"]
+        kind = str(t["$type"])
         if kind == "StringLiteralType":
-            return repr(t["value"])
+            return repr(str(t["value"]))
         if kind == "UnionType":
             return " | ".join(self.describe(self.node(e)) for e in t["elements"])
         return {
@@ -420,7 +422,7 @@ class _Checker:
                 return []
             if value.is_literal:
                 return [(value.line, f"{path}: {value.text} is not an allowed value ({self.describe(t)})")]
-            return min(results, key=len)
+            return min(results, key=_count)
         if kind == "StringLiteralType":
             if value.kind == "string" and value.literal is not None and value.literal != t["value"]:
                 return [(value.line, f"{path}: {value.text} is not an allowed value ({t['value']!r})")]
@@ -521,14 +523,14 @@ class _Checker:
                     merged.update(e.get("properties", {}))
                 errors.append((prop_value.line, self._unknown(key, where, merged)))
                 continue
-            results = []
+            results: list[list[tuple[int, str]]] = []
             for prop in candidates:
                 if int(prop.get("flags", 0)) & FLAG_READ_ONLY:
                     results.append([(prop_value.line, f"{where}: property is read-only")])
                 else:
                     results.append(self.check(self.node(prop["type"]), prop_value, where))
             if all(results):
-                errors += min(results, key=len)
+                errors.extend(sorted(results, key=_count)[0])
         return errors
 
 
@@ -557,12 +559,17 @@ def check_resource(resource: Resource, index: TypeIndex, file: str) -> list[Find
     prefix = f"{resource.symbol} ({resource.full_type})"
     if body["$type"] == "ObjectType":
         errors = checker.check_object(
-            body.get("properties", {}), body.get("additionalProperties"), resource.body, "",
+            body.get("properties", {}),
+            body.get("additionalProperties"),
+            resource.body,
+            "",
             skip=BICEP_RESOURCE_KEYWORDS,
         )
     else:
         stripped = Value(
-            "object", resource.body.line, resource.body.text,
+            "object",
+            resource.body.line,
+            resource.body.text,
             props=[(k, v) for k, v in resource.body.props if k not in BICEP_RESOURCE_KEYWORDS],
         )
         errors = checker.check(body, stripped, "")
@@ -582,17 +589,23 @@ def _module_findings(bicep: BicepFile, base_dir: Path | None) -> list[Finding]:
         params = module.body.get("params") if module.body is not None else None
         given = {k for k, _ in params.props} if params is not None and params.kind == "object" else set()
         for key in sorted(given - set(declared)):
-            findings.append(Finding(bicep.name, module.line, f"module {module.symbol}: {module.path} has no parameter {key!r}"))
+            findings.append(
+                Finding(bicep.name, module.line, f"module {module.symbol}: {module.path} has no parameter {key!r}")
+            )
         if params is None or params.kind == "object":
             for name, param in declared.items():
                 if param.default is None and not param.nullable and name not in given:
                     findings.append(
-                        Finding(bicep.name, module.line, f"module {module.symbol}: required parameter {name!r} not given")
+                        Finding(
+                            bicep.name, module.line, f"module {module.symbol}: required parameter {name!r} not given"
+                        )
                     )
     return findings
 
 
-def check_source(text: str, index: TypeIndex | None, name: str = "<string>", base_dir: Path | None = None) -> list[Finding]:
+def check_source(
+    text: str, index: TypeIndex | None, name: str = "<string>", base_dir: Path | None = None
+) -> list[Finding]:
     """All findings for one Bicep source: syntax, types (when ``index``), module parameters."""
     findings = syntax_errors(text, name)
     bicep = parse(text, name)
@@ -628,8 +641,8 @@ def guid_literals(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def check_role_ids(text: str, allowed: Mapping[str, str], name: str = "<string>") -> list[Finding]:
-    """GUID literals that are not in ``allowed`` (role definition id -> role name)."""
+def check_role_ids(text: str, allowed: Mapping[str, object], name: str = "<string>") -> list[Finding]:
+    """GUID literals that are not keys of ``allowed`` (role definition id -> role name or description)."""
     known = {k.lower() for k in allowed}
     return [
         Finding(name, line, f"role definition id {guid} is not an allowed built-in role")

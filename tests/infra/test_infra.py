@@ -169,10 +169,12 @@ def literal(value: Value | None, dotted: str) -> object:
 
 
 def string_items(value: Value | None) -> list[str]:
-    assert value is not None and value.kind == "array", "expected an array literal"
+    assert value is not None, "expected an array literal"
+    assert value.kind == "array", "expected an array literal"
     out = []
     for item in value.items:
-        assert item.kind == "string" and item.literal is not None, f"expected a string literal, got {item.text}"
+        assert item.kind == "string", f"expected a string literal, got {item.text}"
+        assert item.literal is not None, f"expected a string literal, got {item.text}"
         out.append(str(item.literal))
     return out
 
@@ -181,11 +183,14 @@ def app_settings() -> Value:
     configs = [
         r
         for r in bicep(FUNCTION_BICEP).resources
-        if r.type_name == "Microsoft.Web/sites/config" and r.body is not None and literal(r.body, "name") == "appsettings"
+        if r.type_name == "Microsoft.Web/sites/config"
+        and r.body is not None
+        and literal(r.body, "name") == "appsettings"
     ]
     assert len(configs) == 1, "function.bicep needs exactly one sites/config 'appsettings'"
     settings = prop(configs[0].body, "properties")
-    assert settings is not None and settings.kind == "object", "appsettings properties must be an object literal"
+    assert settings is not None, "appsettings needs properties"
+    assert settings.kind == "object", "appsettings properties must be an object literal"
     return settings
 
 
@@ -341,7 +346,11 @@ def test_checker_accepts_a_correct_snippet() -> None:
         ("wrong case", SNIPPET_OK.replace("disableLocalAuth", "DisableLocalAuth"), "case-sensitive"),
         ("misspelled nested property", SNIPPET_OK.replace("partitionCount", "partitonCount"), "partitonCount"),
         ("wrong API version", SNIPPET_OK.replace("@2024-01-01", "@2024-01-02"), "unknown resource type"),
-        ("unknown type", SNIPPET_OK.replace("Microsoft.EventHub/namespaces@", "Microsoft.EventHub/namespace@"), "unknown"),
+        (
+            "unknown type",
+            SNIPPET_OK.replace("Microsoft.EventHub/namespaces@", "Microsoft.EventHub/namespace@"),
+            "unknown",
+        ),
         ("enum value", SNIPPET_OK.replace("'Standard'", "'Standrd'"), "not an allowed value"),
         ("TLS value", SNIPPET_OK.replace("'1.2'", "'1.3'"), "not an allowed value"),
         ("wrong literal type", SNIPPET_OK.replace("partitionCount: 2", "partitionCount: 'two'"), "expected int"),
@@ -397,14 +406,22 @@ def test_checker_reports_unknown_roles() -> None:
 resource ra 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid('x')
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '00000000-1111-2222-3333-444444444444')
+    roleDefinitionId: subscriptionResourceId(
+      'Microsoft.Authorization/roleDefinitions', '00000000-1111-2222-3333-444444444444'
+    )
     principalId: 'p'
   }
 }
 """
     findings = check_role_ids(source, ALLOWED_ROLES)
-    assert [f.line for f in findings] == [5]
-    assert check_role_ids(source.replace("00000000-1111-2222-3333-444444444444", "3913510d-42f4-4e42-8a64-420c390055eb"), ALLOWED_ROLES) == []
+    assert [f.line for f in findings] == [6]
+    assert (
+        check_role_ids(
+            source.replace("00000000-1111-2222-3333-444444444444", "3913510d-42f4-4e42-8a64-420c390055eb"),
+            ALLOWED_ROLES,
+        )
+        == []
+    )
 
 
 # --------------------------------------------------------------------------- RBAC
@@ -433,7 +450,8 @@ def test_role_assignments_are_scoped_and_use_builtin_ids() -> None:
         assert ra.body is not None
         assert ra.body.get("scope") is not None, f"{ra.symbol}: role assignment without a scope (resource group wide)"
         role = prop(ra.body, "properties.roleDefinitionId")
-        assert role is not None and "subscriptionResourceId('Microsoft.Authorization/roleDefinitions'" in role.text
+        assert role is not None
+        assert "subscriptionResourceId('Microsoft.Authorization/roleDefinitions'" in role.text
         assert prop(ra.body, "properties.principalType") is not None, f"{ra.symbol}: set principalType"
 
 
@@ -450,7 +468,9 @@ def test_app_identity_gets_what_it_uses() -> None:
         "Monitoring Metrics Publisher",
     } <= granted
     # Blob Data Owner only once in all templates: the function app's host storage.
-    owner = [g for p in BICEP_FILES for g, _ in guid_literals(p.read_text(encoding="utf-8")) if g.startswith("b7e6dc6d")]
+    owner = [
+        g for p in BICEP_FILES for g, _ in guid_literals(p.read_text(encoding="utf-8")) if g.startswith("b7e6dc6d")
+    ]
     assert len(owner) == 1
     eventgrid = (INFRA / "app" / "eventgrid.bicep").read_text(encoding="utf-8")
     assert "2b629674-e913-4c01-ae53-ef4638d8f975" in eventgrid  # namespace identity sends to the hubs
@@ -471,10 +491,15 @@ def test_connection_settings_are_identity_based() -> None:
         assert name not in keys, f"{name} must not hold a connection string"
         assert f"{name}__credential" in keys
         assert f"{name}__clientId" in keys
-    assert {"AzureWebJobsStorage__blobServiceUri", "DataStorage__blobServiceUri", "DataStorage__tableServiceUri"} <= keys
+    assert {
+        "AzureWebJobsStorage__blobServiceUri",
+        "DataStorage__blobServiceUri",
+        "DataStorage__tableServiceUri",
+    } <= keys
     assert "EventHubConnection__fullyQualifiedNamespace" in keys
     for key, value in app_settings().props:
-        assert "AccountKey=" not in value.text and "SharedAccessKey" not in value.text, key
+        assert "AccountKey=" not in value.text, key
+        assert "SharedAccessKey" not in value.text, key
 
 
 def test_binding_settings_resolve() -> None:
@@ -503,18 +528,23 @@ def test_hub_names_match_the_app_defaults() -> None:
     main = bicep(MAIN_BICEP)
     for param, default in APP_HUB_DEFAULTS.items():
         declared = main.params[param].default
-        assert declared is not None and declared.literal == default, param
+        assert declared is not None, param
+        assert declared.literal == default, param
     function_module = next(m for m in main.modules if m.path == "app/function.bicep")
     params = prop(function_module.body, "params")
     for param in APP_HUB_DEFAULTS:
         passed = prop(params, param)
-        assert passed is not None and passed.text == param
+        assert passed is not None
+        assert passed.text == param
     consumer_group = main.params["functionsConsumerGroupName"].default
-    assert consumer_group is not None and consumer_group.literal == "functions"
+    assert consumer_group is not None
+    assert consumer_group.literal == "functions"
     passed_group = prop(params, "consumerGroupName")
-    assert passed_group is not None and passed_group.text == "functionsConsumerGroupName"
+    assert passed_group is not None
+    assert passed_group.text == "functionsConsumerGroupName"
     alert_rules = main.params["alertRules"].default
-    assert alert_rules is not None and alert_rules.literal == ""
+    assert alert_rules is not None
+    assert alert_rules.literal == ""
 
 
 def test_containers_and_tables_match_the_app() -> None:
@@ -561,7 +591,8 @@ def test_monitoring_has_local_auth_off() -> None:
     assert literal(workspace.body, "properties.features.disableLocalAuth") is True
     settings = app_settings()
     auth = settings.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING")
-    assert auth is not None and "Authorization=AAD" in auth.text
+    assert auth is not None
+    assert "Authorization=AAD" in auth.text
 
 
 def test_function_app_on_flex_consumption() -> None:
@@ -576,14 +607,20 @@ def test_function_app_on_flex_consumption() -> None:
     assert literal(site.body, "properties.siteConfig.ftpsState") == "Disabled"
     assert literal(site.body, "properties.functionAppConfig.runtime.name") == "python"
     version = prop(site.body, "properties.functionAppConfig.runtime.version")
-    assert version is not None and version.text == "pythonVersion"
+    assert version is not None
+    assert version.text == "pythonVersion"
     default = bicep(FUNCTION_BICEP).params["pythonVersion"].default
-    assert default is not None and default.literal == "3.12"
+    assert default is not None
+    assert default.literal == "3.12"
     assert literal(site.body, "properties.functionAppConfig.deployment.storage.type") == "blobContainer"
-    assert literal(site.body, "properties.functionAppConfig.deployment.storage.authentication.type") == "UserAssignedIdentity"
+    assert (
+        literal(site.body, "properties.functionAppConfig.deployment.storage.authentication.type")
+        == "UserAssignedIdentity"
+    )
     assert literal(site.body, "identity.type") == "UserAssigned"
     tags = prop(site.body, "tags")
-    assert tags is not None and "'azd-service-name': 'api'" in tags.text
+    assert tags is not None
+    assert "'azd-service-name': 'api'" in tags.text
     for policy in resources_of("Microsoft.Web/sites/basicPublishingCredentialsPolicies"):
         assert literal(policy.body, "properties.allow") is False
 
@@ -609,7 +646,8 @@ def test_topic_spaces_confine_each_device_to_its_own_topics() -> None:
         space = str(ref.literal) if ref.is_literal else names[ref.text.removesuffix(".name")]
         permissions[str(literal(binding.body, "properties.permission"))].update(spaces[space])
         group = prop(binding.body, "properties.clientGroupName")
-        assert group is not None and group.text == "deviceGroup.name"
+        assert group is not None
+        assert group.text == "deviceGroup.name"
     assert permissions["Publisher"] == {
         f"devices/{device}/telemetry",
         f"devices/{device}/inference",
@@ -630,7 +668,8 @@ def test_routing_enriches_with_the_device_id() -> None:
     routed = [ns for ns in namespaces if prop(ns.body, "properties.topicSpacesConfiguration.routeTopicResourceId")]
     assert len(routed) == 1
     dynamic = prop(routed[0].body, "properties.topicSpacesConfiguration.routingEnrichments.dynamic")
-    assert dynamic is not None and dynamic.kind == "array"
+    assert dynamic is not None
+    assert dynamic.kind == "array"
     assert any(literal(item, "value") == "${client.authenticationName}" for item in dynamic.items)
 
 
@@ -641,7 +680,8 @@ def test_push_subscriptions_deliver_to_the_hubs_with_the_namespace_identity() ->
     assert literal(push, "identity.type") == "SystemAssigned"
     assert literal(push, "destination.endpointType") == "EventHub"
     filters = prop(subs.body, "properties.filtersConfiguration.filters")
-    assert filters is not None and {literal(f, "key") for f in filters.items} == {"subject"}
+    assert filters is not None
+    assert {literal(f, "key") for f in filters.items} == {"subject"}
     routes = bicep(INFRA / "app" / "eventgrid.bicep").variables["routes"]
     assert {str(literal(r, "suffix")) for r in routes.items} == {"/telemetry", "/inference", "/response"}
     assert {prop(r, "hub").text for r in routes.items} == {  # type: ignore[union-attr]
@@ -701,8 +741,13 @@ def test_hooks_exist_for_both_shells() -> None:
 def test_hooks_use_outputs_that_exist() -> None:
     outputs = set(bicep(MAIN_BICEP).outputs)
     builtin = {"AZURE_SUBSCRIPTION_ID", "AZURE_ENV_NAME"}
-    settings_env = {"OFFLINE_COMMAND_POLICY", "ALERT_RULES", "FLAPPING_DISCONNECTS", "FLAPPING_WINDOW_SECONDS",
-                    "GRANT_DEVELOPER_ACCESS"}
+    settings_env = {
+        "OFFLINE_COMMAND_POLICY",
+        "ALERT_RULES",
+        "FLAPPING_DISCONNECTS",
+        "FLAPPING_WINDOW_SECONDS",
+        "GRANT_DEVELOPER_ACCESS",
+    }
     for script in sorted((INFRA / "hooks").iterdir()):
         text = script.read_text(encoding="utf-8")
         names = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", text))
@@ -761,8 +806,18 @@ def test_funcignore_keeps_only_what_runs() -> None:
         for line in (ROOT / ".funcignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     }
-    for required in ("tests/", ".venv/", "node_modules/", "local.settings.json", "__pycache__/", ".pytest_cache/",
-                     ".mypy_cache/", ".ruff_cache/", "infra/", "tools/"):
+    for required in (
+        "tests/",
+        ".venv/",
+        "node_modules/",
+        "local.settings.json",
+        "__pycache__/",
+        ".pytest_cache/",
+        ".mypy_cache/",
+        ".ruff_cache/",
+        "infra/",
+        "tools/",
+    ):
         assert required in lines, required
     for kept in ("function_app.py", "host.json", "requirements.txt", "shared/", "blueprints/", "shared", "blueprints"):
         assert kept not in lines, kept
