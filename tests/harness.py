@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -10,6 +14,9 @@ import azure.functions as func
 import orjson
 
 from function_app import app
+from shared.config import reset_settings
+from shared.storage import reset_data_store
+from tools import event_factory
 
 FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
 
@@ -30,3 +37,24 @@ def http_request(method: str, path: str, *, route_params: dict[str, str] | None 
 
 def json_of(response: func.HttpResponse) -> Any:
     return orjson.loads(response.get_body())
+
+
+def deliver(run: Any, *documents: dict[str, Any]) -> None:
+    handler = user_function("client_lifecycle")
+    for document in documents:
+        run(handler(event_factory.to_function_event(document)))
+
+
+@contextlib.contextmanager
+def unreachable_storage(run: Any) -> Iterator[None]:
+    """``DataStorage`` pointed at a port where nothing listens, for the block."""
+    saved = os.environ["DataStorage"]
+    run(reset_data_store())
+    os.environ["DataStorage"] = re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:9", saved)
+    reset_settings()
+    try:
+        yield
+    finally:
+        run(reset_data_store())
+        os.environ["DataStorage"] = saved
+        reset_settings()

@@ -3,11 +3,8 @@ whatever their order, schema or number of deliveries."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,12 +13,11 @@ import orjson
 import pytest
 from azure.core.exceptions import AzureError
 
-from shared.config import reset_settings
 from shared.keys import device_key
 from shared.registry import DeviceRegistry
-from shared.storage import data_store, reset_data_store
+from shared.storage import data_store
 from shared.storage_names import DEADLETTER_CONTAINER
-from tests.harness import http_request, json_of, user_function
+from tests.harness import deliver, http_request, json_of, unreachable_storage, user_function
 from tools import event_factory as ev
 
 pytestmark = pytest.mark.usefixtures("app_env")
@@ -31,12 +27,6 @@ SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
 def new_id(prefix: str = "dev") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def deliver(run: Any, *documents: dict[str, Any]) -> None:
-    handler = user_function("client_lifecycle")
-    for document in documents:
-        run(handler(ev.to_function_event(document)))
 
 
 def device(run: Any, device_id: str) -> dict[str, Any]:
@@ -218,23 +208,6 @@ def test_an_event_that_can_never_apply_is_dead_lettered_with_its_reason(
     assert letter["stream"] == "lifecycle"
     assert orjson.loads(letter["body"])["data"] == document["data"]
     assert letter["_name"].startswith("lifecycle/") and "receivedAt" in letter
-
-
-@contextlib.contextmanager
-def unreachable_storage(run: Any) -> Iterator[None]:
-    saved = os.environ["DataStorage"]
-    run(reset_data_store())
-    os.environ["DataStorage"] = saved.replace("127.0.0.1:", "127.0.0.1:1").replace(
-        "http://", "http://").split("TableEndpoint")[0] + "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-    os.environ["DataStorage"] = os.environ["DataStorage"].replace(
-        "BlobEndpoint=http://127.0.0.1:1", "BlobEndpoint=http://127.0.0.1:9#")
-    reset_settings()
-    try:
-        yield
-    finally:
-        run(reset_data_store())
-        os.environ["DataStorage"] = saved
-        reset_settings()
 
 
 def test_a_storage_failure_fails_the_invocation_so_event_grid_retries(run: Any) -> None:
