@@ -1,0 +1,33 @@
+"""Calling the app's functions as the Python worker does: the user function that
+``app.get_functions()`` indexed, with trigger objects built by azure-functions itself.
+Shared by the tests, the demo and the benchmark."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import azure.functions as func
+import orjson
+
+from function_app import app
+
+FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
+
+
+def user_function(name: str) -> Any:
+    return FUNCTIONS[name].get_user_function()
+
+
+def http_request(method: str, path: str, *, route_params: dict[str, str] | None = None,
+                 params: dict[str, str] | None = None, body: Any = None,
+                 headers: dict[str, str] | None = None) -> func.HttpRequest:
+    raw = body if isinstance(body, bytes) else (b"" if body is None else orjson.dumps(body))
+    query = f"?{urlencode(params)}" if params else ""
+    return func.HttpRequest(method=method, url=f"http://localhost/api/{path}{query}",
+                            headers=headers or {}, params=params or {}, route_params=route_params or {},
+                            body=raw)
+
+
+def json_of(response: func.HttpResponse) -> Any:
+    return orjson.loads(response.get_body())
