@@ -17,7 +17,7 @@ What is checked:
   a ternary are checked;
 * literal values of enumerated properties are allowed values, and literal
   scalars have the declared primitive type;
-* read-only properties are not written;
+* read-only properties are not written, required ones are not left out;
 * a module's ``params`` name parameters that its file declares, and every
   required parameter of the module is given.
 
@@ -483,6 +483,12 @@ class _Checker:
                 errors.append((prop_value.line, f"{where}: property is read-only"))
                 continue
             errors += self.check(self.node(prop["type"]), prop_value, where)
+        given = {key for key, _ in value.props}
+        for key, prop in properties.items():
+            flags = int(prop.get("flags", 0))
+            if flags & FLAG_REQUIRED and not flags & FLAG_READ_ONLY and key not in given:
+                where = f"{path}.{key}" if path else key
+                errors.append((value.line, f"{where}: required property is missing"))
         return errors
 
     @staticmethod

@@ -356,6 +356,12 @@ def test_checker_accepts_a_correct_snippet() -> None:
         ("wrong literal type", SNIPPET_OK.replace("partitionCount: 2", "partitionCount: 'two'"), "expected int"),
         ("read-only property", SNIPPET_OK.replace("disableLocalAuth: true", "serviceBusEndpoint: 'x'"), "read-only"),
         ("syntax error", SNIPPET_OK.replace("sku: {", "sku: {{"), "syntax"),
+        (
+            "missing required property",
+            "resource st 'Microsoft.Storage/storageAccounts@2024-01-01' = {\n"
+            "  name: 'st1'\n  location: 'westeurope'\n  sku: {\n    name: 'Standard_LRS'\n  }\n}\n",
+            "kind: required property is missing",
+        ),
     ],
 )
 def test_checker_reports_mistakes(mistake: str, source: str, expected: str) -> None:
