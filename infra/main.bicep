@@ -134,7 +134,6 @@ param logDailyQuotaGb int = 1
 
 // ----------------------------------------------------------------------------- types
 
-@export()
 @description('An MQTT client (device) of the Event Grid namespace.')
 type deviceClient = {
   @description('Client resource name and authentication name (the device id): letters, digits, -, :, ., _.')
@@ -270,7 +269,7 @@ module eventGrid 'app/eventgrid.bicep' = {
   }
 }
 
-module function 'app/function.bicep' = {
+module functionApp 'app/function.bicep' = {
   name: 'function'
   scope: rg
   params: {
@@ -327,9 +326,9 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output RESOURCE_TOKEN string = resourceToken
 
-output SERVICE_API_NAME string = function.outputs.name
-output AZURE_FUNCTION_APP_NAME string = function.outputs.name
-output AZURE_FUNCTION_URI string = function.outputs.uri
+output SERVICE_API_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_URI string = functionApp.outputs.uri
 output AZURE_USER_ASSIGNED_IDENTITY_NAME string = identity.outputs.name
 output AZURE_USER_ASSIGNED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 
