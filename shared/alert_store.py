@@ -43,21 +43,23 @@ class AlertStore:
     def __init__(self, store: DataStore) -> None:
         self._store = store
 
-    async def add(self, alerts: list[Alert]) -> None:
-        """Store ``alerts``; any already stored is left as it is."""
+    async def add(self, alerts: list[Alert]) -> list[Alert]:
+        """Store ``alerts``; any already stored is left as it is. Returns the new ones."""
         from azure.core.exceptions import ResourceExistsError
 
         if not alerts:
-            return
+            return []
         table = await self._store.table(ALERTS_TABLE)
 
-        async def add_one(alert: Alert) -> None:
+        async def add_one(alert: Alert) -> bool:
             try:
                 await table.create_entity(_to_entity(alert))
             except ResourceExistsError:
-                pass
+                return False
+            return True
 
-        await asyncio.gather(*(add_one(a) for a in alerts))
+        created = await asyncio.gather(*(add_one(a) for a in alerts))
+        return [alert for alert, new in zip(alerts, created, strict=True) if new]
 
     async def list(
         self, *, device_id: str | None = None, since: datetime | None = None, limit: int = 100,

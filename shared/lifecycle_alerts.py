@@ -29,7 +29,9 @@ def lifecycle_alerts(
         return []
     alerts = []
     reason = event.disconnection_reason or ""
-    if reason in TROUBLE_REASONS:
+    # A client that an operator disabled or deleted is refused on purpose: no alert.
+    expected = device.deleted or device.state == "Disabled"
+    if reason in TROUBLE_REASONS and not expected:
         severity, text = TROUBLE_REASONS[reason]
         alerts.append(Alert(
             alert_id=stable_id(event.device_id, "disconnectionReason", str(event.sequence_number), event.session_name or ""),

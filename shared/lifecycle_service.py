@@ -45,7 +45,6 @@ async def handle_lifecycle_event(event: Any) -> tuple[Device, list[Alert]] | Non
         device, parsed, flapping_disconnects=settings.flapping_disconnects,
         flapping_window_seconds=settings.flapping_window_seconds, now=now,
     )
-    await AlertStore(store).add(alerts)
-    for alert in alerts:
+    for alert in await AlertStore(store).add(alerts):
         log.warning("alert %s on %r: %s", alert.rule, alert.device_id, alert.message)
     return device, alerts

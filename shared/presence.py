@@ -3,9 +3,10 @@
 Event Grid delivers at least once and in no particular order, so each kind of fact
 has its own clock:
 
-* presence (connected, session, reason) by ``sequenceNumber``: a connect applies
-  when its number is greater than the stored one, a disconnect when greater or
-  equal (a session's connect and disconnect share a number);
+* presence (connected, session) by ``sequenceNumber``: a connect applies when its
+  number is greater than the stored one, a disconnect when greater or equal (a
+  session's connect and disconnect share a number); the last connect and the last
+  disconnect (with its reason) are the latest by event time;
 * client metadata (state, attributes) by ``updatedOn``: applied when not older;
 * deletion by event time against ``updatedOn``: a delete marks the device deleted
   unless the client was updated after it; a create or update newer than the
@@ -52,17 +53,22 @@ def _apply_session(device: Device, event: LifecycleEvent, history_limit: int) ->
 
 
 def _apply_presence(device: Device, record: ConnectionRecord) -> None:
+    # The last connect and disconnect are facts of their own, the latest by time,
+    # even when an older session's event no longer changes presence.
+    if record.kind == "connected":
+        if device.last_connected_at is None or record.time > device.last_connected_at:
+            device.last_connected_at = record.time
+    elif device.last_disconnected_at is None or record.time > device.last_disconnected_at:
+        device.last_disconnected_at = record.time
+        device.disconnection_reason = record.reason
     stored = device.sequence_number
     if record.kind == "connected" and (stored is None or record.sequence_number > stored):
         device.connected = True
         device.session_name = record.session_name
-        device.last_connected_at = record.time
         device.sequence_number = record.sequence_number
     elif record.kind == "disconnected" and (stored is None or record.sequence_number >= stored):
         device.connected = False
         device.session_name = record.session_name or device.session_name
-        device.last_disconnected_at = record.time
-        device.disconnection_reason = record.reason
         device.sequence_number = record.sequence_number
 
 

@@ -171,6 +171,26 @@ def test_troubling_disconnection_reasons_raise_one_alert_each(run: Any) -> None:
     assert set(alerts[0]) >= {"alertId", "deviceId", "rule", "severity", "stream", "message", "timestamp", "raisedAt"}
 
 
+def test_a_refusal_of_a_disabled_or_deleted_client_raises_no_alert(run: Any) -> None:
+    disabled, gone = new_id(), new_id()
+    deliver(run, ev.created_or_updated(disabled, T0, state="Disabled"), ev.connected(disabled, 1, T0),
+            ev.disconnected(disabled, 1, T0 + timedelta(minutes=1), reason="ClientAuthenticationError"),
+            ev.connected(gone, 1, T0), ev.deleted(gone, T0 + timedelta(minutes=1)),
+            ev.disconnected(gone, 1, T0 + timedelta(minutes=1), reason="ClientAuthenticationError"))
+    assert alerts_of(run, disabled) == [] and alerts_of(run, gone) == []
+    assert device(run, disabled)["disconnectionReason"] == "ClientAuthenticationError"
+
+
+def test_an_older_sessions_late_disconnect_is_still_the_last_disconnection(run: Any) -> None:
+    dev = new_id()
+    deliver(run, ev.connected(dev, 2, T0 + timedelta(minutes=10)),
+            ev.disconnected(dev, 1, T0 + timedelta(minutes=9), reason="ConnectionLost"))
+    body = device(run, dev)
+    assert (body["connected"], body["sequenceNumber"]) == (True, 2)
+    assert body["disconnectionReason"] == "ConnectionLost"
+    assert body["lastDisconnectedAt"].startswith("2026-11-20T08:09")
+
+
 def test_flapping_raises_an_alert_once_per_window(run: Any) -> None:
     dev = new_id()  # the test settings flag 3 disconnects within 600 s
     events = []

@@ -41,8 +41,12 @@ def story(device_id: str, closed: list[bool], update_minutes: list[int]) -> list
 
 def expected(closed: list[bool], update_minutes: list[int]) -> dict[str, Any]:
     last = len(closed)
+    last_closed = max((seq for seq, c in enumerate(closed, start=1) if c), default=None)
     return {"connected": not closed[-1], "sequenceNumber": last, "sessionName": f"s{last}",
-            "attributes": {"rev": max(update_minutes)} if update_minutes else None}
+            "attributes": {"rev": max(update_minutes)} if update_minutes else None,
+            "lastConnectedAt": (T0 + timedelta(minutes=10 * last)).isoformat().replace("+00:00", "Z"),
+            "lastDisconnectedAt": (T0 + timedelta(minutes=10 * last_closed + 5)).isoformat().replace("+00:00", "Z")
+            if last_closed else None}
 
 
 def deliveries(documents: list[dict[str, Any]]) -> st.SearchStrategy[list[dict[str, Any]]]:
