@@ -1,0 +1,49 @@
+# Two commands matter: `make demo` and `make test`. Everything else supports them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BICEP_TYPES_DIR ?= $(if $(wildcard ../shared/bicep-types),$(abspath ../shared/bicep-types),)
+export BICEP_TYPES_DIR
+
+.PHONY: setup demo test lint bench start clean services-check
+
+setup: $(VENV)/.installed node_modules/.installed services-check
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $$(tools/python.sh) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Mosquitto comes from the system's packages; install it when we are root.
+services-check:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	    else echo "Mosquitto is missing: sudo apt-get install -y mosquitto" >&2; exit 1; fi; }
+
+demo: setup
+	$(PY) -m tools.demo
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+bench: setup
+	$(PY) -m tools.bench
+
+# Azurite on its standard ports and the Functions host, where Core Tools are installed.
+start: setup
+	@command -v func >/dev/null || { echo "Azure Functions Core Tools (func) are not installed: see README, 'Run it locally'. Azurite alone: npx azurite --inMemoryPersistence" >&2; exit 1; }
+	@test -f local.settings.json || cp local.settings.sample.json local.settings.json
+	npx azurite --inMemoryPersistence --silent --skipApiVersionCheck --loose & \
+	  trap 'kill %1' EXIT; . $(VENV)/bin/activate && func start
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
