@@ -831,3 +831,112 @@ def test_funcignore_keeps_only_what_runs() -> None:
         assert required in lines, required
     for kept in ("function_app.py", "host.json", "requirements.txt", "shared/", "blueprints/", "shared", "blueprints"):
         assert kept not in lines, kept
+
+
+# A tiny types.json in the bicep-types format, so that the checker's own tests
+# run even where BICEP_TYPES_DIR is not available.
+SYNTHETIC_TYPES: list[dict[str, Any]] = [
+    {"$type": "StringType"},  # 0
+    {"$type": "BooleanType"},  # 1
+    {"$type": "IntegerType"},  # 2
+    {"$type": "StringLiteralType", "value": "Basic"},  # 3
+    {"$type": "StringLiteralType", "value": "Premium"},  # 4
+    {"$type": "UnionType", "elements": [{"$ref": "#/3"}, {"$ref": "#/4"}, {"$ref": "#/0"}]},  # 5 open enum
+    {"$type": "StringLiteralType", "value": "Queue"},  # 6
+    {"$type": "StringLiteralType", "value": "Hub"},  # 7
+    {
+        "$type": "ObjectType",
+        "name": "QueueTarget",
+        "properties": {
+            "kind": {"type": {"$ref": "#/6"}, "flags": 1},
+            "queueName": {"type": {"$ref": "#/0"}, "flags": 0},
+        },
+    },  # 8
+    {
+        "$type": "ObjectType",
+        "name": "HubTarget",
+        "properties": {
+            "kind": {"type": {"$ref": "#/7"}, "flags": 1},
+            "hubName": {"type": {"$ref": "#/0"}, "flags": 0},
+        },
+    },  # 9
+    {
+        "$type": "DiscriminatedObjectType",
+        "name": "Target",
+        "discriminator": "kind",
+        "baseProperties": {"label": {"type": {"$ref": "#/0"}, "flags": 0}},
+        "elements": {"Queue": {"$ref": "#/8"}, "Hub": {"$ref": "#/9"}},
+    },  # 10
+    {"$type": "ArrayType", "itemType": {"$ref": "#/10"}},  # 11
+    {
+        "$type": "ObjectType",
+        "name": "WidgetProperties",
+        "properties": {
+            "enabled": {"type": {"$ref": "#/1"}, "flags": 0},
+            "tier": {"type": {"$ref": "#/5"}, "flags": 0},
+            "count": {"type": {"$ref": "#/2"}, "flags": 0},
+            "targets": {"type": {"$ref": "#/11"}, "flags": 0},
+            "endpoint": {"type": {"$ref": "#/0"}, "flags": 2},
+        },
+    },  # 12
+    {
+        "$type": "ObjectType",
+        "name": "Contoso.Widgets/widgets",
+        "properties": {
+            "name": {"type": {"$ref": "#/0"}, "flags": 9},
+            "id": {"type": {"$ref": "#/0"}, "flags": 10},
+            "kind": {"type": {"$ref": "#/0"}, "flags": 1},
+            "properties": {"type": {"$ref": "#/12"}, "flags": 0},
+        },
+    },  # 13
+    {"$type": "ResourceType", "name": "Contoso.Widgets/widgets@2025-01-01", "body": {"$ref": "#/13"}},  # 14
+]
+
+SYNTHETIC_OK = """
+resource w 'Contoso.Widgets/widgets@2025-01-01' = [for i in range(0, 2): {
+  name: 'w${i}'
+  kind: 'round'
+  properties: {
+    enabled: true
+    tier: 'Premium'
+    count: 3
+    targets: [
+      { kind: 'Queue', queueName: 'q', label: 'a' }
+      { kind: 'Hub', hubName: 'h' }
+    ]
+  }
+}]
+"""
+
+
+@pytest.fixture
+def synthetic_index(tmp_path: Path) -> TypeIndex:
+    folder = tmp_path / "contoso.widgets" / "2025-01-01"
+    folder.mkdir(parents=True)
+    (folder / "types.json").write_text(json.dumps(SYNTHETIC_TYPES), encoding="utf-8")
+    return TypeIndex(tmp_path)
+
+
+def test_checker_accepts_a_correct_synthetic_snippet(synthetic_index: TypeIndex) -> None:
+    assert check_source(SYNTHETIC_OK, synthetic_index) == []
+
+
+@pytest.mark.parametrize(
+    ("mistake", "before", "after", "expected"),
+    [
+        ("misspelled property", "enabled: true", "enabeld: true", "properties.enabeld: unknown property"),
+        ("wrong API version", "@2025-01-01", "@2025-02-01", "unknown resource type"),
+        ("enum value", "'Premium'", "'Premum'", "not an allowed value"),
+        ("literal type", "count: 3", "count: 'three'", "expected int"),
+        ("read-only", "count: 3", "endpoint: 'x'", "read-only"),
+        ("required", "  kind: 'round'\n", "", "kind: required property is missing"),
+        ("discriminated element", "queueName: 'q'", "hubName: 'q'", "targets[0].hubName: unknown property"),
+        ("discriminator value", "kind: 'Hub'", "kind: 'Hubs'", "not an allowed value"),
+    ],
+)
+def test_checker_reports_mistakes_offline(
+    synthetic_index: TypeIndex, mistake: str, before: str, after: str, expected: str
+) -> None:
+    assert before in SYNTHETIC_OK
+    findings = check_source(SYNTHETIC_OK.replace(before, after, 1), synthetic_index)
+    assert any(expected in f.message for f in findings), f"{mistake} not reported: {findings}"
