@@ -118,11 +118,14 @@ param offlineCommandPolicy string = 'queue'
 @description('ALERT_RULES: JSON list of alert rules; empty = the app\'s documented defaults.')
 param alertRules string = ''
 
-@description('FLAPPING_DISCONNECTS: disconnects within the window that mark a device as flapping.')
-param flappingDisconnects string = '5'
+@minValue(1)
+@maxValue(10)
+@description('FLAPPING_DISCONNECTS: disconnects within the window that mark a device as flapping (the app keeps 10).')
+param flappingDisconnects int = 5
 
+@minValue(1)
 @description('FLAPPING_WINDOW_SECONDS: window of the flapping detection, in seconds.')
-param flappingWindowSeconds string = '600'
+param flappingWindowSeconds int = 600
 
 @description('Retention of the Log Analytics workspace, in days.')
 @minValue(30)

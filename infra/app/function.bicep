@@ -19,8 +19,8 @@ param consumerGroupName string
 param eventGridMqttHostname string
 param offlineCommandPolicy string = 'queue'
 param alertRules string = ''
-param flappingDisconnects string = '5'
-param flappingWindowSeconds string = '600'
+param flappingDisconnects int = 5
+param flappingWindowSeconds int = 600
 param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
 param pythonVersion string = '3.12'
@@ -131,8 +131,8 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       MQTT_PASSWORD: ''
       OFFLINE_COMMAND_POLICY: offlineCommandPolicy
       ALERT_RULES: alertRules
-      FLAPPING_DISCONNECTS: flappingDisconnects
-      FLAPPING_WINDOW_SECONDS: flappingWindowSeconds
+      FLAPPING_DISCONNECTS: string(flappingDisconnects)
+      FLAPPING_WINDOW_SECONDS: string(flappingWindowSeconds)
       // azure-identity's DefaultAzureCredential picks the user-assigned identity.
       AZURE_CLIENT_ID: identity.properties.clientId
       // Application Insights with Entra ID authentication (local auth is off).
