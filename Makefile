@@ -40,10 +40,7 @@ bench: setup
 
 # Azurite on its standard ports and the Functions host, where Core Tools are installed.
 start: setup
-	@command -v func >/dev/null || { echo "Azure Functions Core Tools (func) are not installed: see README, 'Run it locally'. Azurite alone: npx azurite --inMemoryPersistence" >&2; exit 1; }
-	@test -f local.settings.json || cp local.settings.sample.json local.settings.json
-	npx azurite --inMemoryPersistence --silent --skipApiVersionCheck --loose & \
-	  trap 'kill %1' EXIT; . $(VENV)/bin/activate && func start
+	tools/start.sh
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

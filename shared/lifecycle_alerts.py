@@ -13,7 +13,8 @@ from shared.models import Alert, Device, Severity
 # Disconnection reasons that mean something is wrong with the client, its
 # credentials or the namespace's limits (not a network blip or a clean close).
 TROUBLE_REASONS: dict[str, tuple[Severity, str]] = {
-    "ClientAuthenticationError": ("critical", "failed authentication (certificate expired, client disabled or changed)"),
+    "ClientAuthenticationError": (
+        "critical", "failed authentication (certificate expired, client disabled or changed)"),
     "ClientAuthorizationError": ("critical", "was refused by authorization (topic spaces, permission bindings)"),
     "IpForbidden": ("critical", "connected from an IP address that the namespace forbids"),
     "QuotaExceeded": ("warning", "exceeded a throttling limit of the namespace"),
@@ -34,7 +35,8 @@ def lifecycle_alerts(
     if reason in TROUBLE_REASONS and not expected:
         severity, text = TROUBLE_REASONS[reason]
         alerts.append(Alert(
-            alert_id=stable_id(event.device_id, "disconnectionReason", str(event.sequence_number), event.session_name or ""),
+            alert_id=stable_id(event.device_id, "disconnectionReason", str(event.sequence_number),
+                               event.session_name or ""),
             device_id=event.device_id, rule="disconnectionReason", severity=severity, stream="lifecycle",
             message=f"device {event.device_id!r} {text} ({reason})", value=reason,
             timestamp=event.event_time, raised_at=now,

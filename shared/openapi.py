@@ -66,8 +66,8 @@ def _operation(op: Operation) -> dict[str, Any]:
                    if model else {"application/json": {"schema": {"type": "object"}}})
         responses[str(status)] = {"description": "OK" if status < 300 else "Unavailable", "content": content}
     for status in (*op.problems, *((401, 503) if op.secured else ())):
-        responses[str(status)] = {"description": "Problem",
-                                  "content": {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}}}
+        problem_schema = {"schema": {"$ref": _REF.format(model="Problem")}}
+        responses[str(status)] = {"description": "Problem", "content": {"application/problem+json": problem_schema}}
     body: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "responses": responses}
     if op.params:
         body["parameters"] = [
@@ -82,7 +82,8 @@ def _operation(op: Operation) -> dict[str, Any]:
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     models = [AlertList, Device, DevicePage, Health, Problem]
-    _, schemas = models_json_schema([(m, "serialization") for m in models], by_alias=True, ref_template=_REF)
+    _, schemas = models_json_schema([(m, "serialization") for m in models],  # type: ignore[misc]
+                                    by_alias=True, ref_template=_REF)
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)

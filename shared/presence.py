@@ -42,7 +42,7 @@ def _apply_session(device: Device, event: LifecycleEvent, history_limit: int) ->
     if device.created_on is not None and event.event_time < device.created_on:
         return  # from an earlier incarnation of a re-created client
     record = ConnectionRecord(
-        kind=event.kind,  # type: ignore[arg-type]  # session kinds only
+        kind="connected" if event.kind == "connected" else "disconnected",
         sequence_number=event.sequence_number or 0,
         session_name=event.session_name,
         time=event.event_time,

@@ -103,7 +103,7 @@ class DeviceRegistry:
             query += " and connected eq @connected"
             parameters["connected"] = connected
         pages = table.query_entities(query, parameters=parameters, results_per_page=limit, select=["doc"]).by_page(
-            continuation_token=decode_token(continuation_token)
+            continuation_token=decode_token(continuation_token)  # type: ignore[arg-type]  # the SDK's dict token
         )
         items: list[Device] = []
         async for page in pages:

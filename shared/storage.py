@@ -76,7 +76,7 @@ class DataStore:
         async with self._lock:
             if what in self._ready:
                 return
-            from azure.core.exceptions import ResourceExistsError
+            from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
             kind, name = what.split(":", 1)
             try:
@@ -86,6 +86,11 @@ class DataStore:
                     await self.blob_service.create_container(name)
             except ResourceExistsError:
                 pass
+            except HttpResponseError as exc:
+                # In Azure the deployment creates them and the identity may hold data
+                # roles only; a real absence then shows on the first read or write.
+                if exc.status_code != 403:
+                    raise
             self._ready.add(what)
 
     async def close(self) -> None:

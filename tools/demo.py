@@ -80,10 +80,10 @@ def _row(device: dict[str, Any]) -> str:
 async def replay(start: datetime) -> None:
     from tools.invoke import http_request, json_of, user_function
 
-    rng = random.Random(17)  # noqa: S311 - a repeatable shuffle, not security
+    rng = random.Random(17)
     events = scripted_day(start)
     delivered, swaps, duplicates = deliveries(events, rng)
-    malformed = {"id": "broken-1", "subject": "clients/?", "eventType": "Microsoft.EventGrid.MQTTClientSessionConnected",
+    malformed = {"id": "broken-1", "subject": "clients/?", "eventType": ev.PREFIX + "MQTTClientSessionConnected",
                  "eventTime": start.isoformat(), "dataVersion": "1", "data": {"sequenceNumber": "n/a"}}
     delivered.append(malformed)
     print(f"Delivering {len(delivered)} life cycle events: {len(events)} distinct, {duplicates} duplicates, "

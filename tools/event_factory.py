@@ -14,7 +14,8 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.meta import Datum
 
 NAMESPACE = "evgns-edge"
-SOURCE = f"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-edge/providers/Microsoft.EventGrid/namespaces/{NAMESPACE}"
+SOURCE = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-edge"
+          f"/providers/Microsoft.EventGrid/namespaces/{NAMESPACE}")
 PREFIX = "Microsoft.EventGrid."
 
 
@@ -61,12 +62,8 @@ def deleted(device: str, at: datetime, *, schema: str = "eventgrid") -> dict[str
     return _event("MQTTClientDeleted", f"clients/{device}", data, at, schema)
 
 
-def to_function_event(document: dict[str, Any]) -> func.EventGridEvent:
-    """Decode one event as the worker does, with the library's own converter.
-
-    Returns ``func.CloudEvent`` for a CloudEvent (the worker passes it to a function
-    annotated with ``func.EventGridEvent`` all the same)."""
-    decoded: func.EventGridEvent = EventGridEventInConverter.decode(
-        Datum(orjson.dumps(document).decode(), "json"), trigger_metadata={}
-    )
-    return decoded
+def to_function_event(document: dict[str, Any]) -> func.EventGridEvent | func.CloudEvent:
+    """Decode one event as the worker does, with the library's own converter: a
+    CloudEvent becomes ``func.CloudEvent``, which the worker passes to a function
+    annotated with ``func.EventGridEvent`` all the same."""
+    return EventGridEventInConverter.decode(Datum(orjson.dumps(document).decode(), "json"), trigger_metadata={})

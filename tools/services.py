@@ -85,7 +85,7 @@ def run_azurite(*, fixed_ports: bool = False) -> Iterator[Azurite]:
     """Azurite in memory on free ports (or the standard 10000-10002)."""
     ports = Azurite(10000, 10001, 10002) if fixed_ports else Azurite(free_port(), free_port(), free_port())
     with tempfile.TemporaryDirectory(prefix="azurite-") as workspace:
-        process = subprocess.Popen(  # noqa: S603 - our own command line
+        process = subprocess.Popen(
             [*azurite_command(), "--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose",
              "--disableTelemetry",
              "--blobPort", str(ports.blob_port), "--queuePort", str(ports.queue_port),
@@ -126,7 +126,7 @@ def run_mosquitto() -> Iterator[Mosquitto]:
             f"listener {broker.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             "log_dest stdout\nlog_type error\nlog_type warning\n"
         )
-        process = subprocess.Popen(  # noqa: S603 - our own command line
+        process = subprocess.Popen(
             [mosquitto_command(), "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         try:
