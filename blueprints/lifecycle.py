@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 @bp.function_name("client_lifecycle")

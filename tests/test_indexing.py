@@ -48,7 +48,7 @@ def test_the_app_indexes_with_an_empty_environment_and_no_network() -> None:
     indexed = index_app()
     functions = indexed["functions"]
     assert isinstance(functions, dict)
-    assert BUILT <= set(functions)
+    assert set(functions) >= BUILT
     for name, bindings in functions.items():
         assert name in CONTRACT_FUNCTIONS, f"{name} is not a contract function name"
         triggers = [b["type"] for b in bindings if b["type"].endswith("Trigger")]
