@@ -227,11 +227,10 @@ def binding_settings() -> tuple[set[str], set[str]]:
     """(%SETTING% names, connection names) of the app's bindings, plus the contract's."""
     percent = set(CONTRACT_BINDING_SETTINGS)
     connections = {"EventHubConnection"}
-    try:
-        import function_app  # the repo root is on sys.path (pyproject pythonpath)
-    except Exception:  # not written yet, or broken: the app's own tests report that
-        return percent, connections
-    for function in function_app.app.get_functions():
+    # The app's functions as indexed once per process (get_functions() may run once).
+    from tools.invoke import FUNCTIONS
+
+    for function in FUNCTIONS.values():
         for binding in function.get_bindings():
             for key, raw in binding.get_dict_repr().items():
                 value = str(getattr(raw, "value", raw))
