@@ -61,6 +61,26 @@ class AlertStore:
         created = await asyncio.gather(*(add_one(a) for a in alerts))
         return [alert for alert, new in zip(alerts, created, strict=True) if new]
 
+    async def retract(self, device_id: str, *, rule: str, values: frozenset[str], since: datetime,
+                      now: datetime | None = None) -> list[Alert]:
+        """Delete ``device_id``'s alerts of ``rule`` with a value in ``values``, stamped
+        ``since`` or later (alerts that later events showed to be expected)."""
+        now = now or datetime.now(UTC)
+        table = await self._store.table(ALERTS_TABLE)
+        query = "PartitionKey eq @day and deviceId eq @device and timestampMs ge @since"
+        parameters: dict[str, Any] = {"device": device_id, "since": _ms(since)}
+        retracted = []
+        day, last = since.astimezone(UTC).date(), (now + timedelta(days=1)).date()
+        while day <= last:
+            parameters["day"] = day.strftime("%Y%m%d")
+            async for entity in table.query_entities(query, parameters=dict(parameters)):
+                alert = Alert.model_validate(orjson.loads(entity["doc"]))
+                if alert.rule == rule and alert.value in values:
+                    await table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                    retracted.append(alert)
+            day += timedelta(days=1)
+        return retracted
+
     async def list(
         self, *, device_id: str | None = None, since: datetime | None = None, limit: int = 100,
         now: datetime | None = None,

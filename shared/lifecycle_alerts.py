@@ -20,6 +20,20 @@ TROUBLE_REASONS: dict[str, tuple[Severity, str]] = {
     "QuotaExceeded": ("warning", "exceeded a throttling limit of the namespace"),
     "SessionOverflow": ("warning", "overflowed its session's queue"),
 }
+# The broker refuses a client that an operator disabled or deleted: expected, no alert.
+REFUSALS = frozenset({"ClientAuthenticationError", "ClientAuthorizationError"})
+# How much earlier than the disable or delete a refusal may be stamped and still be its effect.
+REFUSAL_SKEW = timedelta(seconds=60)
+
+
+def refusals_expected_since(device: Device) -> datetime | None:
+    """From when this client's refusals are expected, if it is disabled or deleted."""
+    times = []
+    if device.deleted and device.deleted_at is not None:
+        times.append(device.deleted_at)
+    if device.state == "Disabled" and device.updated_on is not None:
+        times.append(device.updated_on)
+    return min(times) - REFUSAL_SKEW if times else None
 
 
 def lifecycle_alerts(
@@ -30,8 +44,8 @@ def lifecycle_alerts(
         return []
     alerts = []
     reason = event.disconnection_reason or ""
-    # A client that an operator disabled or deleted is refused on purpose: no alert.
-    expected = device.deleted or device.state == "Disabled"
+    expected_since = refusals_expected_since(device)
+    expected = reason in REFUSALS and expected_since is not None and event.event_time >= expected_since
     if reason in TROUBLE_REASONS and not expected:
         severity, text = TROUBLE_REASONS[reason]
         alerts.append(Alert(

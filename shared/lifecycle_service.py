@@ -12,7 +12,7 @@ from shared.alert_store import AlertStore
 from shared.config import get_settings
 from shared.deadletter import write_dead_letter
 from shared.errors import InvalidInput
-from shared.lifecycle_alerts import lifecycle_alerts
+from shared.lifecycle_alerts import REFUSALS, lifecycle_alerts, refusals_expected_since
 from shared.lifecycle_events import envelope_fields, envelope_json, parse_lifecycle_event
 from shared.models import Alert, Device
 from shared.registry import DeviceRegistry
@@ -40,11 +40,19 @@ async def handle_lifecycle_event(event: Any) -> tuple[Device, list[Alert]] | Non
             day=event_time or now, received_at=now,
         )
         return None
-    device = await DeviceRegistry(store).apply(parsed)
+    before, device = await DeviceRegistry(store).apply(parsed)
+    alert_store = AlertStore(store)
+    expected_since = refusals_expected_since(device)
+    if expected_since is not None and (before is None or refusals_expected_since(before) != expected_since):
+        # Disabled or deleted just now: refusals already alerted (they arrived
+        # first) were the operator's doing, not trouble.
+        for alert in await alert_store.retract(parsed.device_id, rule="disconnectionReason", values=REFUSALS,
+                                               since=expected_since, now=now):
+            log.info("retracted alert %s on %r: the client was disabled or deleted", alert.alert_id, alert.device_id)
     alerts = lifecycle_alerts(
         device, parsed, flapping_disconnects=settings.flapping_disconnects,
         flapping_window_seconds=settings.flapping_window_seconds, now=now,
     )
-    for alert in await AlertStore(store).add(alerts):
+    for alert in await alert_store.add(alerts):
         log.warning("alert %s on %r: %s", alert.rule, alert.device_id, alert.message)
     return device, alerts

@@ -62,8 +62,8 @@ class DeviceRegistry:
             return None
         return _from_entity(entity)
 
-    async def apply(self, event: LifecycleEvent) -> Device:
-        """Apply ``event`` to its device's entry; returns the entry after it."""
+    async def apply(self, event: LifecycleEvent) -> tuple[Device | None, Device]:
+        """Apply ``event`` to its device's entry; returns the entry before and after."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
@@ -78,7 +78,7 @@ class DeviceRegistry:
             before = _from_entity(entity) if entity is not None else None
             after = apply_event(before, event)
             if after == before:
-                return after  # a duplicate, or older than what is stored
+                return before, after  # a duplicate, or older than what is stored
             try:
                 if entity is None:
                     await table.create_entity(_to_entity(after))
@@ -87,7 +87,7 @@ class DeviceRegistry:
                         _to_entity(after), mode=UpdateMode.REPLACE,
                         etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified,
                     )
-                return after
+                return before, after
             except (ResourceExistsError, ResourceModifiedError):
                 await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))  # noqa: S311 - jitter
         raise ConcurrencyError(f"device {event.device_id!r} changed concurrently {MAX_ATTEMPTS} times")

@@ -181,6 +181,25 @@ def test_a_refusal_of_a_disabled_or_deleted_client_raises_no_alert(run: Any) -> 
     assert device(run, disabled)["disconnectionReason"] == "ClientAuthenticationError"
 
 
+def test_a_refusal_delivered_before_the_delete_that_caused_it_is_retracted(run: Any) -> None:
+    disabled, gone = new_id(), new_id()
+    deliver(run, ev.created_or_updated(disabled, T0), ev.connected(disabled, 1, T0),
+            ev.disconnected(disabled, 1, T0 + timedelta(hours=1), reason="ClientAuthorizationError"),
+            ev.connected(gone, 1, T0), ev.disconnected(gone, 1, T0 + timedelta(hours=1),
+                                                       reason="ClientAuthenticationError"))
+    assert len(alerts_of(run, disabled)) == 1 and len(alerts_of(run, gone)) == 1
+    deliver(run, ev.created_or_updated(disabled, T0 + timedelta(hours=1), created_on=T0, state="Disabled"),
+            ev.deleted(gone, T0 + timedelta(hours=1)))
+    assert alerts_of(run, disabled) == [] and alerts_of(run, gone) == []
+
+
+def test_a_refusal_long_before_the_delete_stays_an_alert(run: Any) -> None:
+    dev = new_id()
+    deliver(run, ev.connected(dev, 1, T0), ev.disconnected(dev, 1, T0, reason="ClientAuthenticationError"),
+            ev.deleted(dev, T0 + timedelta(hours=1)))
+    assert [a["value"] for a in alerts_of(run, dev)] == ["ClientAuthenticationError"]
+
+
 def test_an_older_sessions_late_disconnect_is_still_the_last_disconnection(run: Any) -> None:
     dev = new_id()
     deliver(run, ev.connected(dev, 2, T0 + timedelta(minutes=10)),
