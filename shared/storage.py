@@ -33,6 +33,7 @@ class DataStore:
         self._conn = conn
         self._tables: TableServiceClient | None = None
         self._blobs: BlobServiceClient | None = None
+        self._credential: Any = None
         self._ready: set[str] = set()
         self._lock = asyncio.Lock()
 
@@ -41,11 +42,7 @@ class DataStore:
         if self._tables is None:
             from azure.data.tables.aio import TableServiceClient
 
-            if self._conn.connection_string:
-                self._tables = TableServiceClient.from_connection_string(self._conn.connection_string)
-            else:
-                assert self._conn.table_service_uri is not None
-                self._tables = TableServiceClient(self._conn.table_service_uri, credential=_credential(self._conn))
+            self._tables = self._client(TableServiceClient, self._conn.table_service_uri)
         return self._tables
 
     @property
@@ -53,12 +50,15 @@ class DataStore:
         if self._blobs is None:
             from azure.storage.blob.aio import BlobServiceClient
 
-            if self._conn.connection_string:
-                self._blobs = BlobServiceClient.from_connection_string(self._conn.connection_string)
-            else:
-                assert self._conn.blob_service_uri is not None
-                self._blobs = BlobServiceClient(self._conn.blob_service_uri, credential=_credential(self._conn))
+            self._blobs = self._client(BlobServiceClient, self._conn.blob_service_uri)
         return self._blobs
+
+    def _client(self, cls: Any, service_uri: str | None) -> Any:
+        if self._conn.connection_string:
+            return cls.from_connection_string(self._conn.connection_string)
+        if self._credential is None:  # one credential, one token cache, for both services
+            self._credential = _credential(self._conn)
+        return cls(service_uri, credential=self._credential)
 
     async def table(self, name: str) -> TableClient:
         """A client of table ``name``, created in storage if it is missing."""
@@ -94,10 +94,10 @@ class DataStore:
             self._ready.add(what)
 
     async def close(self) -> None:
-        for client in (self._tables, self._blobs):
+        for client in (self._tables, self._blobs, self._credential):
             if client is not None:
                 await client.close()
-        self._tables = self._blobs = None
+        self._tables = self._blobs = self._credential = None
         self._ready.clear()
 
 

@@ -73,3 +73,23 @@ def test_a_missing_setting_fails_requests_with_a_problem_naming_it(run: Any) -> 
     health = run(user_function("health")(http_request("GET", "health")))
     assert health.status_code == 503
     assert json_of(health)["checks"]["tableStorage"].startswith("misconfigured: DataStorage is not set")
+
+
+def test_identity_based_storage_builds_clients_with_the_managed_identity(run: Any) -> None:
+    from azure.identity.aio import ManagedIdentityCredential
+
+    from shared.storage import DataStore
+
+    settings = load_settings({
+        "DataStorage__blobServiceUri": "https://st.blob.core.windows.net",
+        "DataStorage__tableServiceUri": "https://st.table.core.windows.net",
+        "DataStorage__credential": "managedidentity", "DataStorage__clientId": "1234"})
+    store = DataStore(settings.data_storage)
+    try:
+        assert store.blob_service.url.startswith("https://st.blob.core.windows.net")
+        assert store.table_service.url.startswith("https://st.table.core.windows.net")
+        credential = store._credential
+        assert isinstance(credential, ManagedIdentityCredential)
+        assert store.blob_service.credential is credential, "both services share one credential"
+    finally:
+        run(store.close())
