@@ -143,7 +143,7 @@ type deviceClient = {
   name: string
   @description('SHA-256 thumbprints of the client certificates the device may present.')
   thumbprints: string[]
-  @description('Extra client attributes (type = edge-device is always set).')
+  @description('Extra client attributes (role = edge-device is always set; other attributes, e.g. site or type, serve fleet targeting).')
   attributes: object?
 }
 

@@ -32,7 +32,7 @@ param lifecycleDeadLetterContainerName string
 param logAnalyticsWorkspaceId string = ''
 
 var deviceClientGroupName = 'edge-devices'
-var deviceTypeAttribute = 'edge-device'
+var deviceRoleAttribute = 'edge-device'
 var routeTopicName = 'device-messages'
 var deviceIdEnrichmentKey = 'deviceid'
 
@@ -123,8 +123,8 @@ resource deviceGroup 'Microsoft.EventGrid/namespaces/clientGroups@2025-02-15' = 
   parent: namespace
   name: deviceClientGroupName
   properties: {
-    description: 'Edge devices (clients with attribute type = edge-device).'
-    query: 'attributes.type = \'${deviceTypeAttribute}\''
+    description: 'Edge devices (clients with attribute role = edge-device).'
+    query: 'attributes.role = \'${deviceRoleAttribute}\''
   }
 }
 
@@ -171,7 +171,7 @@ resource clients 'Microsoft.EventGrid/namespaces/clients@2025-02-15' = [
       description: 'Edge device ${device.name}'
       state: 'Enabled'
       attributes: union(device.?attributes ?? {}, {
-        type: deviceTypeAttribute
+        role: deviceRoleAttribute
       })
       clientCertificateAuthentication: {
         validationScheme: 'ThumbprintMatch'
