@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
@@ -127,12 +127,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         command_responses_hub_name=_get(env, "COMMAND_RESPONSES_HUB_NAME") or "command-responses",
         eventhub_consumer_group=_get(env, "EVENTHUB_CONSUMER_GROUP") or "$Default",
         alerts_hub_name=_get(env, "ALERTS_HUB_NAME"),
-        command_transport=transport,  # type: ignore[arg-type]
+        command_transport=cast(Literal["eventgrid", "mqtt"], transport),
         eventgrid_mqtt_hostname=hostname,
         mqtt_broker_url=broker,
         mqtt_username=_get(env, "MQTT_USERNAME"),
         mqtt_password=_get(env, "MQTT_PASSWORD"),
-        offline_command_policy=_choice(env, "OFFLINE_COMMAND_POLICY", ("queue", "reject"), "queue"),  # type: ignore[arg-type]
+        offline_command_policy=cast(
+            Literal["queue", "reject"], _choice(env, "OFFLINE_COMMAND_POLICY", ("queue", "reject"), "queue")),
         alert_rules_json=_get(env, "ALERT_RULES"),
         # The connection history keeps 20 session events: 10 connect-disconnect pairs.
         flapping_disconnects=_positive_int(env, "FLAPPING_DISCONNECTS", 5, maximum=10),
