@@ -89,7 +89,7 @@ def envelope_json(event: Any) -> dict[str, Any]:
         return {"id": event_id, "topic": event.topic, "subject": subject, "eventType": event_type,
                 "eventTime": time, "dataVersion": event.data_version, "data": event.get_json()}
     return {"specversion": event.specversion, "id": event_id, "source": event.source, "type": event_type,
-            "time": time, "subject": subject, "data": event.get_json()}
+            "time": time, "subject": subject, **event.extension_attrs, "data": event.get_json()}
 
 
 def parse_lifecycle_event(event: Any) -> LifecycleEvent:

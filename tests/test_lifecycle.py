@@ -236,6 +236,9 @@ def test_flapping_raises_an_alert_once_per_window(run: Any) -> None:
       "data": {"clientAuthenticationName": "x" * 129, "sequenceNumber": 1}}, "longer than 128"),
     ({"id": "x4", "subject": "clients/a", "eventType": "Microsoft.EventGrid.MQTTClientDeleted",
       "dataVersion": "1", "data": {"clientAuthenticationName": "a"}}, "no time"),
+    ({"specversion": "1.0", "id": "x5", "source": "/ns", "type": "Microsoft.EventGrid.MQTTClientSessionConnected",
+      "time": "2026-11-20T08:00:00Z", "subject": "clients/a", "traceparent": "00-ab-cd-01",
+      "data": {"sequenceNumber": 1}}, "invalid"),
 ])
 def test_an_event_that_can_never_apply_is_dead_lettered_with_its_reason(
         run: Any, document: dict[str, Any], reason: str) -> None:
