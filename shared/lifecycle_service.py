@@ -48,7 +48,7 @@ async def handle_lifecycle_event(event: Any) -> tuple[Device, list[Alert]] | Non
         # first) were the operator's doing, not trouble.
         for alert in await alert_store.retract(parsed.device_id, rule="disconnectionReason", values=REFUSALS,
                                                since=expected_since, now=now):
-            log.info("retracted alert %s on %r: the client was disabled or deleted", alert.alert_id, alert.device_id)
+            log.warning("retracted alert %s on %r: the client was disabled or deleted", alert.rule, alert.device_id)
     alerts = lifecycle_alerts(
         device, parsed, flapping_disconnects=settings.flapping_disconnects,
         flapping_window_seconds=settings.flapping_window_seconds, now=now,

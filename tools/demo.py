@@ -9,6 +9,8 @@ them. Runs on embedded defaults; no setting or cloud resource is needed.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import random
 from datetime import UTC, datetime, timedelta
@@ -102,10 +104,19 @@ async def replay(start: datetime) -> None:
     print(f"\nAlerts, newest first, GET /api/alerts ({len(alerts['items'])}):")
     for alert in alerts["items"]:
         print(f"  {alert['timestamp'][:19]}  {alert['severity']:<8} {alert['rule']:<19} {alert['message']}")
-    print("\nThe malformed event went to dead letters: blob container 'deadletter', prefix 'lifecycle/'.")
+    from shared.storage import data_store
+    from shared.storage_names import DEADLETTER_CONTAINER
+
+    container = await data_store().container(DEADLETTER_CONTAINER)
+    print("\nDead letters (container 'deadletter'):")
+    async for blob in container.list_blobs(name_starts_with="lifecycle/"):
+        letter = json.loads(await (await container.download_blob(blob.name)).readall())
+        print(f"  {blob.name}\n    reason: {letter['reason']}; errors: "
+              + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in letter["errors"]))
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="  [app log] %(message)s")
     start = (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     with run_azurite() as azurite:
         os.environ.update({"DataStorage": azurite.connection_string,
