@@ -10,7 +10,8 @@ redeliveries raise nothing twice and the first ``raisedAt`` stays.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -39,6 +40,12 @@ def _to_entity(alert: Alert) -> dict[str, Any]:
     }
 
 
+def _days(first: date, last: date, *, newest_first: bool) -> list[str]:
+    """The day partitions from ``first`` to ``last``, both included."""
+    days = [(first + timedelta(days=n)).strftime("%Y%m%d") for n in range((last - first).days + 1)]
+    return days[::-1] if newest_first else days
+
+
 class AlertStore:
     def __init__(self, store: DataStore) -> None:
         self._store = store
@@ -65,20 +72,13 @@ class AlertStore:
                       now: datetime | None = None) -> list[Alert]:
         """Delete ``device_id``'s alerts of ``rule`` with a value in ``values``, stamped
         ``since`` or later (alerts that later events showed to be expected)."""
-        now = now or datetime.now(UTC)
         table = await self._store.table(ALERTS_TABLE)
-        query = "PartitionKey eq @day and deviceId eq @device and timestampMs ge @since"
-        parameters: dict[str, Any] = {"device": device_id, "since": _ms(since)}
         retracted = []
-        day, last = since.astimezone(UTC).date(), (now + timedelta(days=1)).date()
-        while day <= last:
-            parameters["day"] = day.strftime("%Y%m%d")
-            async for entity in table.query_entities(query, parameters=dict(parameters)):
-                alert = Alert.model_validate(orjson.loads(entity["doc"]))
-                if alert.rule == rule and alert.value in values:
-                    await table.delete_entity(entity["PartitionKey"], entity["RowKey"])
-                    retracted.append(alert)
-            day += timedelta(days=1)
+        async for entity in self._entities(since=since, now=now, device_id=device_id, newest_first=False):
+            alert = Alert.model_validate(orjson.loads(entity["doc"]))
+            if alert.rule == rule and alert.value in values:
+                await table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                retracted.append(alert)
         return retracted
 
     async def list(
@@ -87,21 +87,26 @@ class AlertStore:
     ) -> list[Alert]:
         """Newest first, at most ``limit``, not older than ``since`` (default: 7 days)."""
         now = now or datetime.now(UTC)
-        since = since or now - DEFAULT_LOOKBACK
+        items: list[Alert] = []
+        async for entity in self._entities(since=since or now - DEFAULT_LOOKBACK, now=now, device_id=device_id,
+                                           newest_first=True):
+            items.append(Alert.model_validate(orjson.loads(entity["doc"])))
+            if len(items) >= limit:
+                break
+        return items
+
+    async def _entities(self, *, since: datetime, now: datetime | None, device_id: str | None,
+                        newest_first: bool) -> AsyncIterator[dict[str, Any]]:
+        """Alert entities stamped ``since`` or later, a day partition at a time,
+        each partition newest first; optionally of one device only."""
         table = await self._store.table(ALERTS_TABLE)
         query = "PartitionKey eq @day and timestampMs ge @since"
         parameters: dict[str, Any] = {"since": _ms(since)}
         if device_id is not None:
             query += " and deviceId eq @device"
             parameters["device"] = device_id
-        items: list[Alert] = []
         # Alerts carry the device's time, which may run a day ahead of ours.
-        day = (now + timedelta(days=1)).date()
-        while day >= since.astimezone(UTC).date() and len(items) < limit:
-            parameters["day"] = day.strftime("%Y%m%d")
-            async for entity in table.query_entities(query, parameters=dict(parameters), select=["doc"]):
-                items.append(Alert.model_validate(orjson.loads(entity["doc"])))
-                if len(items) >= limit:
-                    break
-            day -= timedelta(days=1)
-        return items
+        last = ((now or datetime.now(UTC)) + timedelta(days=1)).date()
+        for day in _days(since.astimezone(UTC).date(), last, newest_first=newest_first):
+            async for entity in table.query_entities(query, parameters={**parameters, "day": day}):
+                yield entity
