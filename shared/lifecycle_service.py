@@ -14,17 +14,16 @@ from shared.deadletter import write_dead_letter
 from shared.errors import InvalidInput
 from shared.lifecycle_alerts import REFUSALS, lifecycle_alerts, refusals_expected_since
 from shared.lifecycle_events import envelope_fields, envelope_json, parse_lifecycle_event
-from shared.models import Alert, Device
 from shared.registry import DeviceRegistry
 from shared.storage import data_store
 
 log = logging.getLogger(__name__)
 
 
-async def handle_lifecycle_event(event: Any) -> tuple[Device, list[Alert]] | None:
+async def handle_lifecycle_event(event: Any) -> None:
     """Apply ``event`` (``func.EventGridEvent`` or ``func.CloudEvent``) to the registry
-    and raise its alerts. An event that can never be applied is dead-lettered and
-    ``None`` returned; a storage failure raises, so that Event Grid retries."""
+    and raise its alerts. An event that can never be applied is dead-lettered; a
+    storage failure raises, so that Event Grid retries."""
     settings = get_settings()
     store = data_store()
     now = datetime.now(UTC)
@@ -39,7 +38,7 @@ async def handle_lifecycle_event(event: Any) -> tuple[Device, list[Alert]] | Non
             origin={"eventGrid": {"id": event_id, "eventType": event_type, "subject": subject}},
             day=event_time or now, received_at=now,
         )
-        return None
+        return
     before, device = await DeviceRegistry(store).apply(parsed)
     alert_store = AlertStore(store)
     expected_since = refusals_expected_since(device)
@@ -55,4 +54,3 @@ async def handle_lifecycle_event(event: Any) -> tuple[Device, list[Alert]] | Non
     )
     for alert in await alert_store.add(alerts):
         log.warning("alert %s on %r: %s", alert.rule, alert.device_id, alert.message)
-    return device, alerts
