@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tools.services import ROOT, run_azurite
+from tools.services import ROOT
 
 REPEATS = 7
 DEVICES = 50
@@ -97,18 +97,9 @@ def main() -> None:
     figures |= import_ratio()
     print(f"import: function_app {figures['import_function_app_ms']} ms, azure.functions "
           f"{figures['import_azure_functions_ms']} ms, ratio {figures['import_ratio']} (target <= 1.6)")
-    with run_azurite() as azurite:
-        os.environ["DataStorage"] = azurite.connection_string
+    from tools.invoke import run_against_azurite
 
-        async def measure() -> dict[str, float]:
-            from shared.storage import reset_data_store
-
-            try:
-                return await lifecycle_rates()
-            finally:
-                await reset_data_store()
-
-        figures |= asyncio.run(measure())
+    figures |= run_against_azurite(lifecycle_rates)
     print(f"life cycle: {figures['lifecycle_events_per_s']} events/s one at a time, "
           f"{figures['lifecycle_events_per_s_16_concurrent']} events/s 16 at once; bare upserts "
           f"{figures['baseline_upserts_per_s']}/s (ratio {figures['lifecycle_to_baseline_ratio']})")

@@ -8,16 +8,14 @@ them. Runs on embedded defaults; no setting or cloud resource is needed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tools import event_factory as ev
-from tools.services import run_azurite
+from tools.invoke import http_request, json_of, run_against_azurite, user_function
 
 FLAP_WINDOW_SECONDS = 600
 
@@ -80,8 +78,6 @@ def _row(device: dict[str, Any]) -> str:
 
 
 async def replay(start: datetime) -> None:
-    from tools.invoke import http_request, json_of, user_function
-
     rng = random.Random(17)
     events = scripted_day(start)
     delivered, swaps, duplicates = deliveries(events, rng)
@@ -118,20 +114,9 @@ async def replay(start: datetime) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="  [app log] %(message)s")
     start = (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    with run_azurite() as azurite:
-        os.environ.update({"DataStorage": azurite.connection_string,
-                           "FLAPPING_DISCONNECTS": "4", "FLAPPING_WINDOW_SECONDS": str(FLAP_WINDOW_SECONDS)})
-        print(f"Azurite (in memory) on ports {azurite.blob_port}/{azurite.table_port}.")
-
-        async def run() -> None:
-            from shared.storage import reset_data_store
-
-            try:
-                await replay(start)
-            finally:
-                await reset_data_store()
-
-        asyncio.run(run())
+    print("Starting Azurite (in memory) on free ports.")
+    run_against_azurite(lambda: replay(start), {"FLAPPING_DISCONNECTS": "4",
+                                                "FLAPPING_WINDOW_SECONDS": str(FLAP_WINDOW_SECONDS)})
 
 
 if __name__ == "__main__":

@@ -4,13 +4,18 @@ Shared by the tests, the demo and the benchmark."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import azure.functions as func
 import orjson
 
 from function_app import app
+
+T = TypeVar("T")
 
 FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
 
@@ -31,3 +36,22 @@ def http_request(method: str, path: str, *, route_params: dict[str, str] | None 
 
 def json_of(response: func.HttpResponse) -> Any:
     return orjson.loads(response.get_body())
+
+
+def run_against_azurite(main: Callable[[], Awaitable[T]], settings: dict[str, str] | None = None) -> T:
+    """Run ``main`` on a new event loop with the app pointed at a fresh in-memory
+    Azurite (plus ``settings``); the app's clients are closed before Azurite stops."""
+    from shared.config import reset_settings
+    from shared.storage import reset_data_store
+    from tools.services import run_azurite
+
+    async def run() -> T:
+        try:
+            return await main()
+        finally:
+            await reset_data_store()
+
+    with run_azurite() as azurite:
+        os.environ.update({"DataStorage": azurite.connection_string, **(settings or {})})
+        reset_settings()
+        return asyncio.run(run())
