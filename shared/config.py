@@ -113,7 +113,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Validate the environment into :class:`Settings` (raises ConfigurationError)."""
     env = dict(os.environ if env is None else env)
     broker = _get(env, "MQTT_BROKER_URL") or "mqtt://127.0.0.1:1883"
-    if urlsplit(broker).scheme not in ("mqtt", "mqtts") or not urlsplit(broker).hostname:
+    parts = urlsplit(broker)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         # The value is not echoed: it may carry a password.
         raise ConfigurationError("MQTT_BROKER_URL is not an mqtt:// or mqtts:// URL")
     transport = _choice(env, "COMMAND_TRANSPORT", ("mqtt", "eventgrid"), "mqtt")
