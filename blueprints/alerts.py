@@ -8,11 +8,11 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.function_name("list_alerts")
 @bp.route(route="alerts", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def list_alerts(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.alert_store import AlertStore
-    from shared.http import json_response, query_datetime, query_int, respond
-    from shared.keys import validate_device_id
-    from shared.models import AlertList
-    from shared.storage import data_store
+    from shared.alerts.models import AlertList
+    from shared.alerts.store import AlertStore
+    from shared.platform.http import json_response, query_datetime, query_int, respond
+    from shared.platform.keys import validate_device_id
+    from shared.platform.storage import data_store
 
     async def handle() -> func.HttpResponse:
         device_id = req.params.get("deviceId")

@@ -8,10 +8,10 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.function_name("list_devices")
 @bp.route(route="devices", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def list_devices(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.http import json_response, query_bool, query_int, respond
-    from shared.models import DevicePage
-    from shared.registry import DeviceRegistry
-    from shared.storage import data_store
+    from shared.lifecycle.models import DevicePage
+    from shared.lifecycle.registry import DeviceRegistry
+    from shared.platform.http import json_response, query_bool, query_int, respond
+    from shared.platform.storage import data_store
 
     async def handle() -> func.HttpResponse:
         items, token = await DeviceRegistry(data_store()).list(
@@ -27,9 +27,9 @@ async def list_devices(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("get_device")
 @bp.route(route="devices/{deviceId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def get_device(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.http import NotFound, json_response, respond, route_device_id
-    from shared.registry import DeviceRegistry
-    from shared.storage import data_store
+    from shared.lifecycle.registry import DeviceRegistry
+    from shared.platform.http import NotFound, json_response, respond, route_device_id
+    from shared.platform.storage import data_store
 
     async def handle() -> func.HttpResponse:
         device_id = route_device_id(req)

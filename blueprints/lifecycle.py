@@ -10,6 +10,6 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 async def client_lifecycle(event: func.EventGridEvent) -> None:
     """Both delivery schemas arrive here: the library decodes CloudEvents 1.0 as
     ``func.CloudEvent`` and the Event Grid schema as ``func.EventGridEvent``."""
-    from shared.lifecycle_service import handle_lifecycle_event
+    from shared.lifecycle.service import handle_lifecycle_event
 
     await handle_lifecycle_event(event)

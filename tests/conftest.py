@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from shared.config import reset_settings
-from shared.storage import data_store, reset_data_store
-from shared.storage_names import ALERTS_TABLE, DEVICES_TABLE
+from shared.platform.settings import reset_settings
+from shared.platform.storage import data_store, reset_data_store
+from shared.platform.storage_names import ALERTS_TABLE, DEVICES_TABLE
 from tools.services import Azurite, Mosquitto, run_azurite, run_mosquitto
 
 T = TypeVar("T")

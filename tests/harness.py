@@ -9,8 +9,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from shared.config import reset_settings
-from shared.storage import reset_data_store
+from shared.platform.settings import reset_settings
+from shared.platform.storage import reset_data_store
 from tools import event_factory
 from tools.invoke import http_request, json_of, user_function
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from shared.config import AZURITE_CONNECTION_STRING, load_settings, reset_settings
-from shared.errors import ConfigurationError
-from shared.storage import reset_data_store
+from shared.platform.errors import ConfigurationError
+from shared.platform.settings import AZURITE_CONNECTION_STRING, load_settings, reset_settings
+from shared.platform.storage import reset_data_store
 from tests.harness import http_request, json_of, user_function
 
 
@@ -78,7 +78,7 @@ def test_a_missing_setting_fails_requests_with_a_problem_naming_it(run: Any) -> 
 def test_identity_based_storage_builds_clients_with_the_managed_identity(run: Any) -> None:
     from azure.identity.aio import ManagedIdentityCredential
 
-    from shared.storage import DataStore
+    from shared.platform.storage import DataStore
 
     settings = load_settings({
         "DataStorage__blobServiceUri": "https://st.blob.core.windows.net",

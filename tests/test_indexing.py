@@ -75,9 +75,9 @@ def test_http_routes_and_auth_levels_follow_the_contract() -> None:
 
 
 def settings_read_by_code() -> set[str]:
-    """Names the code reads: shared.config's readers and any os.environ/getenv call."""
+    """Names the code reads: shared.platform.settings's readers and any os.environ/getenv call."""
     names: set[str] = set()
-    for path in [ROOT / "function_app.py", *ROOT.glob("blueprints/*.py"), *ROOT.glob("shared/*.py")]:
+    for path in [ROOT / "function_app.py", *ROOT.glob("blueprints/*.py"), *ROOT.glob("shared/**/*.py")]:
         text = path.read_text()
         names |= set(re.findall(r'\(env, "(\w+)"', text))
         names |= set(re.findall(r'os\.(?:environ(?:\.get)?|getenv)[\[(]"(\w+)"', text))

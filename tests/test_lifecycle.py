@@ -13,10 +13,10 @@ import orjson
 import pytest
 from azure.core.exceptions import AzureError
 
-from shared.keys import device_key
-from shared.registry import DeviceRegistry
-from shared.storage import data_store
-from shared.storage_names import DEADLETTER_CONTAINER
+from shared.lifecycle.registry import DeviceRegistry
+from shared.platform.keys import device_key
+from shared.platform.storage import data_store
+from shared.platform.storage_names import DEADLETTER_CONTAINER
 from tests.harness import deliver, http_request, json_of, unreachable_storage, user_function
 from tools import event_factory as ev
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.lifecycle_events import parse_lifecycle_event
-from shared.models import Device
-from shared.presence import apply_event
+from shared.lifecycle.events import parse_lifecycle_event
+from shared.lifecycle.models import Device
+from shared.lifecycle.presence import apply_event
 from tests.harness import deliver, http_request, json_of, user_function
 from tools import event_factory as ev
 

@@ -58,8 +58,8 @@ def documents(prefix: str) -> list[dict[str, Any]]:
 
 
 async def lifecycle_rates() -> dict[str, float]:
-    from shared.storage import data_store
-    from shared.storage_names import DEVICES_TABLE
+    from shared.platform.storage import data_store
+    from shared.platform.storage_names import DEVICES_TABLE
     from tools import event_factory as ev
     from tools.invoke import user_function
 

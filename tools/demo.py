@@ -100,8 +100,8 @@ async def replay(start: datetime) -> None:
     print(f"\nAlerts, newest first, GET /api/alerts ({len(alerts['items'])}):")
     for alert in alerts["items"]:
         print(f"  {alert['timestamp'][:19]}  {alert['severity']:<8} {alert['rule']:<19} {alert['message']}")
-    from shared.storage import data_store
-    from shared.storage_names import DEADLETTER_CONTAINER
+    from shared.platform.storage import data_store
+    from shared.platform.storage_names import DEADLETTER_CONTAINER
 
     container = await data_store().container(DEADLETTER_CONTAINER)
     print("\nDead letters (container 'deadletter'):")

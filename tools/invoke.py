@@ -41,8 +41,8 @@ def json_of(response: func.HttpResponse) -> Any:
 def run_against_azurite(main: Callable[[], Awaitable[T]], settings: dict[str, str] | None = None) -> T:
     """Run ``main`` on a new event loop with the app pointed at a fresh in-memory
     Azurite (plus ``settings``); the app's clients are closed before Azurite stops."""
-    from shared.config import reset_settings
-    from shared.storage import reset_data_store
+    from shared.platform.settings import reset_settings
+    from shared.platform.storage import reset_data_store
     from tools.services import run_azurite
 
     async def run() -> T:

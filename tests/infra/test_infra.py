@@ -113,8 +113,8 @@ HUB_SETTING_PARAMS = {
 }
 
 try:
-    from shared.storage_names import BLOB_CONTAINERS as _APP_CONTAINERS
-    from shared.storage_names import TABLES as _APP_TABLES
+    from shared.platform.storage_names import BLOB_CONTAINERS as _APP_CONTAINERS
+    from shared.platform.storage_names import TABLES as _APP_TABLES
 
     APP_BLOB_CONTAINERS: tuple[str, ...] = tuple(_APP_CONTAINERS)
     APP_TABLES: tuple[str, ...] = tuple(_APP_TABLES)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.keys import stable_id
-from shared.lifecycle_events import LifecycleEvent
-from shared.models import Alert, Device, Severity
+from shared.alerts.models import Alert, Severity
+from shared.lifecycle.events import LifecycleEvent
+from shared.lifecycle.models import Device
+from shared.platform.keys import stable_id
 
 # Disconnection reasons that mean something is wrong with the client, its
 # credentials or the namespace's limits (not a network blip or a clean close).

@@ -11,7 +11,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared import __version__
-from shared.models import AlertList, Device, DevicePage, Health, Problem
+from shared.alerts.models import AlertList
+from shared.lifecycle.models import Device, DevicePage
+from shared.meta.models import Health
+from shared.platform.models import Problem
 
 _REF = "#/components/schemas/{model}"
 

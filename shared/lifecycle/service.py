@@ -8,14 +8,14 @@ from typing import Any
 
 import orjson
 
-from shared.alert_store import AlertStore
-from shared.config import get_settings
-from shared.deadletter import write_dead_letter
-from shared.errors import InvalidInput
-from shared.lifecycle_alerts import REFUSALS, lifecycle_alerts, refusals_expected_since
-from shared.lifecycle_events import envelope_fields, envelope_json, parse_lifecycle_event
-from shared.registry import DeviceRegistry
-from shared.storage import data_store
+from shared.alerts.store import AlertStore
+from shared.lifecycle.alerts import REFUSALS, lifecycle_alerts, refusals_expected_since
+from shared.lifecycle.events import envelope_fields, envelope_json, parse_lifecycle_event
+from shared.lifecycle.registry import DeviceRegistry
+from shared.platform.deadletter import write_dead_letter
+from shared.platform.errors import InvalidInput
+from shared.platform.settings import get_settings
+from shared.platform.storage import data_store
 
 log = logging.getLogger(__name__)
 

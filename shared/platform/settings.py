@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
-from shared.errors import ConfigurationError
+from shared.platform.errors import ConfigurationError
 
 # The well-known Azurite account; "UseDevelopmentStorage=true" means this.
 AZURITE_CONNECTION_STRING = (

@@ -7,7 +7,7 @@ import binascii
 
 import orjson
 
-from shared.errors import InvalidInput
+from shared.platform.errors import InvalidInput
 
 
 def encode_token(token: dict[str, str] | None) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from shared.config import StorageConnection, get_settings
+from shared.platform.settings import StorageConnection, get_settings
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient

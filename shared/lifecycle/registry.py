@@ -1,7 +1,7 @@
 """The device registry in Table storage.
 
 Layout (table ``devices``): one partition per device, ``PartitionKey`` =
-:func:`shared.keys.device_key`; the registry entry is the row ``RowKey =
+:func:`shared.platform.keys.device_key`; the registry entry is the row ``RowKey =
 "registry"``, holding the whole :class:`Device` as JSON in ``doc`` plus the
 columns that queries filter on (``deviceId``, ``connected``, ``deleted``,
 ``state``). Writes use optimistic concurrency on the row's ETag, so concurrent
@@ -16,13 +16,13 @@ from typing import Any
 
 import orjson
 
-from shared.keys import device_key
-from shared.lifecycle_events import LifecycleEvent
-from shared.models import Device
-from shared.paging import decode_token, encode_token
-from shared.presence import apply_event
-from shared.storage import DataStore
-from shared.storage_names import DEVICES_TABLE
+from shared.lifecycle.events import LifecycleEvent
+from shared.lifecycle.models import Device
+from shared.lifecycle.presence import apply_event
+from shared.platform.keys import device_key
+from shared.platform.paging import decode_token, encode_token
+from shared.platform.storage import DataStore
+from shared.platform.storage_names import DEVICES_TABLE
 
 REGISTRY_ROW = "registry"
 MAX_ATTEMPTS = 8

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import InvalidInput
-from shared.keys import validate_device_id
+from shared.platform.errors import InvalidInput
+from shared.platform.keys import validate_device_id
 
 _PREFIX = "Microsoft.EventGrid."
 EVENT_KINDS: dict[str, str] = {

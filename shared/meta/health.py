@@ -7,10 +7,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from shared import __version__
-from shared.errors import ConfigurationError
-from shared.models import Health
-from shared.storage import data_store
-from shared.storage_names import DEADLETTER_CONTAINER, DEVICES_TABLE
+from shared.meta.models import Health
+from shared.platform.errors import ConfigurationError
+from shared.platform.storage import data_store
+from shared.platform.storage_names import DEADLETTER_CONTAINER, DEVICES_TABLE
 
 log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 5.0

@@ -11,7 +11,7 @@ from typing import Any
 import azure.functions as func
 import orjson
 
-from shared.errors import ConfigurationError, InvalidInput
+from shared.platform.errors import ConfigurationError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,6 @@ def query_datetime(req: func.HttpRequest, name: str) -> datetime | None:
 
 def route_device_id(req: func.HttpRequest) -> str:
     """The ``{deviceId}`` route parameter, checked (the host has percent-decoded it)."""
-    from shared.keys import validate_device_id
+    from shared.platform.keys import validate_device_id
 
     return validate_device_id(req.route_params.get("deviceId"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from shared.errors import InvalidInput
+from shared.platform.errors import InvalidInput
 
 MAX_DEVICE_ID_LENGTH = 128
 

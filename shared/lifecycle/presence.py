@@ -20,8 +20,8 @@ ordered by time) for flapping detection and for operators.
 
 from __future__ import annotations
 
-from shared.lifecycle_events import LifecycleEvent
-from shared.models import ConnectionRecord, Device
+from shared.lifecycle.events import LifecycleEvent
+from shared.lifecycle.models import ConnectionRecord, Device
 
 HISTORY_LIMIT = 20
 

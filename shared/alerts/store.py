@@ -3,7 +3,7 @@
 Layout (table ``alerts``): ``PartitionKey`` = the alert's UTC day ``yyyyMMdd``,
 ``RowKey`` = milliseconds to the year 9999 minus the alert's time, then its id, so
 a partition reads newest first. An alert's id is deterministic (see
-:mod:`shared.lifecycle_alerts`), and a second write of the same alert is a no-op:
+:mod:`shared.lifecycle.alerts`), and a second write of the same alert is a no-op:
 redeliveries raise nothing twice and the first ``raisedAt`` stays.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from shared.models import Alert
-from shared.storage import DataStore
-from shared.storage_names import ALERTS_TABLE
+from shared.alerts.models import Alert
+from shared.platform.storage import DataStore
+from shared.platform.storage_names import ALERTS_TABLE
 
 _MAX_MS = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp() * 1000)
 DEFAULT_LOOKBACK = timedelta(days=7)

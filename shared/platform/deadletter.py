@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from shared.storage import DataStore
-from shared.storage_names import DEADLETTER_CONTAINER
+from shared.platform.storage import DataStore
+from shared.platform.storage_names import DEADLETTER_CONTAINER
 
 
 def dead_letter_document(

@@ -1,0 +1,1 @@
+"""Alerts of every stream: the model and the store."""

@@ -1,0 +1,1 @@
+"""The API about the API: health and the OpenAPI document, which gather every capability."""
