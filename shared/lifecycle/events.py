@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import validate_device_id
+from shared.platform.models import Timestamp
+from shared.platform.timestamps import check_timestamp
 
 _PREFIX = "Microsoft.EventGrid."
 EVENT_KINDS: dict[str, str] = {
@@ -28,23 +30,23 @@ EventKind = Literal["connected", "disconnected", "createdOrUpdated", "deleted"]
 
 class _Data(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    clientAuthenticationName: str  # noqa: N815 - the wire name
+    clientAuthenticationName: StrictStr  # noqa: N815 - the wire name
 
 
 class _SessionData(_Data):
-    clientSessionName: str | None = None  # noqa: N815
-    sequenceNumber: int = Field(ge=0)  # noqa: N815
+    clientSessionName: StrictStr | None = Field(default=None, max_length=512)  # noqa: N815
+    sequenceNumber: StrictInt = Field(ge=0, lt=2**63)  # noqa: N815
 
 
 class _DisconnectedData(_SessionData):
-    disconnectionReason: str | None = None  # noqa: N815
+    disconnectionReason: StrictStr | None = Field(default=None, max_length=256)  # noqa: N815
 
 
 class _ClientData(_Data):
     state: Literal["Enabled", "Disabled"]
     attributes: dict[str, Any] = Field(default_factory=dict)
-    createdOn: datetime | None = None  # noqa: N815
-    updatedOn: datetime  # noqa: N815
+    createdOn: Timestamp | None = None  # noqa: N815
+    updatedOn: Timestamp  # noqa: N815
 
 
 _DATA_MODELS: dict[str, type[_Data]] = {
@@ -102,6 +104,7 @@ def parse_lifecycle_event(event: Any) -> LifecycleEvent:
         raise InvalidInput(f"unsupported event type {event_type!r}")
     if event_time is None:
         raise InvalidInput("event has no time, so it cannot be ordered")
+    event_time = check_timestamp(event_time, field="event time")
     data = event.get_json()
     if not isinstance(data, dict):
         raise InvalidInput("event data is not a JSON object")

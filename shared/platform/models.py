@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 from pydantic.alias_generators import to_camel
+
+from shared.platform.timestamps import check_timestamp, parse_timestamp
 
 
 class ApiModel(BaseModel):
@@ -24,3 +27,13 @@ class Problem(ApiModel):
     status: int
     detail: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+def _timestamp(value: object, info: ValidationInfo) -> object:
+    if isinstance(value, datetime):
+        return check_timestamp(value, field=info.field_name or "timestamp")
+    return parse_timestamp(value, field=info.field_name or "timestamp")
+
+
+# A model field that accepts exactly what :mod:`shared.platform.timestamps` accepts.
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
