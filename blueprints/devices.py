@@ -8,7 +8,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.function_name("list_devices")
 @bp.route(route="devices", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def list_devices(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.lifecycle.models import DevicePage
+    import orjson
+
     from shared.lifecycle.registry import DeviceRegistry
     from shared.platform.http import json_response, query_bool, query_int, respond
     from shared.platform.storage import data_store
@@ -19,7 +20,8 @@ async def list_devices(req: func.HttpRequest) -> func.HttpResponse:
             limit=query_int(req, "limit", default=100, minimum=1, maximum=1000),
             continuation_token=req.params.get("continuationToken"),
         )
-        return json_response(DevicePage(items=items, continuation_token=token))
+        page = {"items": [orjson.Fragment(doc) for doc in items]}  # stored as the API returns them
+        return json_response(page | ({"continuationToken": token} if token else {}))
 
     return await respond(handle)
 
@@ -27,15 +29,17 @@ async def list_devices(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("get_device")
 @bp.route(route="devices/{deviceId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def get_device(req: func.HttpRequest) -> func.HttpResponse:
+    import orjson
+
     from shared.lifecycle.registry import DeviceRegistry
     from shared.platform.http import NotFound, json_response, respond, route_device_id
     from shared.platform.storage import data_store
 
     async def handle() -> func.HttpResponse:
         device_id = route_device_id(req)
-        device = await DeviceRegistry(data_store()).get(device_id)
-        if device is None:
+        document = await DeviceRegistry(data_store()).document(device_id)
+        if document is None:
             raise NotFound(f"no device {device_id!r}")
-        return json_response(device)
+        return json_response(orjson.Fragment(document))
 
     return await respond(handle)

@@ -6,15 +6,20 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from azure.core.exceptions import ServiceRequestError
 
 from shared.platform.settings import reset_settings
-from shared.platform.storage import reset_data_store
+from shared.platform.storage import CLIENT_OPTIONS, reset_data_store
 from tools import event_factory
 from tools.invoke import http_request, json_of, user_function
 
-__all__ = ["deliver", "http_request", "json_of", "unreachable_storage", "user_function"]
+__all__ = ["Requests", "deliver", "failing_requests", "http_request", "json_of", "storage_requests",
+           "unreachable_storage", "user_function"]
 
 
 def deliver(run: Any, *documents: dict[str, Any]) -> None:
@@ -37,3 +42,55 @@ def unreachable_storage(run: Any) -> Iterator[None]:
         run(reset_data_store())
         os.environ["DataStorage"] = saved
         reset_settings()
+
+
+@dataclass
+class Requests:
+    """Storage requests seen by :func:`storage_requests`: (method, path and query) each."""
+
+    seen: list[tuple[str, str]] = field(default_factory=list)
+
+    def to(self, fragment: str) -> list[tuple[str, str]]:
+        return [r for r in self.seen if fragment in r[1]]
+
+
+@contextlib.contextmanager
+def _hook(run: Any, on_request: Callable[[str, str], None], **options: Any) -> Iterator[None]:
+    """Clients built within the block call ``on_request(method, path_and_query)``
+    (percent-decoded) before each request."""
+
+    def hook(request: Any) -> None:
+        http = request.http_request
+        parts = urlsplit(http.url)
+        on_request(http.method, unquote(parts.path + (f"?{parts.query}" if parts.query else "")))
+
+    run(reset_data_store())
+    CLIENT_OPTIONS.update(raw_request_hook=hook, **options)
+    try:
+        yield
+    finally:
+        CLIENT_OPTIONS.clear()
+        run(reset_data_store())
+
+
+@contextlib.contextmanager
+def storage_requests(run: Any) -> Iterator[Requests]:
+    """Count the app's real storage requests within the block."""
+    requests = Requests()
+    with _hook(run, lambda method, path: requests.seen.append((method, path))):
+        yield requests
+
+
+@contextlib.contextmanager
+def failing_requests(run: Any, method: str, path_fragment: str, times: int = 1) -> Iterator[list[str]]:
+    """The first ``times`` storage requests of ``method`` to a path containing
+    ``path_fragment`` fail as a dropped connection would; the rest go through."""
+    failed: list[str] = []
+
+    def on_request(seen_method: str, path: str) -> None:
+        if seen_method == method and path_fragment in path and len(failed) < times:
+            failed.append(path)
+            raise ServiceRequestError(f"injected failure of {method} {path}")
+
+    with _hook(run, on_request, retry_total=0):  # the SDK would retry a dropped connection
+        yield failed

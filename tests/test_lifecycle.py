@@ -17,11 +17,21 @@ from shared.lifecycle.registry import DeviceRegistry
 from shared.platform.keys import device_key
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER
-from tests.harness import deliver, http_request, json_of, unreachable_storage, user_function
+from tests.harness import (
+    deliver,
+    failing_requests,
+    http_request,
+    json_of,
+    storage_requests,
+    unreachable_storage,
+    user_function,
+)
 from tools import event_factory as ev
 
 pytestmark = pytest.mark.usefixtures("app_env")
-T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+# Two days ago at 08:00 UTC: alerts can be listed up to 90 days back.
+T0 = (datetime.now(UTC) - timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
+SINCE = (T0 - timedelta(days=30)).isoformat().replace("+00:00", "Z")
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
 
@@ -38,7 +48,7 @@ def device(run: Any, device_id: str) -> dict[str, Any]:
 
 def alerts_of(run: Any, device_id: str) -> list[dict[str, Any]]:
     response = run(user_function("list_alerts")(
-        http_request("GET", "alerts", params={"deviceId": device_id, "since": "2026-01-01T00:00:00Z"})))
+        http_request("GET", "alerts", params={"deviceId": device_id, "since": SINCE})))
     assert response.status_code == 200
     return json_of(response)["items"]  # type: ignore[no-any-return]
 
@@ -64,7 +74,7 @@ def test_a_connect_makes_the_device_connected_in_either_schema(run: Any, schema:
     assert body["connected"] is True
     assert body["sessionName"] == "s1"
     assert body["sequenceNumber"] == 1
-    assert body["lastConnectedAt"].startswith("2026-11-20T08:00:00")
+    assert body["lastConnectedAt"].startswith(T0.strftime("%Y-%m-%dT08:00:00"))
     assert body["state"] == "Unknown"  # no created event yet
     assert body["deleted"] is False
 
@@ -116,16 +126,22 @@ def test_duplicates_change_nothing(run: Any) -> None:
     assert len(first["connectionHistory"]) == 2
 
 
-def test_client_metadata_applies_when_not_older(run: Any) -> None:
+def test_client_metadata_is_the_newest_by_updated_on(run: Any) -> None:
     dev = new_id()
     deliver(run,
             ev.created_or_updated(dev, T0 + timedelta(hours=2), created_on=T0, attributes={"site": "b"}),
             ev.created_or_updated(dev, T0 + timedelta(hours=1), created_on=T0, attributes={"site": "a"}))
     assert device(run, dev)["attributes"] == {"site": "b"}
-    deliver(run, ev.created_or_updated(dev, T0 + timedelta(hours=2), created_on=T0, state="Disabled",
-                                       attributes={"site": "c"}))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_two_updates_stamped_alike_are_ordered_by_content_not_by_arrival(run: Any, reverse: bool) -> None:
+    dev = new_id()
+    same_time = [ev.created_or_updated(dev, T0, created_on=T0, attributes={"site": "b"}),
+                 ev.created_or_updated(dev, T0, created_on=T0, state="Disabled", attributes={"site": "c"})]
+    deliver(run, *(same_time[::-1] if reverse else same_time))
     body = device(run, dev)
-    assert (body["state"], body["attributes"]) == ("Disabled", {"site": "c"})
+    assert (body["state"], body["attributes"]) == ("Disabled", {"site": "c"}), "a disable wins a tie"
 
 
 def test_a_delete_marks_the_device_deleted_and_only_a_newer_create_revives_it(run: Any) -> None:
@@ -207,7 +223,7 @@ def test_an_older_sessions_late_disconnect_is_still_the_last_disconnection(run: 
     body = device(run, dev)
     assert (body["connected"], body["sequenceNumber"]) == (True, 2)
     assert body["disconnectionReason"] == "ConnectionLost"
-    assert body["lastDisconnectedAt"].startswith("2026-11-20T08:09")
+    assert body["lastDisconnectedAt"].startswith(T0.strftime("%Y-%m-%dT08:09"))
 
 
 def test_flapping_raises_an_alert_once_per_window(run: Any) -> None:
@@ -297,3 +313,153 @@ def test_any_client_authentication_name_is_stored_safely(run: Any, device_id: st
 def test_keys_of_distinct_ids_never_collide() -> None:
     ids = ["a~2Fb", "a/b", "a~7E2Fb", "~", "~~", "%", "'"]
     assert len({device_key(i) for i in ids}) == len(ids)
+
+
+# --- The second pass: what a hostile review found ----------------------------------
+
+def alert_count(run: Any, device_id: str, rule: str = "disconnectionReason") -> int:
+    return len([a for a in alerts_of(run, device_id) if a["rule"] == rule])
+
+
+def test_a_recreated_client_restarts_presence_even_when_no_delete_came_before_the_create(run: Any) -> None:
+    dev = new_id()
+    t_c = T0 + timedelta(hours=3)
+    old_sessions = []
+    for seq in (1, 2, 3):
+        old_sessions += [ev.connected(dev, seq, T0 + timedelta(minutes=10 * seq)),
+                         ev.disconnected(dev, seq, T0 + timedelta(minutes=10 * seq + 5))]
+    deliver(run, ev.created_or_updated(dev, T0), *old_sessions, ev.created_or_updated(dev, t_c, created_on=t_c),
+            ev.deleted(dev, t_c - timedelta(minutes=1)),
+            ev.connected(dev, 1, t_c + timedelta(minutes=1), session="new"))
+    body = device(run, dev)
+    assert (body["connected"], body["sequenceNumber"], body["sessionName"], body["deleted"]) == (True, 1, "new", False)
+
+
+def test_a_failed_retraction_is_repaired_by_the_redelivered_disable(run: Any) -> None:
+    dev = new_id()
+    deliver(run, ev.created_or_updated(dev, T0), ev.connected(dev, 1, T0),
+            ev.disconnected(dev, 1, T0 + timedelta(hours=1), reason="ClientAuthenticationError"))
+    assert alert_count(run, dev) == 1
+    disable = ev.created_or_updated(dev, T0 + timedelta(hours=1), created_on=T0, state="Disabled")
+    with failing_requests(run, "DELETE", "/alerts(") as failed, pytest.raises(AzureError):
+        deliver(run, disable)  # the registry is written, the retraction fails: Event Grid retries
+    assert failed, "the retraction was attempted"
+    assert device(run, dev)["state"] == "Disabled"
+    deliver(run, disable)  # the redelivery finds nothing new in the registry, and retracts all the same
+    assert alert_count(run, dev) == 0
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_a_refusal_and_a_disable_delivered_at_once_leave_no_alert(run: Any, attempt: int) -> None:
+    import asyncio
+
+    dev = new_id()
+    deliver(run, ev.created_or_updated(dev, T0), ev.connected(dev, 1, T0))
+    handler = user_function("client_lifecycle")
+    refusal = ev.disconnected(dev, 1, T0 + timedelta(hours=1), reason="ClientAuthenticationError")
+    disable = ev.created_or_updated(dev, T0 + timedelta(hours=1), created_on=T0, state="Disabled")
+
+    async def at_once() -> None:
+        await asyncio.gather(handler(ev.to_function_event(refusal)), handler(ev.to_function_event(disable)))
+
+    run(at_once())
+    assert alert_count(run, dev) == 0
+
+
+def test_a_later_enable_brings_back_a_refusal_alert_that_an_earlier_disable_explained(run: Any) -> None:
+    dev = new_id()
+    refusal_at = T0 + timedelta(hours=2)
+    deliver(run, ev.created_or_updated(dev, T0), ev.connected(dev, 1, T0),
+            ev.created_or_updated(dev, T0 + timedelta(hours=1), created_on=T0, state="Disabled"),
+            ev.disconnected(dev, 1, refusal_at, reason="ClientAuthenticationError"))
+    assert alert_count(run, dev) == 0, "disabled at the time of the refusal"
+    # The client had been enabled again before the refusal: the refusal was trouble.
+    deliver(run, ev.created_or_updated(dev, refusal_at - timedelta(minutes=5), created_on=T0, state="Enabled"))
+    assert alert_count(run, dev) == 1
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("updatedOn", "2026-11-20T09:00:00", "time zone"),
+    ("updatedOn", "0001-01-01T00:00:00Z", "must lie between"),
+    ("createdOn", "9999-12-31T23:59:59-01:00", "must lie between"),
+    ("updatedOn", "20261120T090000Z", "RFC 3339"),
+])
+def test_a_timestamp_without_a_zone_or_out_of_range_is_dead_lettered_and_poisons_nothing(
+        run: Any, field: str, value: str, reason: str) -> None:
+    dev = new_id()
+    bad = ev.created_or_updated(dev, T0)
+    bad["data"][field] = value
+    bad["id"] = new_id("bad-time")
+    deliver(run, bad)
+    letters = [d for d in dead_letters(run, "lifecycle") if d["eventGrid"]["id"] == bad["id"]]
+    assert len(letters) == 1 and reason in str(letters[0]["errors"])
+    deliver(run, ev.created_or_updated(dev, T0), ev.connected(dev, 1, T0 + timedelta(minutes=1)))
+    assert device(run, dev)["connected"] is True, "later events of the device still apply"
+
+
+def test_an_event_time_without_a_zone_is_dead_lettered(run: Any) -> None:
+    document = ev.connected(new_id(), 1, T0)
+    document["eventTime"] = "2026-11-20T08:00:00"
+    deliver(run, document)
+    letters = [d for d in dead_letters(run, "lifecycle") if d["eventGrid"]["id"] == document["id"]]
+    assert len(letters) == 1 and "time zone" in letters[0]["reason"]
+
+
+def test_attributes_too_large_for_a_table_row_are_dead_lettered_not_retried(run: Any) -> None:
+    dev = new_id()
+    deliver(run, ev.created_or_updated(dev, T0, attributes={"site": "a"}))
+    huge = ev.created_or_updated(dev, T0 + timedelta(hours=1), created_on=T0, attributes={"blob": "x" * 75_000})
+    deliver(run, huge)  # no exception: Event Grid must not retry this for a day
+    letters = [d for d in dead_letters(run, "lifecycle") if d["eventGrid"]["id"] == huge["id"]]
+    assert len(letters) == 1 and "attributes" in letters[0]["reason"]
+    assert device(run, dev)["attributes"] == {"site": "a"}, "nothing half-written"
+
+
+def test_a_write_that_storage_refuses_for_what_it_is_is_dead_lettered(run: Any, monkeypatch: Any) -> None:
+    from shared.lifecycle import events, registry
+
+    # Let an over-large entry through our own bounds, so that Table storage itself refuses it (400).
+    monkeypatch.setattr(events, "MAX_ATTRIBUTES_BYTES", 10**9)
+    monkeypatch.setattr(registry, "MAX_PROPERTY_BYTES", 10**9)
+    dev = new_id()
+    huge = ev.created_or_updated(dev, T0, attributes={"blob": "x" * 300_000})
+    deliver(run, huge)
+    letters = [d for d in dead_letters(run, "lifecycle") if d["eventGrid"]["id"] == huge["id"]]
+    assert len(letters) == 1 and "storage refused the write (HTTP 4" in letters[0]["reason"]
+
+
+def test_connected_true_reads_the_index_not_the_fleet(run: Any, empty_registry: None) -> None:
+    online, offline = [new_id("on") for _ in range(3)], [new_id("off") for _ in range(12)]
+    for dev in online + offline:
+        deliver(run, ev.created_or_updated(dev, T0), ev.connected(dev, 1, T0))
+    for dev in offline:
+        deliver(run, ev.disconnected(dev, 1, T0 + timedelta(minutes=5)))
+    with storage_requests(run) as requests:
+        response = run(user_function("list_devices")(http_request("GET", "devices", params={"connected": "true"})))
+    assert sorted(d["deviceId"] for d in json_of(response)["items"]) == sorted(online)
+    table_requests = requests.to("/devices")
+    assert len(table_requests) <= 1 + len(online), "one index query and one read per connected device"
+    queries = [path for _, path in table_requests if "/devices()" in path]
+    assert len(queries) == 1 and "PartitionKey eq" in queries[0], "one partition read, no scan of the whole table"
+
+
+def test_the_connected_index_follows_reordered_and_concurrent_sessions(run: Any, empty_registry: None) -> None:
+    import asyncio
+
+    dev = new_id()
+    handler = user_function("client_lifecycle")
+    documents = []
+    for seq in range(1, 7):
+        at = T0 + timedelta(minutes=10 * seq)
+        documents += [ev.connected(dev, seq, at), ev.disconnected(dev, seq, at + timedelta(minutes=5))]
+    documents.append(ev.connected(dev, 7, T0 + timedelta(hours=2)))
+
+    async def all_at_once() -> None:
+        await asyncio.gather(*(handler(ev.to_function_event(d)) for d in documents[::-1]))
+
+    run(all_at_once())
+    listed = json_of(run(user_function("list_devices")(http_request("GET", "devices", params={"connected": "true"}))))
+    assert [d["deviceId"] for d in listed["items"]] == [dev]
+    deliver(run, ev.disconnected(dev, 7, T0 + timedelta(hours=3)))
+    listed = json_of(run(user_function("list_devices")(http_request("GET", "devices", params={"connected": "true"}))))
+    assert listed["items"] == []

@@ -10,12 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import validate_device_id
 from shared.platform.models import Timestamp
 from shared.platform.timestamps import check_timestamp
+
+# A registry row keeps the device in one Table property of at most 64 KiB.
+MAX_ATTRIBUTES_BYTES = 16 * 1024
 
 _PREFIX = "Microsoft.EventGrid."
 EVENT_KINDS: dict[str, str] = {
@@ -121,6 +125,10 @@ def parse_lifecycle_event(event: Any) -> LifecycleEvent:
     if isinstance(fields, _DisconnectedData):
         common.update(disconnection_reason=fields.disconnectionReason)
     if isinstance(fields, _ClientData):
+        size = len(orjson.dumps(fields.attributes))
+        if size > MAX_ATTRIBUTES_BYTES:
+            raise InvalidInput(f"client attributes are {size} bytes of JSON, more than the {MAX_ATTRIBUTES_BYTES} "
+                               "that a registry entry keeps")
         common.update(state=fields.state, attributes=fields.attributes,
                       created_on=fields.createdOn, updated_on=fields.updatedOn)
     return LifecycleEvent(**common)

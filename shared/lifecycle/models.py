@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.platform.models import ApiModel
 
@@ -41,6 +41,25 @@ class Device(ApiModel):
     connection_history: list[ConnectionRecord] = Field(default_factory=list)
     telemetry: dict[str, Any] | None = None
     inference: dict[str, Any] | None = None
+
+
+StateKind = Literal["Enabled", "Disabled", "deleted"]
+
+
+class StateFact(BaseModel):
+    """When the client was enabled, disabled or deleted (internal, not on the wire)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    time: datetime
+    kind: StateKind
+
+
+class DeviceRecord(BaseModel):
+    """A device's registry row: the public device and the internal facts it is derived from."""
+
+    device: Device
+    states: list[StateFact] = Field(default_factory=list)
 
 
 class DevicePage(ApiModel):

@@ -1,112 +1,206 @@
 """The device registry in Table storage.
 
-Layout (table ``devices``): one partition per device, ``PartitionKey`` =
-:func:`shared.platform.keys.device_key`; the registry entry is the row ``RowKey =
-"registry"``, holding the whole :class:`Device` as JSON in ``doc`` plus the
-columns that queries filter on (``deviceId``, ``connected``, ``deleted``,
-``state``). Writes use optimistic concurrency on the row's ETag, so concurrent
-invocations for one device never lose an update.
+Table ``devices``:
+
+* one partition per device, ``PartitionKey`` = :func:`shared.platform.keys.device_key`;
+  its row ``RowKey = "registry"`` holds the device as the API returns it (camelCase
+  JSON in ``doc``, served as stored), the internal facts it was derived from
+  (``states``), and the columns queries filter on (``deviceId``, ``connected``,
+  ``deleted``, ``state``);
+* the index of connected devices: partition ``~connected`` (no device key can be it:
+  keys escape ``~`` as ``~7E``), one row per device, ``RowKey`` = ``c`` + the key.
+
+Writes to a device's row are conditional on its ETag, so concurrent invocations for
+one device never lose an update. The index is a superset of the connected devices,
+kept without a read: a device that becomes connected gets its index row *before* its
+registry row says so (the row's ETag is kept in the registry row as ``indexEtag``),
+and one that becomes disconnected loses it *after*, by a delete conditional on that
+ETag, so a newer connect's row is never removed. Readers check every index row
+against the registry row, so a stale one (left by a crash) shows nothing wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from shared.lifecycle.events import LifecycleEvent
-from shared.lifecycle.models import Device
-from shared.lifecycle.presence import apply_event
+from shared.platform.errors import InvalidInput
 from shared.platform.keys import device_key
 from shared.platform.paging import decode_token, encode_token
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import DEVICES_TABLE
 
+if TYPE_CHECKING:  # the read path (get_device, list_devices) builds no model: pydantic is imported on writes
+    from shared.lifecycle.events import LifecycleEvent
+    from shared.lifecycle.models import Device, DeviceRecord
+
 REGISTRY_ROW = "registry"
+CONNECTED_PARTITION = "~connected"
 MAX_ATTEMPTS = 8
+# Table storage limits a string property to 64 KiB of UTF-16.
+MAX_PROPERTY_BYTES = 64 * 1024
 
 
 class ConcurrencyError(RuntimeError):
     """A device's entry kept changing under us; the invocation fails and is retried."""
 
 
-def _to_entity(device: Device) -> dict[str, Any]:
-    return {
-        "PartitionKey": device_key(device.device_id),
-        "RowKey": REGISTRY_ROW,
-        "deviceId": device.device_id,
-        "connected": device.connected,
-        "deleted": device.deleted,
-        "state": device.state,
-        "doc": orjson.dumps(device.model_dump(mode="json")).decode(),
+def _to_entity(record: DeviceRecord, index_etag: str | None) -> dict[str, Any]:
+    device = record.device
+    doc = orjson.dumps(device.to_json_dict()).decode()
+    if len(doc.encode("utf-16-le")) > MAX_PROPERTY_BYTES:
+        raise InvalidInput(f"the device's entry would be {len(doc)} characters, more than Table storage keeps "
+                           "in one property (64 KiB): its attributes are too large")
+    entity: dict[str, Any] = {
+        "PartitionKey": device_key(device.device_id), "RowKey": REGISTRY_ROW, "deviceId": device.device_id,
+        "connected": device.connected, "deleted": device.deleted, "state": device.state, "doc": doc,
+        "states": orjson.dumps([f.model_dump(mode="json") for f in record.states]).decode(),
     }
+    if index_etag:
+        entity["indexEtag"] = index_etag
+    return entity
 
 
-def _from_entity(entity: dict[str, Any]) -> Device:
-    return Device.model_validate(orjson.loads(entity["doc"]))
+def _record(entity: dict[str, Any]) -> DeviceRecord:
+    from shared.lifecycle.models import Device, DeviceRecord, StateFact
+
+    return DeviceRecord(device=Device.model_validate(orjson.loads(entity["doc"])),
+                        states=[StateFact.model_validate(f) for f in orjson.loads(entity.get("states") or "[]")])
+
+
+def _index_key(device_id: str) -> tuple[str, str]:
+    return CONNECTED_PARTITION, "c" + device_key(device_id)
 
 
 class DeviceRegistry:
     def __init__(self, store: DataStore) -> None:
         self._store = store
 
-    async def get(self, device_id: str) -> Device | None:
+    async def document(self, device_id: str) -> bytes | None:
+        """The device as the API returns it, JSON, as stored (no model is built)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         table = await self._store.table(DEVICES_TABLE)
         try:
-            entity = await table.get_entity(device_key(device_id), REGISTRY_ROW)
+            entity = await table.get_entity(device_key(device_id), REGISTRY_ROW, select=["doc"])
         except ResourceNotFoundError:
             return None
-        return _from_entity(entity)
+        return str(entity["doc"]).encode()
 
-    async def apply(self, event: LifecycleEvent) -> tuple[Device | None, Device]:
+    async def record(self, device_id: str) -> DeviceRecord | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        table = await self._store.table(DEVICES_TABLE)
+        try:
+            return _record(await table.get_entity(device_key(device_id), REGISTRY_ROW))
+        except ResourceNotFoundError:
+            return None
+
+    async def get(self, device_id: str) -> Device | None:
+        record = await self.record(device_id)
+        return record.device if record else None
+
+    async def apply(self, event: LifecycleEvent) -> tuple[DeviceRecord | None, DeviceRecord]:
         """Apply ``event`` to its device's entry; returns the entry before and after."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
+        from shared.lifecycle.presence import apply_event
+
         table = await self._store.table(DEVICES_TABLE)
         key = device_key(event.device_id)
+        our_index_etag: str | None = None  # an index row this invocation wrote
         for attempt in range(MAX_ATTEMPTS):
             try:
                 entity = await table.get_entity(key, REGISTRY_ROW)
             except ResourceNotFoundError:
                 entity = None
-            before = _from_entity(entity) if entity is not None else None
+            before = _record(entity) if entity is not None else None
             after = apply_event(before, event)
+            was = before is not None and before.device.connected
             if after == before:
-                return before, after  # a duplicate, or older than what is stored
+                break  # a duplicate, or nothing new
+            index_etag = entity.get("indexEtag") if entity is not None else None
+            if after.device.connected and not was:
+                if our_index_etag is None:
+                    our_index_etag = await self._index(event.device_id)
+                index_etag = our_index_etag
+            elif was and not after.device.connected:
+                index_etag = None
+            new = _to_entity(after, index_etag)
             try:
                 if entity is None:
-                    await table.create_entity(_to_entity(after))
+                    await table.create_entity(new)
                 else:
-                    await table.update_entity(
-                        _to_entity(after), mode=UpdateMode.REPLACE,
-                        etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified,
-                    )
-                return before, after
+                    await table.update_entity(new, mode=UpdateMode.REPLACE, etag=entity.metadata["etag"],
+                                              match_condition=MatchConditions.IfNotModified)
             except (ResourceExistsError, ResourceModifiedError):
                 await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))  # noqa: S311 - jitter
-        raise ConcurrencyError(f"device {event.device_id!r} changed concurrently {MAX_ATTEMPTS} times")
+                continue
+            if was and not after.device.connected and entity is not None and entity.get("indexEtag"):
+                await self._unindex(event.device_id, entity["indexEtag"])
+            break
+        else:
+            raise ConcurrencyError(f"device {event.device_id!r} changed concurrently {MAX_ATTEMPTS} times")
+        if our_index_etag is not None and not after.device.connected:
+            await self._unindex(event.device_id, our_index_etag)  # written, then not needed after all
+        return before, after
+
+    async def _index(self, device_id: str) -> str:
+        table = await self._store.table(DEVICES_TABLE)
+        pk, rk = _index_key(device_id)
+        response = await table.upsert_entity({"PartitionKey": pk, "RowKey": rk, "deviceId": device_id})
+        return str(response["etag"])
+
+    async def _unindex(self, device_id: str, etag: str) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+
+        table = await self._store.table(DEVICES_TABLE)
+        pk, rk = _index_key(device_id)
+        with contextlib.suppress(ResourceModifiedError):  # a newer connect wrote the row again: it stays
+            await table.delete_entity(pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified)
 
     async def list(
         self, *, connected: bool | None = None, limit: int = 100, continuation_token: str | None = None
-    ) -> tuple[list[Device], str | None]:
-        """One page of devices, in key order, and the token of the next page."""
+    ) -> tuple[list[bytes], str | None]:
+        """One page of devices (their JSON documents) and the token of the next page.
+
+        ``connected=true`` reads the index partition and then each listed device's
+        row; anything else scans the registry rows of every partition."""
         table = await self._store.table(DEVICES_TABLE)
-        query = "RowKey eq @row"
-        parameters: dict[str, Any] = {"row": REGISTRY_ROW}
-        if connected is not None:
-            query += " and connected eq @connected"
-            parameters["connected"] = connected
-        pages = table.query_entities(query, parameters=parameters, results_per_page=limit, select=["doc"]).by_page(
+        parameters: dict[str, Any]
+        if connected:
+            query, parameters, select = "PartitionKey eq @pk", {"pk": CONNECTED_PARTITION}, ["deviceId"]
+        else:
+            query, parameters, select = "RowKey eq @row", {"row": REGISTRY_ROW}, ["doc"]
+            if connected is False:
+                query += " and connected eq @connected"
+                parameters["connected"] = False
+        pages = table.query_entities(query, parameters=parameters, results_per_page=limit, select=select).by_page(
             continuation_token=decode_token(continuation_token)  # type: ignore[arg-type]  # the SDK's dict token
         )
-        items: list[Device] = []
+        entities: list[dict[str, Any]] = []
         async for page in pages:
-            items = [_from_entity(e) async for e in page]
+            entities = [e async for e in page]
             break
-        return items, encode_token(pages.continuation_token)  # type: ignore[attr-defined]
+        token = encode_token(pages.continuation_token)  # type: ignore[attr-defined]
+        if not connected:
+            return [str(e["doc"]).encode() for e in entities], token
+        rows = await asyncio.gather(*(self._connected_doc(e["deviceId"]) for e in entities))
+        return [doc for doc in rows if doc is not None], token
+
+    async def _connected_doc(self, device_id: str) -> bytes | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        table = await self._store.table(DEVICES_TABLE)
+        try:
+            entity = await table.get_entity(device_key(device_id), REGISTRY_ROW, select=["doc", "connected"])
+        except ResourceNotFoundError:
+            return None
+        return str(entity["doc"]).encode() if entity.get("connected") else None

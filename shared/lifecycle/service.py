@@ -1,4 +1,11 @@
-"""Handling of one MQTT client life cycle event, end to end."""
+"""Handling of one MQTT client life cycle event, end to end.
+
+The registry write comes first; then the device's alerts are made to agree with its
+facts. That second step is re-run in full by any redelivery and by every later
+metadata event, and a refusal alert is checked against the device once more after
+it is written, so a disable that raced with the refusal, or a retraction that
+failed, still ends with the alerts that the facts call for.
+"""
 
 from __future__ import annotations
 
@@ -8,49 +15,105 @@ from typing import Any
 
 import orjson
 
+from shared.alerts.models import Alert
 from shared.alerts.store import AlertStore
-from shared.lifecycle.alerts import REFUSALS, lifecycle_alerts, refusals_expected_since
-from shared.lifecycle.events import envelope_fields, envelope_json, parse_lifecycle_event
+from shared.lifecycle.alerts import (
+    REASON_RULE,
+    flapping_alerts,
+    is_refusal,
+    reason_alert,
+    wanted,
+)
+from shared.lifecycle.events import LifecycleEvent, envelope_fields, envelope_json, parse_lifecycle_event
+from shared.lifecycle.models import ConnectionRecord, DeviceRecord
 from shared.lifecycle.registry import DeviceRegistry
 from shared.platform.deadletter import write_dead_letter
-from shared.platform.errors import InvalidInput
-from shared.platform.settings import get_settings
-from shared.platform.storage import data_store
+from shared.platform.errors import InvalidInput, is_transient
+from shared.platform.settings import Settings, get_settings
+from shared.platform.storage import DataStore, data_store
 
 log = logging.getLogger(__name__)
 
 
 async def handle_lifecycle_event(event: Any) -> None:
     """Apply ``event`` (``func.EventGridEvent`` or ``func.CloudEvent``) to the registry
-    and raise its alerts. An event that can never be applied is dead-lettered; a
-    storage failure raises, so that Event Grid retries."""
+    and its alerts. An event that can never be applied (invalid, or refused by
+    storage for what it is) is dead-lettered; a transient storage failure raises, so
+    that Event Grid retries."""
+    from azure.core.exceptions import AzureError
+
     settings = get_settings()
     store = data_store()
     now = datetime.now(UTC)
     try:
         parsed = parse_lifecycle_event(event)
+        await _apply(store, parsed, settings, now)
     except InvalidInput as exc:
-        event_id, event_type, event_time, subject = envelope_fields(event)
-        log.warning("dead-lettering life cycle event %s (%s): %s", event_id, event_type, exc.reason)
-        await write_dead_letter(
-            store, stream="lifecycle", reason=exc.reason, errors=exc.errors,
-            body=orjson.dumps(envelope_json(event), default=str),
-            origin={"eventGrid": {"id": event_id, "eventType": event_type, "subject": subject}},
-            day=event_time or now, received_at=now,
-        )
-        return
-    before, device = await DeviceRegistry(store).apply(parsed)
-    alert_store = AlertStore(store)
-    expected_since = refusals_expected_since(device)
-    if expected_since is not None and (before is None or refusals_expected_since(before) != expected_since):
-        # Disabled or deleted just now: refusals already alerted (they arrived
-        # first) were the operator's doing, not trouble.
-        for alert in await alert_store.retract(parsed.device_id, rule="disconnectionReason", values=REFUSALS,
-                                               since=expected_since, now=now):
-            log.warning("retracted alert %s on %r: the client was disabled or deleted", alert.rule, alert.device_id)
-    alerts = lifecycle_alerts(
-        device, parsed, flapping_disconnects=settings.flapping_disconnects,
-        flapping_window_seconds=settings.flapping_window_seconds, now=now,
+        await _dead_letter(store, event, exc.reason, exc.errors, now)
+    except AzureError as exc:
+        if is_transient(exc):
+            raise
+        status = getattr(exc, "status_code", None)
+        log.exception("storage refused a life cycle event's write (%s)", status)
+        await _dead_letter(store, event, f"storage refused the write (HTTP {status}, {type(exc).__name__})", [], now)
+
+
+async def _dead_letter(store: DataStore, event: Any, reason: str, errors: list[dict[str, Any]],
+                       now: datetime) -> None:
+    event_id, event_type, event_time, subject = envelope_fields(event)
+    log.warning("dead-lettering life cycle event %s (%s): %s", event_id, event_type, reason)
+    day = event_time if event_time is not None and event_time.tzinfo is not None else now
+    await write_dead_letter(
+        store, stream="lifecycle", reason=reason, errors=errors,
+        body=orjson.dumps(envelope_json(event), default=str),
+        origin={"eventGrid": {"id": event_id, "eventType": event_type, "subject": subject}},
+        day=day, received_at=now,
     )
-    for alert in await alert_store.add(alerts):
+
+
+async def _apply(store: DataStore, event: LifecycleEvent, settings: Settings, now: datetime) -> None:
+    registry, alerts = DeviceRegistry(store), AlertStore(store)
+    _, record = await registry.apply(event)
+    if event.kind == "disconnected":
+        disconnect = next((r for r in record.device.connection_history if _is(r, event)), None)
+        if disconnect is None:
+            return  # older than the whole history: nothing left to decide
+        candidates = flapping_alerts(record, disconnect, disconnects=settings.flapping_disconnects,
+                                     window_seconds=settings.flapping_window_seconds, now=now)
+        reason = reason_alert(event.device_id, disconnect, now)
+        candidates += [reason] if reason else []
+    elif event.kind in ("createdOrUpdated", "deleted"):
+        # Whether a refusal was expected may have changed: every refusal the device's
+        # history or the store knows is decided again.
+        stored = await alerts.of_device(event.device_id, rule=REASON_RULE)
+        from_history = [reason_alert(event.device_id, r, now) for r in record.device.connection_history]
+        # The store's copy first: it keeps its first raisedAt.
+        unique = {a.alert_id: a for a in [*from_history, *stored] if a is not None and is_refusal(a)}
+        candidates = list(unique.values())
+    else:
+        return
+    await _reconcile(registry, alerts, record, candidates)
+
+
+def _is(record: ConnectionRecord, event: LifecycleEvent) -> bool:
+    return (record.kind == "disconnected" and record.sequence_number == event.sequence_number
+            and record.time == event.event_time and record.session_name == event.session_name
+            and record.reason == event.disconnection_reason)
+
+
+async def _reconcile(registry: DeviceRegistry, alerts: AlertStore, record: DeviceRecord,
+                     candidates: list[Alert]) -> None:
+    """Make the store hold exactly the candidates the device's facts want."""
+    keep = [a for a in candidates if wanted(record, a)]
+    drop = [a for a in candidates if not wanted(record, a)]
+    for alert in await alerts.add(keep):
         log.warning("alert %s on %r: %s", alert.rule, alert.device_id, alert.message)
+    await alerts.remove(drop)
+    for alert in drop:
+        log.info("no alert %s on %r: the client was disabled or deleted", alert.rule, alert.device_id)
+    if any(is_refusal(a) for a in keep):
+        # A disable written concurrently may have looked for this alert before it
+        # existed: look at the device again now that it does.
+        fresh = await registry.record(record.device.device_id)
+        if fresh is not None:
+            await alerts.remove([a for a in keep if not wanted(fresh, a)])
