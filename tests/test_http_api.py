@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +15,8 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
+from shared.platform.settings import reset_settings
+from shared.platform.storage import reset_data_store
 from tests.harness import deliver, http_request, json_of, unreachable_storage, user_function
 from tools import event_factory as ev
 
@@ -126,6 +134,47 @@ def test_a_storage_outage_is_a_503_problem_not_a_crash(run: Any) -> None:
         response = call(run, "get_device", "devices/a", route_params={"deviceId": "a"})
     assert_problem(response, 503, "storage is not reachable")
     assert response.headers["Retry-After"]
+
+
+@contextlib.contextmanager
+def storage_with_a_wrong_key(run: Any) -> Iterator[None]:
+    """``DataStorage`` pointed at Azurite with another account key, for the block: every request is refused (403)."""
+    saved = os.environ["DataStorage"]
+    run(reset_data_store())
+    os.environ["DataStorage"] = re.sub(r"AccountKey=[^;]+", "AccountKey=" + base64.b64encode(b"wrong" * 12).decode(),
+                                       saved)
+    reset_settings()
+    try:
+        yield
+    finally:
+        run(reset_data_store())
+        os.environ["DataStorage"] = saved
+        reset_settings()
+
+
+def test_a_storage_refusal_is_a_500_problem_without_the_service_message(
+        run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with storage_with_a_wrong_key(run), caplog.at_level(logging.ERROR):
+        response = call(run, "get_device", "devices/a", route_params={"deviceId": "a"})
+    assert_problem(response, 500, "storage refused the request (status 403)")
+    assert "Retry-After" not in response.headers, "retrying cannot help"
+    assert "authenticate" not in response.get_body().decode()
+    assert any(r.exc_info and "authenticate" in str(r.exc_info[1]) for r in caplog.records), "logged in full"
+
+
+def test_an_unexpected_exception_is_a_logged_500_problem_without_its_text(
+        run: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.lifecycle.registry import DeviceRegistry
+
+    async def broken(self: Any, device_id: str) -> None:
+        raise RuntimeError("a bug with a secret in its message")
+
+    monkeypatch.setattr(DeviceRegistry, "get", broken)
+    with caplog.at_level(logging.ERROR):
+        response = call(run, "get_device", "devices/a", route_params={"deviceId": "a"})
+    assert response.status_code == 500 and response.mimetype == "application/problem+json"
+    assert json_of(response) == {"type": "about:blank", "title": "Internal Server Error", "status": 500}
+    assert any(r.exc_info and "secret" in str(r.exc_info[1]) for r in caplog.records), "logged with the traceback"
 
 
 def test_openapi_is_a_valid_3_1_document_that_describes_the_responses(run: Any, fleet: list[str]) -> None:

@@ -11,11 +11,12 @@ from typing import Any
 import azure.functions as func
 import orjson
 
-from shared.platform.errors import ConfigurationError, InvalidInput
+from shared.platform.errors import ConfigurationError, InvalidInput, is_transient
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
 
 
 class NotFound(LookupError):
@@ -41,7 +42,8 @@ def problem(status: int, title: str, detail: str | None = None, *, errors: list[
 
 
 async def respond(handler: Callable[[], Awaitable[func.HttpResponse]]) -> func.HttpResponse:
-    """Run ``handler``; map what it raises to a problem response."""
+    """Run ``handler``; map whatever it raises to a problem response. Only what a
+    client can act on reaches the body: never a service's message or a traceback."""
     from azure.core.exceptions import AzureError
 
     try:
@@ -50,13 +52,22 @@ async def respond(handler: Callable[[], Awaitable[func.HttpResponse]]) -> func.H
         return problem(400, "Bad Request", exc.reason, errors=exc.errors or None)
     except NotFound as exc:
         return problem(404, "Not Found", str(exc))
-    except ConfigurationError as exc:
+    except ConfigurationError as exc:  # its message names the setting, never its value
         log.error("configuration error: %s", exc)
         return problem(500, "Configuration Error", str(exc))
-    except AzureError as exc:
-        log.exception("storage failed")
-        return problem(503, "Service Unavailable", f"storage is not reachable: {type(exc).__name__}",
-                       headers={"Retry-After": "5"})
+    except Exception as exc:
+        if is_transient(exc):
+            log.warning("storage is not reachable or failed", exc_info=True)
+            return problem(503, "Service Unavailable",
+                           f"storage is not reachable or failed ({type(exc).__name__}); retry later",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        if isinstance(exc, AzureError):  # storage refused the request; a retry meets the same answer
+            status = getattr(exc, "status_code", None)
+            log.exception("storage refused the request (status %s)", status)
+            return problem(500, "Internal Server Error",
+                           "storage refused the request" + (f" (status {status})" if status else ""))
+        log.exception("unhandled error")
+        return problem(500, "Internal Server Error")
 
 
 def query_int(req: func.HttpRequest, name: str, *, default: int, minimum: int, maximum: int) -> int:
