@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 from openapi_spec_validator import validate
 
@@ -76,6 +77,67 @@ def test_list_devices_filters_on_presence(run: Any, fleet: list[str], connected:
 ])
 def test_list_devices_rejects_bad_parameters_with_a_problem(run: Any, params: dict[str, str], detail: str) -> None:
     assert_problem(call(run, "list_devices", "devices", params=params), 400, detail)
+
+
+def first_token(run: Any, **params: str) -> str:
+    """The continuation token of the first page of two devices."""
+    token = json_of(call(run, "list_devices", "devices", params={"limit": "2", **params}))["continuationToken"]
+    assert isinstance(token, str)
+    return token
+
+
+def b64json(value: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
+
+
+def flip(text: str, index: int) -> str:
+    """``text`` with the character at ``index`` replaced by another base64url character."""
+    return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
+
+
+NOT_ISSUED = "continuationToken is not a token this API issued for this query"
+
+
+@pytest.mark.parametrize("forge", [
+    lambda token: b64json({}),
+    lambda token: b64json({"PartitionKey": "a"}),
+    lambda token: b64json({"PartitionKey": "fleet-05", "RowKey": "registry"}),
+    lambda token: b64json({"PartitionKey": "fleet-05", "RowKey": "registry"}) + "." + "A" * 43,
+    lambda token: flip(token, 3),  # a byte of the next keys
+    lambda token: flip(token, len(token) - 5),  # a byte of the MAC
+    lambda token: token.replace(".", ".A", 1)[:-1],  # the MAC shifted
+    lambda token: token + "A",
+    lambda token: token[:-1],
+    lambda token: token.partition(".")[0],  # the MAC cut off
+    lambda token: "%%% garbage %%%",
+    lambda token: "\u00e9" * 60,
+], ids=["empty object", "a partition key only", "keys of our choosing", "a forged MAC", "a flipped key byte",
+        "a flipped MAC byte", "a shifted MAC", "a byte added", "a byte removed", "no MAC", "garbage", "non-ASCII"])
+def test_list_devices_refuses_a_continuation_token_it_did_not_issue(run: Any, fleet: list[str], forge: Any) -> None:
+    forged = forge(first_token(run))
+    assert_problem(call(run, "list_devices", "devices", params={"continuationToken": forged}), 400, NOT_ISSUED)
+
+
+@pytest.mark.parametrize("issued_for, used_with", [
+    ({"connected": "true"}, {"connected": "false"}),
+    ({"connected": "true"}, {}),
+    ({}, {"connected": "true"}),
+])
+def test_a_continuation_token_only_continues_the_query_it_was_issued_for(
+        run: Any, fleet: list[str], issued_for: dict[str, str], used_with: dict[str, str]) -> None:
+    token = first_token(run, **issued_for)
+    assert call(run, "list_devices", "devices", params={**issued_for, "continuationToken": token}).status_code == 200
+    response = call(run, "list_devices", "devices", params={**used_with, "continuationToken": token})
+    assert_problem(response, 400, NOT_ISSUED)
+
+
+def test_a_continuation_token_survives_a_restart_and_may_change_the_page_size(run: Any, fleet: list[str]) -> None:
+    token = first_token(run, connected="true")
+    run(reset_data_store())  # a new process, or another instance: the key comes from storage
+    body = json_of(call(run, "list_devices", "devices",
+                        params={"connected": "true", "limit": "10", "continuationToken": token}))
+    assert [d["deviceId"] for d in body["items"]] == [fleet[4], fleet[6]]
+    assert "continuationToken" not in body
 
 
 def test_get_device_returns_the_contract_shape(run: Any, fleet: list[str]) -> None:

@@ -20,7 +20,7 @@ from shared.lifecycle.events import LifecycleEvent
 from shared.lifecycle.models import Device
 from shared.lifecycle.presence import apply_event
 from shared.platform.keys import device_key
-from shared.platform.paging import decode_token, encode_token
+from shared.platform.paging import decode_token, encode_token, token_scope
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import DEVICES_TABLE
 
@@ -102,11 +102,12 @@ class DeviceRegistry:
         if connected is not None:
             query += " and connected eq @connected"
             parameters["connected"] = connected
+        scope = token_scope("list_devices", connected=connected)
         pages = table.query_entities(query, parameters=parameters, results_per_page=limit, select=["doc"]).by_page(
-            continuation_token=decode_token(continuation_token)  # type: ignore[arg-type]  # the SDK's dict token
+            continuation_token=await decode_token(self._store, scope, continuation_token)  # type: ignore[arg-type]
         )
         items: list[Device] = []
         async for page in pages:
             items = [_from_entity(e) async for e in page]
             break
-        return items, encode_token(pages.continuation_token)  # type: ignore[attr-defined]
+        return items, await encode_token(self._store, scope, pages.continuation_token)  # type: ignore[attr-defined]
