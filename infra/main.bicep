@@ -169,6 +169,7 @@ var dataTables = [
   'alerts'
   'commands'
   'fleetjobs'
+  'appmeta'
 ]
 
 var allDeviceClients = concat(

@@ -69,6 +69,7 @@ def test_listing_ninety_days_of_few_alerts_costs_one_query(run: Any) -> None:
 
 @pytest.mark.parametrize("since", [
     z(NOW - timedelta(days=91)), "2000-01-01T00:00:00Z", "0001-01-02T00:00:00Z", "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
 ])
 def test_a_since_beyond_the_cap_or_the_calendar_is_a_400_that_says_why(run: Any, since: str) -> None:
     response = list_alerts(run, since=since)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 from openapi_spec_validator import validate
 
+from shared.platform.settings import reset_settings
+from shared.platform.storage import reset_data_store
 from tests.harness import deliver, http_request, json_of, unreachable_storage, user_function
 from tools import event_factory as ev
 
@@ -60,14 +69,113 @@ def test_list_devices_filters_on_presence(run: Any, fleet: list[str], connected:
     assert all(d["connected"] is (connected == "true") for d in body["items"])
 
 
-@pytest.mark.parametrize("params, detail", [
-    ({"limit": "0"}, "limit must be between 1 and 1000"),
-    ({"limit": "ten"}, "limit must be a whole number"),
-    ({"connected": "maybe"}, "connected must be true or false"),
-    ({"continuationToken": "not-a-token"}, "continuationToken"),
+# Each bad value of a query parameter: the function, the parameter, the value, a part of the rule.
+BAD_QUERY_VALUES = [
+    *[(function, "limit", value, rule) for function in ("list_devices", "list_alerts") for value, rule in [
+        ("0", "between 1 and 1000"), ("1001", "between 1 and 1000"), ("9" * 5000, "between 1 and 1000"),
+        ("ten", "whole number"), (" 5 ", "whole number"), ("5 ", "whole number"), ("1_0", "whole number"),
+        ("\u0663", "whole number"), ("\uff15", "whole number"), ("+5", "whole number"), ("-1", "whole number"),
+        ("05", "whole number"), ("5.0", "whole number"), ("1e3", "whole number"), ("0x10", "whole number"),
+        ("", "leave it out"),
+    ]],
+    *[("list_devices", "connected", value, "true or false")
+      for value in ("maybe", "1", "0", "True", "FALSE", "yes", " true", "")],
+    ("list_devices", "continuationToken", "not-a-token", "not a token this API issued"),
+    ("list_devices", "continuationToken", "", "not a token this API issued"),
+    *[("list_alerts", "since", value, rule) for value, rule in [
+        ("yesterday", "RFC 3339"), ("20261120T080000Z", "RFC 3339"), ("2026-W47-5T08:00:00Z", "RFC 3339"),
+        ("2026-324T08:00:00Z", "RFC 3339"), ("2026-11-20T08:00:00", "RFC 3339"), ("2026-11-20", "RFC 3339"),
+        ("2026-11-20 08:00:00Z", "RFC 3339"), ("2026-11-20T08:00Z", "RFC 3339"),
+        ("2026-02-30T08:00:00Z", "not a valid date-time"), ("1969-12-31T23:59:59Z", "must lie between"),
+        ("2026-11-20T08:00:00 01:00", "%2B"), ("", "leave it out"),
+    ]],
+    ("list_alerts", "deviceId", "", "non-empty"),
+    ("list_alerts", "deviceId", "x" * 129, "128"),
+]
+
+
+@pytest.mark.parametrize("function, name, value, rule", BAD_QUERY_VALUES)
+def test_a_bad_query_parameter_is_a_400_problem_naming_it(run: Any, function: str, name: str, value: str,
+                                                          rule: str) -> None:
+    response = call(run, function, function.removeprefix("list_"), params={name: value})
+    assert_problem(response, 400, rule)
+    body = json_of(response)
+    assert body["detail"].startswith(f"{name} ")
+    assert body["errors"] == [{"loc": ["query", name], "msg": body["detail"].removeprefix(f"{name} "),
+                               "type": "value_error"}]
+
+
+@pytest.mark.parametrize("function, params", [
+    ("list_devices", {"limit": "1"}), ("list_devices", {"limit": "1000"}), ("list_devices", {"connected": "false"}),
+    ("list_alerts", {"since": "2026-11-20T09:00:00+01:00"}), ("list_alerts", {"since": "2026-11-20t08:00:00.123z"}),
+    ("list_alerts", {"since": "2026-11-20T03:00:00-05:00", "limit": "1000", "deviceId": "a b"}),
 ])
-def test_list_devices_rejects_bad_parameters_with_a_problem(run: Any, params: dict[str, str], detail: str) -> None:
-    assert_problem(call(run, "list_devices", "devices", params=params), 400, detail)
+def test_documented_query_values_are_accepted(run: Any, empty_registry: None, function: str,
+                                              params: dict[str, str]) -> None:
+    response = call(run, function, function.removeprefix("list_"), params=params)
+    assert response.status_code == 200, json_of(response)
+    assert json_of(response)["items"] == []
+
+
+def first_token(run: Any, **params: str) -> str:
+    """The continuation token of the first page of two devices."""
+    token = json_of(call(run, "list_devices", "devices", params={"limit": "2", **params}))["continuationToken"]
+    assert isinstance(token, str)
+    return token
+
+
+def b64json(value: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
+
+
+def flip(text: str, index: int) -> str:
+    """``text`` with the character at ``index`` replaced by another base64url character."""
+    return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
+
+
+NOT_ISSUED = "continuationToken is not a token this API issued for this query"
+
+
+@pytest.mark.parametrize("forge", [
+    lambda token: b64json({}),
+    lambda token: b64json({"PartitionKey": "a"}),
+    lambda token: b64json({"PartitionKey": "fleet-05", "RowKey": "registry"}),
+    lambda token: b64json({"PartitionKey": "fleet-05", "RowKey": "registry"}) + "." + "A" * 43,
+    lambda token: flip(token, 3),  # a byte of the next keys
+    lambda token: flip(token, len(token) - 5),  # a byte of the MAC
+    lambda token: token.replace(".", ".A", 1)[:-1],  # the MAC shifted
+    lambda token: token + "A",
+    lambda token: token[:-1],
+    lambda token: token.partition(".")[0],  # the MAC cut off
+    lambda token: "%%% garbage %%%",
+    lambda token: "\u00e9" * 60,
+], ids=["empty object", "a partition key only", "keys of our choosing", "a forged MAC", "a flipped key byte",
+        "a flipped MAC byte", "a shifted MAC", "a byte added", "a byte removed", "no MAC", "garbage", "non-ASCII"])
+def test_list_devices_refuses_a_continuation_token_it_did_not_issue(run: Any, fleet: list[str], forge: Any) -> None:
+    forged = forge(first_token(run))
+    assert_problem(call(run, "list_devices", "devices", params={"continuationToken": forged}), 400, NOT_ISSUED)
+
+
+@pytest.mark.parametrize("issued_for, used_with", [
+    ({"connected": "true"}, {"connected": "false"}),
+    ({"connected": "true"}, {}),
+    ({}, {"connected": "true"}),
+])
+def test_a_continuation_token_only_continues_the_query_it_was_issued_for(
+        run: Any, fleet: list[str], issued_for: dict[str, str], used_with: dict[str, str]) -> None:
+    token = first_token(run, **issued_for)
+    assert call(run, "list_devices", "devices", params={**issued_for, "continuationToken": token}).status_code == 200
+    response = call(run, "list_devices", "devices", params={**used_with, "continuationToken": token})
+    assert_problem(response, 400, NOT_ISSUED)
+
+
+def test_a_continuation_token_survives_a_restart_and_may_change_the_page_size(run: Any, fleet: list[str]) -> None:
+    token = first_token(run, connected="true")
+    run(reset_data_store())  # a new process, or another instance: the key comes from storage
+    body = json_of(call(run, "list_devices", "devices",
+                        params={"connected": "true", "limit": "10", "continuationToken": token}))
+    assert [d["deviceId"] for d in body["items"]] == [fleet[4], fleet[6]]
+    assert "continuationToken" not in body
 
 
 def test_get_device_returns_the_contract_shape(run: Any, fleet: list[str]) -> None:
@@ -126,6 +234,47 @@ def test_a_storage_outage_is_a_503_problem_not_a_crash(run: Any) -> None:
         response = call(run, "get_device", "devices/a", route_params={"deviceId": "a"})
     assert_problem(response, 503, "storage is not reachable")
     assert response.headers["Retry-After"]
+
+
+@contextlib.contextmanager
+def storage_with_a_wrong_key(run: Any) -> Iterator[None]:
+    """``DataStorage`` pointed at Azurite with another account key, for the block: every request is refused (403)."""
+    saved = os.environ["DataStorage"]
+    run(reset_data_store())
+    os.environ["DataStorage"] = re.sub(r"AccountKey=[^;]+", "AccountKey=" + base64.b64encode(b"wrong" * 12).decode(),
+                                       saved)
+    reset_settings()
+    try:
+        yield
+    finally:
+        run(reset_data_store())
+        os.environ["DataStorage"] = saved
+        reset_settings()
+
+
+def test_a_storage_refusal_is_a_500_problem_without_the_service_message(
+        run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with storage_with_a_wrong_key(run), caplog.at_level(logging.ERROR):
+        response = call(run, "get_device", "devices/a", route_params={"deviceId": "a"})
+    assert_problem(response, 500, "storage refused the request (status 403)")
+    assert "Retry-After" not in response.headers, "retrying cannot help"
+    assert "authenticate" not in response.get_body().decode()
+    assert any(r.exc_info and "authenticate" in str(r.exc_info[1]) for r in caplog.records), "logged in full"
+
+
+def test_an_unexpected_exception_is_a_logged_500_problem_without_its_text(
+        run: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.lifecycle.registry import DeviceRegistry
+
+    async def broken(self: Any, device_id: str) -> None:
+        raise RuntimeError("a bug with a secret in its message")
+
+    monkeypatch.setattr(DeviceRegistry, "document", broken)
+    with caplog.at_level(logging.ERROR):
+        response = call(run, "get_device", "devices/a", route_params={"deviceId": "a"})
+    assert response.status_code == 500 and response.mimetype == "application/problem+json"
+    assert json_of(response) == {"type": "about:blank", "title": "Internal Server Error", "status": 500}
+    assert any(r.exc_info and "secret" in str(r.exc_info[1]) for r in caplog.records), "logged with the traceback"
 
 
 def test_openapi_is_a_valid_3_1_document_that_describes_the_responses(run: Any, fleet: list[str]) -> None:

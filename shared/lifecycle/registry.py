@@ -30,7 +30,7 @@ import orjson
 
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import device_key
-from shared.platform.paging import decode_token, encode_token
+from shared.platform.paging import decode_token, encode_token, token_scope
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import DEVICES_TABLE
 
@@ -127,9 +127,9 @@ class DeviceRegistry:
                 break  # a duplicate, or nothing new
             index_etag = entity.get("indexEtag") if entity is not None else None
             if after.device.connected and not was:
-                if our_index_etag is None:
-                    our_index_etag = await self._index(event.device_id)
-                index_etag = our_index_etag
+                # Written afresh on every attempt: a row written by an earlier attempt
+                # may have been removed since by the disconnect that beat it.
+                our_index_etag = index_etag = await self._index(event.device_id)
             elif was and not after.device.connected:
                 index_etag = None
             new = _to_entity(after, index_etag)
@@ -182,14 +182,15 @@ class DeviceRegistry:
             if connected is False:
                 query += " and connected eq @connected"
                 parameters["connected"] = False
+        scope = token_scope("list_devices", connected=connected)
         pages = table.query_entities(query, parameters=parameters, results_per_page=limit, select=select).by_page(
-            continuation_token=decode_token(continuation_token)  # type: ignore[arg-type]  # the SDK's dict token
+            continuation_token=await decode_token(self._store, scope, continuation_token)  # type: ignore[arg-type]
         )
         entities: list[dict[str, Any]] = []
         async for page in pages:
             entities = [e async for e in page]
             break
-        token = encode_token(pages.continuation_token)  # type: ignore[attr-defined]
+        token = await encode_token(self._store, scope, pages.continuation_token)  # type: ignore[attr-defined]
         if not connected:
             return [str(e["doc"]).encode() for e in entities], token
         rows = await asyncio.gather(*(self._connected_doc(e["deviceId"]) for e in entities))

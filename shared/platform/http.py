@@ -1,9 +1,17 @@
 """HTTP plumbing shared by the blueprints: JSON and problem+json responses, query
-parameters, and one place that turns exceptions into RFC 9457 problems."""
+parameters, and one place that turns exceptions into RFC 9457 problems.
+
+Query parameters are exactly as strict as the README says: a parameter given with
+an empty value is an error, not the default (leave it out for the default);
+integers are plain ASCII decimal digits without sign, spaces, underscores or
+leading zeros; booleans are ``true`` or ``false``; date-times are RFC 3339 with a
+zone (:func:`shared.platform.timestamps.parse_timestamp`).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -11,11 +19,16 @@ from typing import Any
 import azure.functions as func
 import orjson
 
-from shared.platform.errors import ConfigurationError, InvalidInput
+from shared.platform.errors import ConfigurationError, InvalidInput, is_transient
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
+
+_INTEGER = re.compile(r"0|[1-9][0-9]*")
+# An offset whose "+" the client did not encode as %2B arrives decoded as a space.
+_DECODED_PLUS = re.compile(r" [0-9]{2}:[0-9]{2}\Z")
 
 
 class NotFound(LookupError):
@@ -41,7 +54,8 @@ def problem(status: int, title: str, detail: str | None = None, *, errors: list[
 
 
 async def respond(handler: Callable[[], Awaitable[func.HttpResponse]]) -> func.HttpResponse:
-    """Run ``handler``; map what it raises to a problem response."""
+    """Run ``handler``; map whatever it raises to a problem response. Only what a
+    client can act on reaches the body: never a service's message or a traceback."""
     from azure.core.exceptions import AzureError
 
     try:
@@ -50,50 +64,90 @@ async def respond(handler: Callable[[], Awaitable[func.HttpResponse]]) -> func.H
         return problem(400, "Bad Request", exc.reason, errors=exc.errors or None)
     except NotFound as exc:
         return problem(404, "Not Found", str(exc))
-    except ConfigurationError as exc:
+    except ConfigurationError as exc:  # its message names the setting, never its value
         log.error("configuration error: %s", exc)
         return problem(500, "Configuration Error", str(exc))
-    except AzureError as exc:
-        log.exception("storage failed")
-        return problem(503, "Service Unavailable", f"storage is not reachable: {type(exc).__name__}",
-                       headers={"Retry-After": "5"})
+    except Exception as exc:
+        if is_transient(exc):
+            log.warning("storage is not reachable or failed", exc_info=True)
+            return problem(503, "Service Unavailable",
+                           f"storage is not reachable or failed ({type(exc).__name__}); retry later",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        if isinstance(exc, AzureError):  # storage refused the request; a retry meets the same answer
+            status = getattr(exc, "status_code", None)
+            log.exception("storage refused the request (status %s)", status)
+            return problem(500, "Internal Server Error",
+                           "storage refused the request" + (f" (status {status})" if status else ""))
+        log.exception("unhandled error")
+        return problem(500, "Internal Server Error")
+
+
+def _bad(name: str, rule: str) -> InvalidInput:
+    """A 400 naming query parameter ``name`` and the rule its value broke."""
+    return InvalidInput(f"{name} {rule}", errors=[{"loc": ["query", name], "msg": rule, "type": "value_error"}])
+
+
+def _param(req: func.HttpRequest, name: str, rule: str) -> str | None:
+    """The raw value of ``name``, None when absent; an empty value breaks ``rule``."""
+    raw: str | None = req.params.get(name)
+    if raw == "":
+        raise _bad(name, f"{rule}; leave it out rather than send it empty")
+    return raw
 
 
 def query_int(req: func.HttpRequest, name: str, *, default: int, minimum: int, maximum: int) -> int:
-    raw = req.params.get(name)
-    if raw is None or raw == "":
+    """A whole number from ``minimum`` to ``maximum`` in plain decimal digits
+    (``0`` or ``[1-9][0-9]*``: no sign, space, underscore, leading zero or
+    non-ASCII digit), ``default`` when absent."""
+    rule = f"must be a whole number between {minimum} and {maximum} in ASCII digits"
+    raw = _param(req, name, rule)
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a whole number, not {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise InvalidInput(f"{name} must be between {minimum} and {maximum}")
-    return value
+    if not _INTEGER.fullmatch(raw):
+        raise _bad(name, rule)
+    # Without leading zeros a longer string is a larger number (and int() never sees thousands of digits).
+    if len(raw) > len(str(maximum)) or not minimum <= int(raw) <= maximum:
+        raise _bad(name, f"must be between {minimum} and {maximum}")
+    return int(raw)
 
 
 def query_bool(req: func.HttpRequest, name: str) -> bool | None:
-    raw = req.params.get(name)
-    if raw is None or raw == "":
+    """``true`` or ``false`` exactly; None when absent."""
+    raw = _param(req, name, "must be true or false")
+    if raw is None:
         return None
-    if raw.lower() in ("true", "1"):
-        return True
-    if raw.lower() in ("false", "0"):
-        return False
-    raise InvalidInput(f"{name} must be true or false, not {raw!r}")
+    if raw not in ("true", "false"):
+        raise _bad(name, "must be true or false")
+    return raw == "true"
 
 
 def query_datetime(req: func.HttpRequest, name: str) -> datetime | None:
-    raw = req.params.get(name)
-    if raw is None or raw == "":
+    """An RFC 3339 date-time with a zone, in UTC; None when absent."""
+    from shared.platform.timestamps import parse_timestamp
+
+    raw = _param(req, name, "must be an RFC 3339 date-time with a time zone")
+    if raw is None:
+        return None
+    if _DECODED_PLUS.search(raw):
+        raise _bad(name, "has a space where its UTC offset's sign should be: send '+' as %2B "
+                         "(an unencoded '+' in a query decodes to a space)")
+    try:
+        return parse_timestamp(raw, field=name)
+    except InvalidInput as exc:
+        raise _bad(name, exc.reason.removeprefix(f"{name} ")) from None
+
+
+def query_device_id(req: func.HttpRequest, name: str) -> str | None:
+    """A device id given as query parameter ``name``; None when absent."""
+    from shared.platform.keys import validate_device_id
+
+    raw: str | None = req.params.get(name)
+    if raw is None:
         return None
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{name} must be an RFC 3339 date-time, not {raw!r}") from None
-    if value.tzinfo is None:
-        raise InvalidInput(f"{name} must carry a time zone (e.g. 2026-11-20T08:00:00Z)")
-    return value
+        return validate_device_id(raw)
+    except InvalidInput as exc:
+        raise _bad(name, exc.reason.removeprefix("device id ")) from None
 
 
 def route_device_id(req: func.HttpRequest) -> str:
