@@ -14,7 +14,7 @@ from shared.platform.storage import reset_data_store
 from tools import event_factory
 from tools.invoke import http_request, json_of, user_function
 
-__all__ = ["deliver", "http_request", "json_of", "unreachable_storage", "user_function"]
+__all__ = ["changed_settings", "deliver", "http_request", "json_of", "unreachable_storage", "user_function"]
 
 
 def deliver(run: Any, *documents: dict[str, Any]) -> None:
@@ -37,3 +37,25 @@ def unreachable_storage(run: Any) -> Iterator[None]:
         run(reset_data_store())
         os.environ["DataStorage"] = saved
         reset_settings()
+
+
+@contextlib.contextmanager
+def changed_settings(run: Any, values: dict[str, str | None]) -> Iterator[None]:
+    """The environment with ``values`` set (None: removed) for the block, and the
+    app's settings and storage clients forgotten before and after."""
+    saved = {name: os.environ.get(name) for name in values}
+
+    def apply(changes: dict[str, str | None]) -> None:
+        run(reset_data_store())
+        for name, value in changes.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_settings()
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(saved)

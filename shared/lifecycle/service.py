@@ -12,9 +12,10 @@ from shared.alerts.store import AlertStore
 from shared.lifecycle.alerts import REFUSALS, lifecycle_alerts, refusals_expected_since
 from shared.lifecycle.events import envelope_fields, envelope_json, parse_lifecycle_event
 from shared.lifecycle.registry import DeviceRegistry
+from shared.lifecycle.settings import LifecycleSettings
 from shared.platform.deadletter import write_dead_letter
 from shared.platform.errors import InvalidInput
-from shared.platform.settings import get_settings
+from shared.platform.settings import settings_of
 from shared.platform.storage import data_store
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ async def handle_lifecycle_event(event: Any) -> None:
     """Apply ``event`` (``func.EventGridEvent`` or ``func.CloudEvent``) to the registry
     and raise its alerts. An event that can never be applied is dead-lettered; a
     storage failure raises, so that Event Grid retries."""
-    settings = get_settings()
+    settings = settings_of(LifecycleSettings)
     store = data_store()
     now = datetime.now(UTC)
     try:

@@ -7,12 +7,19 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from shared import __version__
+from shared.alerts.settings import AlertSettings
+from shared.commands.settings import CommandSettings
+from shared.lifecycle.settings import LifecycleSettings
 from shared.meta.models import Health
 from shared.platform.errors import ConfigurationError
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, DEVICES_TABLE
+from shared.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+
+# Importing a settings class registers it; health validates every registered one.
+CAPABILITY_SETTINGS = (AlertSettings, CommandSettings, LifecycleSettings, StreamSettings)
 TIMEOUT_SECONDS = 5.0
 
 
