@@ -178,7 +178,7 @@ def call(run: Any, name: str, path: str, **kwargs: Any) -> Any:
 
 
 @pytest.mark.usefixtures("app_env", "empty_registry")
-def test_a_bad_flapping_setting_fails_client_lifecycle_only(run: Any) -> None:
+def test_a_bad_flapping_setting_fails_client_lifecycle_only(run: Any, caplog: pytest.LogCaptureFixture) -> None:
     connect = ev.connected("cfg-1", 1, T0)
     with changed_settings(run, {"FLAPPING_DISCONNECTS": "99"}):
         with pytest.raises(ConfigurationError, match="FLAPPING_DISCONNECTS must be a whole number from 1 to 10"):
@@ -186,6 +186,12 @@ def test_a_bad_flapping_setting_fails_client_lifecycle_only(run: Any) -> None:
         assert json_of(call(run, "list_devices", "devices")) == {"items": []}
         assert call(run, "get_device", "devices/cfg-1", route_params={"deviceId": "cfg-1"}).status_code == 404
         assert json_of(call(run, "list_alerts", "alerts")) == {"items": []}
+        health = call(run, "health", "health")
+        assert health.status_code == 503
+        assert json_of(health)["checks"] == {"tableStorage": "ok", "blobStorage": "ok",
+                                             "settings": "invalid: FLAPPING_DISCONNECTS"}
+        assert any(r.name == "shared.meta.health" and "FLAPPING_DISCONNECTS must be a whole number from 1 to 10"
+                   in r.getMessage() for r in caplog.records), "the log has the rule"
     deliver(run, connect)  # the setting fixed, the redelivered event applies
     assert json_of(call(run, "get_device", "devices/cfg-1", route_params={"deviceId": "cfg-1"}))["connected"]
 
@@ -199,7 +205,8 @@ def test_a_missing_data_storage_fails_requests_with_a_problem_naming_it(run: Any
         assert json_of(response)["detail"].startswith("DataStorage is not set")
         health = call(run, "health", "health")
     assert health.status_code == 503
-    assert json_of(health)["checks"]["tableStorage"].startswith("misconfigured: DataStorage is not set")
+    assert json_of(health)["checks"] == {"tableStorage": "misconfigured", "blobStorage": "misconfigured",
+                                         "settings": "invalid: DataStorage"}
 
 
 def http_functions() -> dict[str, tuple[str, str]]:
@@ -213,11 +220,12 @@ def http_functions() -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.usefixtures("app_env")
-@pytest.mark.parametrize("broker_url", [f"mqtts://operator:{CANARY}@broker.example",
-                                        f"http://operator:{CANARY}@broker.example"],
-                         ids=["valid-broker-url", "invalid-broker-url"])
+@pytest.mark.parametrize("broker_url, invalid", [
+    (f"mqtts://operator:{CANARY}@broker.example", "DataStorage, FLAPPING_DISCONNECTS"),
+    (f"http://operator:{CANARY}@broker.example", "DataStorage, FLAPPING_DISCONNECTS, MQTT_BROKER_URL"),
+], ids=["valid-broker-url", "invalid-broker-url"])
 def test_no_response_or_log_line_echoes_a_setting_value(
-        run: Any, caplog: pytest.LogCaptureFixture, broker_url: str) -> None:
+        run: Any, caplog: pytest.LogCaptureFixture, broker_url: str, invalid: str) -> None:
     canaries = {
         "MQTT_PASSWORD": CANARY,
         "MQTT_BROKER_URL": broker_url,
@@ -237,6 +245,8 @@ def test_no_response_or_log_line_echoes_a_setting_value(
                 seen.append(f"{name} raised {exc!r}")
                 continue
             seen += [response.get_body().decode(), repr(dict(response.headers))]
+            if name == "health":
+                assert json_of(response)["checks"]["settings"] == f"invalid: {invalid}"
         with pytest.raises(ConfigurationError) as caught:
             deliver(run, ev.connected("cfg-2", 1, T0))
         seen.append(f"{caught.value!r}")

@@ -59,6 +59,14 @@ def test_indexing_imports_no_sdk_and_no_pydantic() -> None:
     assert index_app()["heavy"] == []
 
 
+def test_health_imports_no_pydantic() -> None:
+    """An anonymous probe target stays cheap on a cold worker: its answer is a plain dict."""
+    script = "import sys, shared.meta.health; print(sorted(m for m in sys.modules if m.startswith('pydantic')))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={}, capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_http_routes_and_auth_levels_follow_the_contract() -> None:
     functions = index_app()["functions"]
     assert isinstance(functions, dict)
