@@ -12,7 +12,7 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
     from shared.platform.http import json_response
 
     report = await check_health()
-    return json_response(report, status=200 if report.status == "ok" else 503)
+    return json_response(report, status=200 if report["status"] == "ok" else 503)
 
 
 @bp.function_name("openapi")

@@ -18,8 +18,8 @@ from shared.platform.storage import CLIENT_OPTIONS, reset_data_store
 from tools import event_factory
 from tools.invoke import http_request, json_of, user_function
 
-__all__ = ["Requests", "deliver", "failing_requests", "http_request", "json_of", "storage_requests",
-           "unreachable_storage", "user_function"]
+__all__ = ["Requests", "changed_settings", "deliver", "failing_requests", "http_request", "json_of",
+           "storage_requests", "unreachable_storage", "user_function"]
 
 
 def deliver(run: Any, *documents: dict[str, Any]) -> None:
@@ -94,3 +94,25 @@ def failing_requests(run: Any, method: str, path_fragment: str, times: int = 1) 
 
     with _hook(run, on_request, retry_total=0):  # the SDK would retry a dropped connection
         yield failed
+
+
+@contextlib.contextmanager
+def changed_settings(run: Any, values: dict[str, str | None]) -> Iterator[None]:
+    """The environment with ``values`` set (None: removed) for the block, and the
+    app's settings and storage clients forgotten before and after."""
+    saved = {name: os.environ.get(name) for name in values}
+
+    def apply(changes: dict[str, str | None]) -> None:
+        run(reset_data_store())
+        for name, value in changes.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_settings()
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(saved)

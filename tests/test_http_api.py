@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
@@ -214,19 +215,64 @@ def test_list_alerts_is_newest_first_and_filters_by_device_since_and_limit(run: 
     assert_problem(call(run, "list_alerts", "alerts", params={"since": "yesterday"}), 400, "RFC 3339")
 
 
+def health_schema(run: Any, status: int) -> dict[str, Any]:
+    document = json_of(call(run, "openapi", "openapi.json"))
+    schema = document["paths"]["/health"]["get"]["responses"][str(status)]["content"]["application/json"]["schema"]
+    return {**schema, "components": document["components"]}
+
+
 def test_health_reports_ok_with_the_version(run: Any) -> None:
     response = call(run, "health", "health")
     body = json_of(response)
     assert response.status_code == 200
     assert body["status"] == "ok" and body["version"]
-    assert body["checks"] == {"tableStorage": "ok", "blobStorage": "ok"}
+    assert body["checks"] == {"tableStorage": "ok", "blobStorage": "ok", "settings": "ok"}
+    jsonschema.validate(body, health_schema(run, 200))
 
 
-def test_health_reports_unreachable_storage_as_503(run: Any) -> None:
+def test_health_reports_unreachable_storage_as_503_without_details(run: Any) -> None:
     with unreachable_storage(run):
         response = call(run, "health", "health")
+    body = json_of(response)
     assert response.status_code == 503
-    assert json_of(response)["status"] == "degraded"
+    assert body == {"status": "degraded", "version": body["version"],
+                    "checks": {"tableStorage": "unreachable", "blobStorage": "unreachable", "settings": "ok"}}
+    jsonschema.validate(body, health_schema(run, 503))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**body, "checks": {**body["checks"], "settings": "invalid: x=secret"}},
+                            health_schema(run, 503))
+
+
+HTTP_LOG = "azure.core.pipeline.policies.http_logging_policy"
+
+
+def count_storage_requests(caplog: pytest.LogCaptureFixture) -> int:
+    """Requests the storage SDKs sent, as azure-core's HTTP logging policy records them."""
+    return sum(1 for r in caplog.records if r.name == HTTP_LOG and r.getMessage().startswith("Request URL"))
+
+
+def test_health_probes_storage_once_per_ttl_however_many_calls_arrive(
+        run: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.meta import health
+    from shared.platform.storage import data_store, reset_data_store
+    from shared.platform.storage_names import DEADLETTER_CONTAINER, DEVICES_TABLE
+
+    monkeypatch.setattr(health, "PROBE_TTL_SECONDS", 60.0)
+    run(reset_data_store())  # a new store: nothing probed yet
+    run(data_store().table(DEVICES_TABLE))  # created beforehand, so that a probe is one read of each
+    run(data_store().container(DEADLETTER_CONTAINER))
+    caplog.set_level(logging.INFO, logger=HTTP_LOG)
+
+    async def burst(n: int) -> list[Any]:
+        handler = user_function("health")
+        return await asyncio.gather(*(handler(http_request("GET", "health")) for _ in range(n)))
+
+    responses = [*run(burst(20)), *(call(run, "health", "health") for _ in range(5))]
+    assert {r.status_code for r in responses} == {200}
+    assert count_storage_requests(caplog) == 2, "one table read and one blob read for 25 calls"
+    monkeypatch.setattr(health, "PROBE_TTL_SECONDS", 0.0)  # the TTL has passed
+    assert call(run, "health", "health").status_code == 200
+    assert count_storage_requests(caplog) == 4
 
 
 def test_a_storage_outage_is_a_503_problem_not_a_crash(run: Any) -> None:

@@ -59,6 +59,14 @@ def test_indexing_imports_no_sdk_and_no_pydantic() -> None:
     assert index_app()["heavy"] == []
 
 
+def test_health_imports_no_pydantic() -> None:
+    """An anonymous probe target stays cheap on a cold worker: its answer is a plain dict."""
+    script = "import sys, shared.meta.health; print(sorted(m for m in sys.modules if m.startswith('pydantic')))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={}, capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_http_routes_and_auth_levels_follow_the_contract() -> None:
     functions = index_app()["functions"]
     assert isinstance(functions, dict)
@@ -75,14 +83,13 @@ def test_http_routes_and_auth_levels_follow_the_contract() -> None:
 
 
 def settings_read_by_code() -> set[str]:
-    """Names the code reads: shared.platform.settings's readers and any os.environ/getenv call."""
+    """Names the code reads: ``setting("NAME", ...)`` declarations and any os.environ/getenv call."""
     names: set[str] = set()
     for path in [ROOT / "function_app.py", *ROOT.glob("blueprints/*.py"), *ROOT.glob("shared/**/*.py")]:
         text = path.read_text()
-        names |= set(re.findall(r'\(env, "(\w+)"', text))
+        names |= set(re.findall(r'\bsetting\(\s*"(\w+)"', text))
         names |= set(re.findall(r'os\.(?:environ(?:\.get)?|getenv)[\[(]"(\w+)"', text))
-    storage = {n for n in names if n in ("DataStorage",)}
-    return names | {f"{s}__{suffix}" for s in storage for suffix in ("blobServiceUri", "tableServiceUri")}
+    return names
 
 
 def binding_settings() -> set[str]:
@@ -101,11 +108,20 @@ def test_every_setting_the_code_reads_is_in_the_sample_and_the_readme() -> None:
     sample = set(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
     readme = (ROOT / "README.md").read_text()
     read = settings_read_by_code()
-    assert {"DataStorage", "COMMAND_TRANSPORT", "FLAPPING_DISCONNECTS"} <= read, "the scan finds the readers"
+    assert {"DataStorage", "DataStorage__tableServiceUri", "COMMAND_TRANSPORT", "FLAPPING_DISCONNECTS"} <= read, (
+        "the scan finds the declarations")
     for name in read | binding_settings():
         base = name.split("__")[0]
         assert base in sample, f"{name} is not in local.settings.sample.json"
         assert f"`{name}`" in readme or f"`{base}`" in readme, f"{name} is not in the README"
+
+
+def test_the_scan_finds_every_setting_that_health_validates() -> None:
+    from shared.meta import health  # noqa: F401 - registers every capability's settings class
+    from shared.platform.settings import registered, setting_names
+
+    declared = {name for cls in registered() for name in setting_names(cls)}
+    assert declared == settings_read_by_code()
 
 
 def test_the_sample_names_no_setting_the_code_does_not_read() -> None:

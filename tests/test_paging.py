@@ -9,7 +9,7 @@ import pytest
 
 from shared.platform.errors import InvalidInput
 from shared.platform.paging import KEY_BYTES, KEY_PARTITION, KEY_ROW, decode_token, encode_token, token_key, token_scope
-from shared.platform.settings import get_settings
+from shared.platform.settings import StorageSettings, settings_of
 from shared.platform.storage import DataStore, data_store, reset_data_store
 from shared.platform.storage_names import APP_META_TABLE
 from tests.conftest import Runner
@@ -31,7 +31,7 @@ def no_token_key(app_env: Azurite, run: Runner[Any]) -> Any:
 
 def test_instances_racing_to_create_the_key_all_end_with_the_one_stored(run: Runner[Any], no_token_key: None) -> None:
     async def race() -> tuple[list[bytes], bytes]:
-        instances = [DataStore(get_settings().data_storage) for _ in range(8)]
+        instances = [DataStore(settings_of(StorageSettings)) for _ in range(8)]
         try:
             keys = await asyncio.gather(*(token_key(store) for store in instances))
             table = await instances[0].table(APP_META_TABLE)
@@ -51,7 +51,7 @@ def test_a_token_signed_by_one_instance_is_accepted_by_another_and_only_for_its_
     next_keys = {"PartitionKey": "p~2F1", "RowKey": "registry"}
 
     async def sign_and_check() -> tuple[Any, ...]:
-        one, other = DataStore(get_settings().data_storage), DataStore(get_settings().data_storage)
+        one, other = DataStore(settings_of(StorageSettings)), DataStore(settings_of(StorageSettings))
         try:
             token = await encode_token(one, scope, next_keys)
             assert token is not None and "p~2F1" not in token

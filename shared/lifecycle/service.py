@@ -27,9 +27,10 @@ from shared.lifecycle.alerts import (
 from shared.lifecycle.events import LifecycleEvent, envelope_fields, envelope_json, parse_lifecycle_event
 from shared.lifecycle.models import ConnectionRecord, DeviceRecord
 from shared.lifecycle.registry import DeviceRegistry
+from shared.lifecycle.settings import LifecycleSettings
 from shared.platform.deadletter import write_dead_letter
 from shared.platform.errors import InvalidInput, is_transient
-from shared.platform.settings import Settings, get_settings
+from shared.platform.settings import settings_of
 from shared.platform.storage import DataStore, data_store
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ async def handle_lifecycle_event(event: Any) -> None:
     that Event Grid retries."""
     from azure.core.exceptions import AzureError
 
-    settings = get_settings()
+    settings = settings_of(LifecycleSettings)
     store = data_store()
     now = datetime.now(UTC)
     try:
@@ -71,7 +72,7 @@ async def _dead_letter(store: DataStore, event: Any, reason: str, errors: list[d
     )
 
 
-async def _apply(store: DataStore, event: LifecycleEvent, settings: Settings, now: datetime) -> None:
+async def _apply(store: DataStore, event: LifecycleEvent, settings: LifecycleSettings, now: datetime) -> None:
     registry, alerts = DeviceRegistry(store), AlertStore(store)
     _, record = await registry.apply(event)
     if event.kind == "disconnected":

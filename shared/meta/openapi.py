@@ -56,7 +56,8 @@ OPERATIONS: tuple[Operation, ...] = (
         Param("since", "query", {"type": "string", "format": "date-time"}, "Default: 7 days ago."),
         _LIMIT,
     )),
-    Operation("get", "/health", "health", "Configuration and storage reachability", {200: Health, 503: Health},
+    Operation("get", "/health", "health", "Settings and storage reachability (storage probed every few seconds)",
+              {200: Health, 503: Health},
               secured=False, problems=()),
     Operation("get", "/openapi.json", "openapi", "This document", {200: None}, secured=False, problems=()),
 )

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from shared.platform.settings import StorageConnection, get_settings
+from shared.platform.settings import StorageSettings, settings_of
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
     from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 
-def _credential(conn: StorageConnection) -> Any:
+def _credential(conn: StorageSettings) -> Any:
     from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
     if (conn.credential or "").lower() == "managedidentity":
@@ -29,7 +29,7 @@ def _credential(conn: StorageConnection) -> Any:
 class DataStore:
     """Lazily built clients of one storage account."""
 
-    def __init__(self, conn: StorageConnection) -> None:
+    def __init__(self, conn: StorageSettings) -> None:
         self._conn = conn
         self._tables: TableServiceClient | None = None
         self._blobs: BlobServiceClient | None = None
@@ -112,7 +112,7 @@ def data_store() -> DataStore:
     """The process-wide store, built from the ``DataStorage`` setting at first use."""
     global _store
     if _store is None:
-        _store = DataStore(get_settings().data_storage)
+        _store = DataStore(settings_of(StorageSettings))
     return _store
 
 

@@ -1,0 +1,1 @@
+"""Cloud-to-edge commands: transports, offline policy."""
