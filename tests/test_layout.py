@@ -1,0 +1,75 @@
+"""The layout's rules (README, Architecture): blueprints import shared, shared never
+imports blueprints, capabilities import the platform and never the reverse, and the
+sub-packages import one another without cycles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT / "shared"
+# Which sub-packages each may import (besides itself and the top-level ``shared``).
+ALLOWED = {
+    "platform": set(),
+    "alerts": {"platform"},
+    "lifecycle": {"platform", "alerts"},
+    "streams": {"platform", "alerts", "lifecycle"},
+    "commands": {"platform", "lifecycle", "streams"},
+    "meta": {"platform", "alerts", "lifecycle", "streams", "commands"},
+}
+
+
+def imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth of the code (lazy imports too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_every_sub_package_is_known_to_the_rules() -> None:
+    packages = {p.name for p in SHARED.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages <= set(ALLOWED), f"add {packages - set(ALLOWED)} to ALLOWED with the arrows it may have"
+    assert not [p.name for p in SHARED.glob("*.py") if p.name != "__init__.py"], "modules live in sub-packages"
+
+
+def test_arrows_point_down_only() -> None:
+    wrong = []
+    for path in SHARED.rglob("*.py"):
+        package = path.relative_to(SHARED).parts[0]
+        for module in imports(path):
+            parts = module.split(".")
+            if parts[0] == "blueprints" or parts[0] == "function_app":
+                wrong.append(f"{path.relative_to(ROOT)} imports {module}")
+            elif parts[0] == "shared" and len(parts) > 1 and parts[1] != package and parts[1] in ALLOWED \
+                    and parts[1] not in ALLOWED[package]:
+                wrong.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert wrong == []
+
+
+def test_the_allowed_arrows_have_no_cycle() -> None:
+    seen: dict[str, int] = {}
+
+    def visit(package: str) -> None:
+        assert seen.get(package) != 1, f"cycle through {package}"
+        if seen.get(package) == 2:
+            return
+        seen[package] = 1
+        for dependency in ALLOWED[package]:
+            visit(dependency)
+        seen[package] = 2
+
+    for package in ALLOWED:
+        visit(package)
+
+
+def test_blueprints_import_shared_only_inside_their_functions() -> None:
+    for path in (ROOT / "blueprints").glob("*.py"):
+        top_level = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.Import | ast.ImportFrom)]
+        names = {a.name for n in top_level if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in top_level if isinstance(n, ast.ImportFrom)}
+        assert not any(name.startswith("shared") for name in names), path.name
