@@ -1,8 +1,10 @@
 """The OpenAPI document says what the API does: as strict as the responses, every
-status an operation can answer, both ways to pass a function key."""
+status an operation can answer, both ways to pass a function key; and the check
+that holds every response the tests receive to it cannot silently stop working."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args, get_origin
@@ -14,6 +16,9 @@ from azure.functions.decorators.http import HttpTrigger
 from shared.alerts.models import Alert
 from shared.lifecycle.models import ConnectionRecord, Device
 from shared.meta.openapi import openapi_document
+from shared.platform.http import json_response, problem
+from tests.harness import http_request, json_of, user_function
+from tests.openapi_responses import check_response, response_validator
 from tools import invoke
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -107,3 +112,61 @@ def test_timestamps_are_date_times_and_closed_sets_are_enums(model: Any) -> None
             assert prop.get("format") == "date-time", field_name
         if get_origin(field.annotation) is Literal:
             assert prop["enum"] == list(get_args(field.annotation)), field_name
+
+
+def device_response(**changes: Any) -> func.HttpResponse:
+    body = Device(device_id="d", state="Enabled", last_connected_at=T0).to_json_dict()
+    for key, value in changes.items():
+        if value is ...:
+            del body[key]
+        else:
+            body[key] = value
+    return json_response(body)
+
+
+@pytest.mark.parametrize("name, response, complaint", [
+    ("get_device", device_response(state=...), "'state' is a required property"),
+    ("get_device", device_response(colour="red"), "Additional properties are not allowed ('colour'"),
+    ("get_device", device_response(sessionName=None), "None is not of type 'string'"),
+    ("get_device", device_response(lastConnectedAt="yesterday"), "'yesterday' is not a 'date-time'"),
+    ("get_device", device_response(state="Sleeping"), "'Sleeping' is not one of"),
+    ("get_device", json_response({"title": "Not Found", "status": 404}, status=404),
+     "as application/json, documented as application/problem+json"),
+    ("get_device", problem(503, "Service Unavailable", "storage is not reachable"),
+     "without the documented header Retry-After"),
+    ("get_device", problem(418, "I'm a teapot"), "a status the OpenAPI document does not list"),
+    ("health", json_response({"status": "ok", "version": "1",
+                              "checks": {"tableStorage": "ok", "blobStorage": "so so"}}), "'so so' does not match"),
+    ("health", func.HttpResponse(b"ok", mimetype="application/json"), "not JSON"),
+])
+def test_the_response_check_refuses_what_the_document_does_not_allow(
+        name: str, response: func.HttpResponse, complaint: str) -> None:
+    assert check_response in invoke.RESPONSE_CHECKS, "the session installs the check"
+    with pytest.raises(AssertionError, match=re.escape(complaint)):
+        check_response(name, response)
+
+
+def test_the_response_check_accepts_a_full_device() -> None:
+    device = Device(device_id="d", state="Disabled", deleted=True, connected=False, session_name="s",
+                    last_connected_at=T0, last_disconnected_at=T0, disconnection_reason="ClientError",
+                    sequence_number=3, attributes={"a": [1, None]}, created_on=T0, updated_on=T0, deleted_at=T0,
+                    connection_history=[ConnectionRecord(kind="disconnected", sequence_number=3, time=T0,
+                                                         session_name="s", reason="ClientError")])
+    response_validator()("get_device", json_response(device))
+
+
+@pytest.mark.usefixtures("app_env")
+def test_a_call_that_receives_an_undocumented_response_fails_where_it_received_it(
+        run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is on for every call through the harness: a real 404, with 404
+    struck from what the document lists for ``get_device``, fails the call."""
+    request = http_request("GET", "devices/nobody", route_params={"deviceId": "nobody"})
+    assert run(user_function("get_device")(request)).status_code == 404
+    monkeypatch.delitem(response_validator().responses["get_device"], "404")
+    with pytest.raises(AssertionError, match="get_device answered 404, a status the OpenAPI document does not list"):
+        run(user_function("get_device")(request))
+
+
+def test_the_served_document_is_the_one_responses_are_checked_against(run: Any) -> None:
+    assert json_of(run(user_function("openapi")(http_request("GET", "openapi.json")))) == DOCUMENT
+    assert set(response_validator().responses) == set(OPERATIONS)
