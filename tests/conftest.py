@@ -12,10 +12,21 @@ import pytest
 from shared.platform.settings import reset_settings
 from shared.platform.storage import data_store, reset_data_store
 from shared.platform.storage_names import ALERTS_TABLE, DEVICES_TABLE
+from tests.openapi_responses import check_response
+from tools import invoke
 from tools.services import Azurite, Mosquitto, run_azurite, run_mosquitto
 
 T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, T]], T]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def responses_follow_the_openapi_document() -> Iterator[None]:
+    """Every HTTP response any test receives through ``user_function`` is checked
+    against the OpenAPI document; a mismatch fails that test at that call."""
+    invoke.RESPONSE_CHECKS.append(check_response)
+    yield
+    invoke.RESPONSE_CHECKS.remove(check_response)
 
 
 @pytest.fixture(scope="session")

@@ -43,10 +43,10 @@ def test_arrows_point_down_only() -> None:
         package = path.relative_to(SHARED).parts[0]
         for module in imports(path):
             parts = module.split(".")
-            if parts[0] == "blueprints" or parts[0] == "function_app":
-                wrong.append(f"{path.relative_to(ROOT)} imports {module}")
-            elif parts[0] == "shared" and len(parts) > 1 and parts[1] != package and parts[1] in ALLOWED \
-                    and parts[1] not in ALLOWED[package]:
+            upward = parts[0] in ("blueprints", "function_app")
+            sideways = (parts[0] == "shared" and len(parts) > 1 and parts[1] in ALLOWED
+                        and parts[1] not in (package, *ALLOWED[package]))
+            if upward or sideways:
                 wrong.append(f"{path.relative_to(ROOT)} imports {module}")
     assert wrong == []
 

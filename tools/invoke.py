@@ -5,6 +5,8 @@ Shared by the tests, the demo and the benchmark."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,9 +21,38 @@ T = TypeVar("T")
 
 FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
 
+# Called with (function name, response) on every response an HTTP function returns
+# through :func:`user_function`; the tests install one that checks the response
+# against the OpenAPI document.
+RESPONSE_CHECKS: list[Callable[[str, func.HttpResponse], None]] = []
+
 
 def user_function(name: str) -> Any:
-    return FUNCTIONS[name].get_user_function()
+    """The function as the worker calls it; an HTTP function's responses also go
+    through :data:`RESPONSE_CHECKS` (read at each call)."""
+    function = FUNCTIONS[name]
+    user = function.get_user_function()
+    trigger = function.get_trigger()
+    if trigger is None or trigger.get_binding_name() != "httpTrigger":
+        return user
+
+    def checked(response: func.HttpResponse) -> func.HttpResponse:
+        for check in RESPONSE_CHECKS:
+            check(name, response)
+        return response
+
+    if inspect.iscoroutinefunction(user):
+        @functools.wraps(user)
+        async def call_async(*args: Any, **kwargs: Any) -> func.HttpResponse:
+            return checked(await user(*args, **kwargs))
+
+        return call_async
+
+    @functools.wraps(user)
+    def call(*args: Any, **kwargs: Any) -> func.HttpResponse:
+        return checked(user(*args, **kwargs))
+
+    return call
 
 
 def http_request(method: str, path: str, *, route_params: dict[str, str] | None = None,

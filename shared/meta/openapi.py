@@ -1,77 +1,80 @@
-"""The OpenAPI 3.1 document of the HTTP API, generated from the pydantic models the
-handlers serialise, so the document cannot drift from the responses."""
+"""The OpenAPI 3.1 document of the HTTP API, gathered from the operations each
+capability declares (its ``api.py``) and generated from the pydantic models the
+handlers serialise, so the document cannot drift from the responses (the tests
+validate every response they receive against it)."""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 
 from shared import __version__
-from shared.alerts.models import AlertList
-from shared.lifecycle.models import Device, DevicePage
-from shared.meta.models import Health
+from shared.alerts.api import OPERATIONS as ALERTS
+from shared.lifecycle.api import OPERATIONS as DEVICES
+from shared.meta.api import OPERATIONS as META
 from shared.platform.models import Problem
+from shared.platform.operations import Body, Operation
+
+OPERATIONS: tuple[Operation, ...] = (*DEVICES, *ALERTS, *META)
 
 _REF = "#/components/schemas/{model}"
+# A function key is accepted in either place; one of them satisfies an operation.
+SECURITY_SCHEMES = {
+    "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+    "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+}
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}}
+PROBLEMS: dict[int, dict[str, Any]] = {
+    400: {"description": "A parameter is invalid; `detail` names it", "content": _PROBLEM},
+    # Answered by the Functions host before the function runs: no body is guaranteed.
+    401: {"description": "No valid function key (`x-functions-key` header or `code` query parameter)"},
+    404: {"description": "The resource the path names does not exist", "content": _PROBLEM},
+    500: {"description": "A setting is missing or invalid (`detail` names it), or an unexpected failure",
+          "content": _PROBLEM},
+    503: {"description": "Storage is not reachable; try again after `Retry-After` seconds", "content": _PROBLEM,
+          "headers": {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
+                                      "schema": {"type": "integer", "minimum": 1}}}},
+}
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    where: str  # "path" | "query" | "header"
-    schema: dict[str, Any]
-    description: str = ""
+class WireSchema(GenerateJsonSchema):
+    """Schemas of the wire form. Responses are dumped with ``exclude_none``
+    (:meth:`ApiModel.to_json_dict`), so a field that defaults to None is left out
+    when unset and is never null; every other field is always sent, so required.
+    Used in serialization mode only."""
+
+    def field_is_required(self, field: Any, total: bool) -> bool:
+        schema = field["schema"]
+        return bool(schema["type"] != "default" or "default" not in schema or schema["default"] is not None)
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        if "default" in schema and schema["default"] is None:
+            return self.generate_inner(schema["schema"])
+        return super().default_schema(schema)
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
 
 
-@dataclass(frozen=True)
-class Operation:
-    method: str
-    path: str
-    operation_id: str
-    summary: str
-    responses: dict[int, type[BaseModel] | None]
-    params: tuple[Param, ...] = ()
-    secured: bool = True
-    problems: tuple[int, ...] = field(default=(400,))
-
-
-_DEVICE_ID = Param("deviceId", "path", {"type": "string", "minLength": 1, "maxLength": 128},
-                   "The MQTT client authentication name, percent-encoded.")
-_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
-
-OPERATIONS: tuple[Operation, ...] = (
-    Operation("get", "/devices", "list_devices", "List devices in the registry", {200: DevicePage}, (
-        Param("connected", "query", {"type": "boolean"}, "Only devices that are (or are not) connected."),
-        _LIMIT,
-        Param("continuationToken", "query", {"type": "string"}, "From the previous page."),
-    )),
-    Operation("get", "/devices/{deviceId}", "get_device", "Read one device", {200: Device}, (_DEVICE_ID,),
-              problems=(400, 404)),
-    Operation("get", "/alerts", "list_alerts", "List alerts, newest first", {200: AlertList}, (
-        Param("deviceId", "query", {"type": "string"}),
-        Param("since", "query", {"type": "string", "format": "date-time"}, "Default: 7 days ago."),
-        _LIMIT,
-    )),
-    Operation("get", "/health", "health", "Settings and storage reachability (storage probed every few seconds)",
-              {200: Health, 503: Health},
-              secured=False, problems=()),
-    Operation("get", "/openapi.json", "openapi", "This document", {200: None}, secured=False, problems=()),
-)
+def _content(body: Body) -> dict[str, Any]:
+    schema = {"$ref": _REF.format(model=body.__name__)} if isinstance(body, type) else body
+    return {"application/json": {"schema": schema}}
 
 
 def _operation(op: Operation) -> dict[str, Any]:
-    responses: dict[str, Any] = {}
-    for status, model in op.responses.items():
-        content = ({"application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}}
-                   if model else {"application/json": {"schema": {"type": "object"}}})
-        responses[str(status)] = {"description": "OK" if status < 300 else "Unavailable", "content": content}
-    for status in (*op.problems, *((401, 503) if op.secured else ())):
-        problem_schema = {"schema": {"$ref": _REF.format(model="Problem")}}
-        responses[str(status)] = {"description": "Problem", "content": {"application/problem+json": problem_schema}}
+    responses: dict[str, Any] = {
+        str(status): {"description": description, "content": _content(body)}
+        for status, (description, body) in op.responses.items()
+    }
+    statuses = (*op.problem_statuses(), *((401,) if op.secured else ()))
+    responses |= {str(status): PROBLEMS[status] for status in sorted(statuses)}
     body: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "responses": responses}
     if op.params:
         body["parameters"] = [
@@ -79,15 +82,17 @@ def _operation(op: Operation) -> dict[str, Any]:
              **({"description": p.description} if p.description else {})}
             for p in op.params
         ]
-    body["security"] = [{"functionKey": []}] if op.secured else []
+    body["security"] = [{name: []} for name in SECURITY_SCHEMES] if op.secured else []
     return body
 
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    models = [AlertList, Device, DevicePage, Health, Problem]
-    _, schemas = models_json_schema([(m, "serialization") for m in models],  # type: ignore[misc]
-                                    by_alias=True, ref_template=_REF)
+    models: dict[str, type[BaseModel]] = {"Problem": Problem}
+    for op in OPERATIONS:
+        models |= {b.__name__: b for _, b in op.responses.values() if isinstance(b, type)}
+    _, schemas = models_json_schema([(m, "serialization") for m in models.values()],
+                                    by_alias=True, ref_template=_REF, schema_generator=WireSchema)
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)
@@ -96,8 +101,6 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "Edge Cloud Messaging API", "version": __version__},
         "servers": [{"url": "/api"}],
         "paths": paths,
-        "components": {
-            "schemas": schemas.get("$defs", {}),
-            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
-        },
+        "components": {"schemas": schemas.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
     }
+
