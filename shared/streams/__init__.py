@@ -1,0 +1,1 @@
+"""Telemetry and inference streams: envelopes, message models, decoding."""
