@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from shared.platform.errors import InvalidInput
+from shared.platform.timestamps import parse_timestamp
 from shared.streams.decode import Accepted, Rejected, decode
 from shared.streams.envelopes import Stream
 from shared.streams.limits import DEFAULT_LIMITS, StreamLimits
@@ -465,3 +467,20 @@ def test_valid_bodies_are_accepted_with_their_metrics_kept_verbatim(case: tuple[
     body, messages = case
     results = accepted("telemetry", body)
     assert [r.archive["metrics"] for r in results] == [m["metrics"] for m in messages]
+
+
+@settings(max_examples=300, deadline=None)
+@given(instants, st.integers(0, 999_999_999), st.integers(0, 9))
+def test_the_one_parser_reads_a_z_timestamp_as_it_reads_the_same_time_at_offset_zero(
+        instant: datetime, nanos: int, digits: int) -> None:
+    """parse_timestamp reads the common ``...Z`` form on a fast path; it must agree
+    with the general path (``+00:00``) to the microsecond, and refuse the same."""
+    text = instant.strftime("%Y-%m-%dT%H:%M:%S") + (f".{nanos:09d}"[: digits + 1] if digits else "")
+    assert parse_timestamp(text + "Z", field="t") == parse_timestamp(text + "+00:00", field="t")
+    for bad in (text[:5] + "13" + text[7:], text[:11] + "24" + text[13:], text[:17] + "60" + text[19:],
+                "2150" + text[4:], "1969" + text[4:]):
+        with pytest.raises(InvalidInput) as fast:
+            parse_timestamp(bad + "Z", field="t")
+        with pytest.raises(InvalidInput) as general:
+            parse_timestamp(bad + "+00:00", field="t")
+        assert fast.value.reason == general.value.reason
