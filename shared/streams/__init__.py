@@ -1,1 +1,1 @@
-"""Telemetry and inference streams from Event Hubs."""
+"""Telemetry and inference streams from Event Hubs: envelopes, message models, decoding, settings."""

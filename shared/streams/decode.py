@@ -1,0 +1,203 @@
+"""One Event Hub event body in, validated messages or one rejection out.
+
+``decode`` peels the transport envelope (:mod:`shared.streams.envelopes`), then
+validates each message with its stream's model (:mod:`shared.streams.messages`),
+settles the device id, and builds the archive line. It is pure (the time of
+receipt is passed in) and never raises for bad input: every problem ends as a
+:class:`Rejected` with a short reason, pydantic-shaped field errors (without the
+input) and the original bytes, ready for a dead letter.
+
+A body is accepted or rejected whole: an array with one bad message is one
+rejection naming that message's position, so the dead letter holds the exact bytes
+that arrived and can be replayed once fixed.
+
+Device id: the topic's (authenticated by the broker), else the message's
+``deviceId``. A message whose ``deviceId`` differs from its topic's device is
+rejected as spoofed; a plain message without ``deviceId`` is rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.platform.errors import InvalidInput
+from shared.platform.keys import validate_device_id
+from shared.platform.timestamps import format_timestamp
+from shared.streams.envelopes import RawMessage, Stream, describe, unwrap_body
+from shared.streams.limits import DEFAULT_LIMITS, StreamLimits
+from shared.streams.messages import InferenceMessage, TelemetryMessage, bounded_models
+
+# Field errors kept in a rejection: enough to fix the message, not 20 000 of them.
+MAX_ERRORS = 20
+_MAX_LOC_PART = 100
+
+
+@dataclass(slots=True)  # not frozen: building a frozen dataclass costs 4x as much, per message
+class Accepted:
+    """A valid message: the model, its device, and its archive line."""
+
+    message: TelemetryMessage | InferenceMessage
+    device_id: str
+    # The message in its wire form: unknown fields kept, ``deviceId`` set, ``ts``
+    # renamed ``timestamp``, which is the device's text when that is UTC with a "Z"
+    # and normalised to UTC otherwise. The caller adds the origin (hub, partition...).
+    archive: dict[str, Any]
+    # Position in an array body; None when the body is the message.
+    position: int | None
+    topic: str | None
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A body that can never be processed, with why."""
+
+    reason: str
+    errors: list[dict[str, Any]]
+    body: bytes
+
+
+def decode(stream: Stream, body: bytes, limits: StreamLimits = DEFAULT_LIMITS, *,
+           now: datetime) -> list[Accepted | Rejected]:
+    """The messages of one event body, all accepted, or one rejection.
+
+    ``now`` (aware) is the time of receipt: timestamps more than
+    ``limits.max_future_skew`` seconds after it are refused."""
+    cached = _last if _last is not None and _last[0] is limits else _prepare(limits)
+    validate = cached[1] if stream == "telemetry" else cached[2]
+    latest = now + cached[3]
+    try:
+        results: list[Accepted | Rejected] = []
+        for raw in unwrap_body(body, stream, limits):
+            try:
+                results.append(_accept(raw, validate, stream, limits, latest))
+            except InvalidInput as exc:
+                if raw.position is None:
+                    raise
+                errors = [{**error, "loc": [raw.position, *error["loc"]]} for error in exc.errors]
+                raise InvalidInput(f"message {raw.position}: {exc.reason}", errors) from None
+        return results
+    except InvalidInput as exc:
+        return [Rejected(exc.reason, exc.errors[:MAX_ERRORS], body)]
+
+
+_Prepared = tuple[StreamLimits, Callable[[Any], Any], Callable[[Any], Any], timedelta]
+_last: _Prepared | None = None
+
+
+def _prepare(limits: StreamLimits) -> _Prepared:
+    """The validators and skew of ``limits``. The last limits are remembered by
+    identity: hashing the dataclass on every message would cost more than a lookup."""
+    global _last  # a one-entry cache in front of bounded_models' cache
+    models = bounded_models(limits)
+    _last = (limits, models.telemetry.__pydantic_validator__.validate_python,
+             models.inference.__pydantic_validator__.validate_python, timedelta(seconds=limits.max_future_skew))
+    return _last
+
+
+def _accept(raw: RawMessage, validate: Callable[[Any], Any], stream: Stream, limits: StreamLimits,
+            latest: datetime) -> Accepted:
+    payload = raw.payload
+    if type(payload) is not dict:
+        raise InvalidInput(f"{stream} message is {describe(payload)}, expected a JSON object")
+    if "ts" in payload and "timestamp" in payload and stream == "telemetry":
+        raise InvalidInput("telemetry message has both timestamp and ts; send one of them",
+                           [_error(("ts",), "give timestamp or its alias ts, not both", "ambiguous_timestamp")])
+    try:
+        message: TelemetryMessage | InferenceMessage = validate(payload)
+    except ValidationError as exc:
+        errors = [_clean(error) for error in exc.errors(include_url=False, include_context=False,
+                                                        include_input=False)]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InvalidInput(f"invalid {stream} message: {_where(errors[0]['loc'])}: {errors[0]['msg']}{more}",
+                           errors) from None
+    device_id = raw.device_id
+    if device_id is None or (message.device_id is not None and message.device_id != device_id):
+        device_id = _device_id(raw, message.device_id)
+    if message.timestamp > latest:
+        raise InvalidInput(
+            f"timestamp {format_timestamp(message.timestamp)} lies further in the future than the allowed clock "
+            "skew; the device's clock is wrong",
+            [_error(("timestamp",), "lies too far in the future", "timestamp_in_future")])
+    if message.__pydantic_extra__:
+        _check_extras((), message.__pydantic_extra__, limits)
+    if isinstance(message, InferenceMessage):
+        _check_extras(("model",), message.model.__pydantic_extra__, limits)
+        for index, detection in enumerate(message.detections):
+            _check_extras(("detections", index), detection.__pydantic_extra__, limits)
+    archive = {"deviceId": device_id, **payload}
+    text = archive.pop("ts") if stream == "telemetry" and "ts" in archive else archive["timestamp"]
+    # The device's own text when it is already UTC with a "Z" (most are), else normalised.
+    archive["timestamp"] = text if text[-1] == "Z" and text[10] == "T" else format_timestamp(message.timestamp)
+    return Accepted(message, device_id, archive, raw.position, raw.topic)
+
+
+def _device_id(raw: RawMessage, claimed: str | None) -> str:
+    if raw.device_id is not None:
+        if claimed is not None and claimed != raw.device_id:
+            raise InvalidInput(
+                f"deviceId {claimed!r} differs from the device {raw.device_id!r} that published on the topic; "
+                "rejected as spoofed", [_error(("deviceId",), "differs from the topic's device", "spoofed")])
+        return raw.device_id
+    if claimed is None:
+        raise InvalidInput("deviceId is required when the message does not come with its MQTT topic",
+                           [_error(("deviceId",), "Field required", "missing")])
+    return validate_device_id(claimed)
+
+
+def _check_extras(loc: tuple[str | int, ...], extra: dict[str, Any] | None, limits: StreamLimits) -> None:
+    """Unknown fields at ``loc`` within the name, string and nesting bounds."""
+    for name, value in (extra or {}).items():
+        _check_extra(value, (*loc, name), limits, limits.max_extra_depth, field=(*loc, name))
+
+
+def _check_extra(value: Any, loc: tuple[str | int, ...], limits: StreamLimits, depth_left: int, *,
+                 field: tuple[str | int, ...]) -> None:
+    """The unknown ``field``'s value within the nesting, key and string bounds."""
+    name = loc[-1]
+    if isinstance(name, str) and len(name) > limits.max_key_length:
+        raise InvalidInput(f"field name at {_where(loc[:-1]) or 'the top'} is longer than "
+                           f"{limits.max_key_length} characters",
+                           [_error(loc, "field name too long", "string_too_long")])
+    if isinstance(value, str):
+        if len(value) > limits.max_string_length:
+            raise InvalidInput(f"{_where(loc)} is longer than {limits.max_string_length} characters",
+                               [_error(loc, "string too long", "string_too_long")])
+        return
+    if not isinstance(value, dict | list):
+        return
+    if depth_left == 0:
+        raise InvalidInput(f"{_where(field)} nests more than {limits.max_extra_depth} levels deep",
+                           [_error(loc, "nested too deeply", "too_deep")])
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        _check_extra(item, (*loc, key), limits, depth_left - 1, field=field)
+
+
+def _error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any]:
+    return {"type": kind, "loc": [_short(part) for part in loc], "msg": msg}
+
+
+def _clean(error: Any) -> dict[str, Any]:
+    """A pydantic error as JSON: list loc, long keys cut, no 'Value error, ' noise."""
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    return {"type": error["type"], "loc": [_short(part) for part in error["loc"]], "msg": msg}
+
+
+def _short(part: str | int) -> str | int:
+    return part if isinstance(part, int) or len(part) <= _MAX_LOC_PART else part[:_MAX_LOC_PART] + "..."
+
+
+def _where(loc: Any) -> str:
+    """``detections[0].confidence``, cut short when deep."""
+    text = ""
+    for part in loc:
+        if part == "[key]":  # pydantic's mark for a dict key's own error
+            text += " (the name)"
+        else:
+            text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text if len(text) <= 2 * _MAX_LOC_PART else text[:2 * _MAX_LOC_PART] + "..."

@@ -1,0 +1,486 @@
+"""Decoding stream bodies: envelopes peel off the transport, strict models validate,
+and every bad body ends as one rejection with a readable reason, never an exception."""
+
+from __future__ import annotations
+
+import base64
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from shared.platform.errors import InvalidInput
+from shared.platform.timestamps import parse_timestamp
+from shared.streams.decode import Accepted, Rejected, decode
+from shared.streams.envelopes import Stream
+from shared.streams.limits import DEFAULT_LIMITS, StreamLimits
+from shared.streams.messages import InferenceMessage, TelemetryMessage, bounded_models
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+DEVICE = "camera-017"
+
+
+def sample(name: str) -> bytes:
+    path = SAMPLES / name
+    if not path.exists():
+        pytest.skip(f"{path} is not beside the repository")
+    return path.read_bytes()
+
+
+def telemetry(**fields: Any) -> dict[str, Any]:
+    return {"timestamp": "2026-11-20T08:15:59.900Z", "sequence": 7,
+            "metrics": {"cpuTemp": 61.5, "fps": 30, "door": "closed", "alarm": False},
+            "tags": {"firmware": "4.2.1"}, **fields}
+
+
+def inference(**fields: Any) -> dict[str, Any]:
+    return {"timestamp": "2026-11-20T08:16:01Z", "inferenceId": "inf-001",
+            "model": {"name": "yolo-safety", "version": "3.1"}, "latencyMs": 18.4,
+            "detections": [{"label": "helmet", "confidence": 0.94, "bbox": [0.12, 0.08, 0.2, 0.31]}], **fields}
+
+
+def event(payload: Any = None, *, stream: str = "telemetry", device: str = DEVICE, **attributes: Any) -> dict[str, Any]:
+    """A CloudEvent as the Event Grid MQTT broker routes a device's publish."""
+    document: dict[str, Any] = {
+        "specversion": "1.0", "id": "3e2d1c0b-9a8f-4e7d-b6c5-a4b3c2d1e0f9", "time": "2026-11-20T08:16:00.5Z",
+        "type": "MQTT.EventPublished", "source": "evgns-edge", "subject": f"devices/{device}/{stream}",
+        "datacontenttype": "application/json", "deviceid": device,
+    }
+    if payload is not None:
+        document["data"] = payload
+    document.update(attributes)
+    return {key: value for key, value in document.items() if value is not None}
+
+
+def routed(payload: Any = None, **kwargs: Any) -> bytes:
+    return orjson.dumps(event(telemetry() if payload is None else payload, **kwargs))
+
+
+def accepted(stream: Stream, body: bytes, limits: StreamLimits = DEFAULT_LIMITS) -> list[Accepted]:
+    results = decode(stream, body, limits, now=NOW)
+    assert all(isinstance(r, Accepted) for r in results), results
+    return [r for r in results if isinstance(r, Accepted)]
+
+
+def rejected(stream: Stream, body: bytes, limits: StreamLimits = DEFAULT_LIMITS) -> Rejected:
+    results = decode(stream, body, limits, now=NOW)
+    assert len(results) == 1 and isinstance(results[0], Rejected), results
+    return results[0]
+
+
+# --- the shared samples, one per envelope -------------------------------------------------
+
+
+def test_routed_telemetry_sample_is_accepted_with_the_topics_device() -> None:
+    [result] = accepted("telemetry", sample("routed-telemetry.json"))
+    assert result.device_id == DEVICE
+    assert result.topic == f"devices/{DEVICE}/telemetry"
+    assert isinstance(result.message, TelemetryMessage)
+    assert result.message.metrics["door"] == "closed"
+    assert result.message.timestamp == datetime(2026, 11, 20, 8, 15, 59, 900000, tzinfo=UTC)
+    assert result.archive["deviceId"] == DEVICE
+    assert result.archive["metrics"] == orjson.loads(sample("routed-telemetry.json"))["data"]["metrics"]
+
+
+def test_routed_base64_inference_sample_is_decoded_from_data_base64() -> None:
+    [result] = accepted("inference", sample("routed-inference-base64.json"))
+    assert isinstance(result.message, InferenceMessage)
+    assert result.device_id == DEVICE
+    assert result.message.model.name == "yolo-safety"
+    assert result.message.detections[0].bbox == [0.12, 0.08, 0.2, 0.31]
+    assert result.archive["inferenceId"] == "inf-001"
+
+
+def test_iot_operations_array_sample_yields_each_message_with_its_own_device_and_position() -> None:
+    results = accepted("telemetry", sample("iot-operations-batch.json"))
+    assert [(r.device_id, r.position) for r in results] == [("plc-line2-04", 0), ("plc-line2-05", 1)]
+    assert all(r.topic is None for r in results)
+    # "ts" is the alias of "timestamp"; the archive line uses the contract's name.
+    assert results[0].archive["timestamp"] == "2026-11-20T08:16:02Z"
+    assert "ts" not in results[0].archive
+
+
+def test_a_telemetry_sample_on_the_inference_stream_is_rejected_by_its_topic() -> None:
+    result = rejected("inference", sample("routed-telemetry.json"))
+    assert "devices/{deviceId}/inference" in result.reason
+    assert result.body == sample("routed-telemetry.json")
+
+
+# --- built bodies -----------------------------------------------------------------------
+
+
+def test_data_may_be_a_string_holding_json() -> None:
+    [result] = accepted("telemetry", routed(orjson.dumps(telemetry()).decode(), datacontenttype="text/plain"))
+    assert result.archive["metrics"] == telemetry()["metrics"]
+
+
+def test_data_base64_is_decoded_whatever_json_compatible_content_type_it_declares() -> None:
+    encoded = base64.b64encode(orjson.dumps(inference())).decode()
+    for content_type in ("application/octet-stream", "application/json; charset=utf-8", "application/cloudevents+json",
+                         None):
+        body = orjson.dumps(event(stream="inference", data_base64=encoded, datacontenttype=content_type))
+        [result] = accepted("inference", body)
+        assert result.archive["detections"] == inference()["detections"]
+
+
+def test_a_routed_event_without_the_enrichment_still_takes_the_device_from_its_topic() -> None:
+    [result] = accepted("telemetry", routed(deviceid=None))
+    assert result.device_id == DEVICE
+
+
+def test_a_payload_device_id_that_agrees_with_the_topic_is_accepted() -> None:
+    [result] = accepted("telemetry", routed(telemetry(deviceId=DEVICE)))
+    assert result.device_id == DEVICE
+
+
+def test_a_payload_device_id_that_differs_from_the_topic_is_rejected_as_spoofed() -> None:
+    result = rejected("telemetry", routed(telemetry(deviceId="camera-018")))
+    assert "spoofed" in result.reason and "camera-018" in result.reason
+    assert result.errors[0]["loc"] == ["deviceId"]
+
+
+def test_an_enrichment_that_differs_from_the_topic_is_rejected() -> None:
+    result = rejected("telemetry", routed(deviceid="camera-018"))
+    assert "deviceid does not match" in result.reason
+
+
+def test_a_plain_message_needs_its_device_id() -> None:
+    [result] = accepted("telemetry", orjson.dumps(telemetry(deviceId="plc-1")))
+    assert (result.device_id, result.topic, result.position) == ("plc-1", None, None)
+    assert "deviceId is required" in rejected("telemetry", orjson.dumps(telemetry())).reason
+
+
+def test_an_array_may_mix_routed_events_and_plain_messages() -> None:
+    body = orjson.dumps([event(telemetry()), telemetry(deviceId="plc-1")])
+    assert [r.device_id for r in accepted("telemetry", body)] == [DEVICE, "plc-1"]
+
+
+def test_an_array_with_one_bad_message_is_rejected_whole_naming_its_position() -> None:
+    body = orjson.dumps([telemetry(deviceId="a"), telemetry(deviceId="b", metrics={"x": [1]})])
+    result = rejected("telemetry", body)
+    assert result.reason.startswith("message 1: ")
+    assert result.errors[0]["loc"] == [1, "metrics", "x"]
+    assert result.body == body
+
+
+def test_unknown_fields_are_kept_in_the_archive_line_at_every_level() -> None:
+    payload = inference(firmware={"build": 42, "flags": ["a", "b"]}, frameId="f-9")
+    payload["model"]["quantised"] = True
+    payload["detections"][0]["trackId"] = 17
+    [result] = accepted("inference", routed(payload, stream="inference"))
+    assert result.archive["firmware"] == {"build": 42, "flags": ["a", "b"]}
+    assert result.archive["model"]["quantised"] is True
+    assert result.archive["detections"][0]["trackId"] == 17
+    assert result.message.model_extra == {"firmware": {"build": 42, "flags": ["a", "b"]}}
+    assert orjson.loads(orjson.dumps(result.archive)) == {"deviceId": DEVICE, **payload}
+
+
+def test_the_archive_line_keeps_numbers_as_sent_and_normalises_an_offset_timestamp_to_utc() -> None:
+    [result] = accepted("telemetry", routed(telemetry(timestamp="2026-11-20T09:15:59.5+01:00")))
+    assert result.archive["timestamp"] == "2026-11-20T08:15:59.500000Z"
+    assert result.archive["metrics"]["fps"] == 30 and isinstance(result.archive["metrics"]["fps"], int)
+    assert result.archive["sequence"] == 7
+
+
+def test_a_timestamp_within_the_allowed_skew_is_accepted_and_beyond_it_rejected() -> None:
+    limits = StreamLimits(max_future_skew=60)
+    near = (NOW + timedelta(seconds=59)).isoformat().replace("+00:00", "Z")
+    far = (NOW + timedelta(seconds=61)).isoformat().replace("+00:00", "Z")
+    accepted("telemetry", routed(telemetry(timestamp=near)), limits)
+    assert "clock skew" in rejected("telemetry", routed(telemetry(timestamp=far)), limits).reason
+
+
+def test_size_bounds_come_from_the_limits_given() -> None:
+    assert "metrics: Dictionary should have at most 2 items" in rejected(
+        "telemetry", routed(), StreamLimits(max_metrics=2)).reason
+    two = routed(inference(detections=[inference()["detections"][0]] * 2), stream="inference")
+    assert "detections: List should have at most 1 item" in rejected(
+        "inference", two, StreamLimits(max_detections=1)).reason
+    short_keys = StreamLimits(max_key_length=4)
+    assert "at most 4 characters" in rejected("telemetry", routed(telemetry(metrics={"abcde": 1})), short_keys).reason
+    accepted("telemetry", routed(telemetry(metrics={"abcd": 1}, tags={"site": "p3"})), short_keys)
+    accepted("telemetry", routed())  # the defaults again
+
+
+def test_metric_values_may_be_numbers_booleans_or_strings() -> None:
+    metrics = {"f": 1.5, "i": -3, "big": 2**63 - 1, "b": True, "s": "ok", "empty": ""}
+    [result] = accepted("telemetry", routed(telemetry(metrics=metrics)))
+    assert result.archive["metrics"] == metrics
+    assert isinstance(result.message, TelemetryMessage)
+    assert result.message.metrics["b"] is True and result.message.metrics["i"] == -3
+
+
+def test_the_models_refuse_nan_and_infinity_from_python_callers_too() -> None:
+    """orjson never yields them; a caller that builds dicts itself gets no pass."""
+    models = bounded_models(DEFAULT_LIMITS)
+    with pytest.raises(ValidationError, match="finite number"):
+        models.telemetry.model_validate({**telemetry(), "metrics": {"t": math.nan}})
+    with pytest.raises(ValidationError, match="finite number"):
+        models.inference.model_validate(inference(latencyMs=math.inf))
+
+
+def test_a_detection_may_have_no_bbox_and_a_result_no_detections() -> None:
+    accepted("inference", routed(inference(detections=[]), stream="inference"))
+    [result] = accepted("inference", routed(inference(detections=[{"label": "person", "confidence": 1}]),
+                                            stream="inference"))
+    assert isinstance(result.message, InferenceMessage)
+    assert result.message.detections[0].bbox is None
+
+
+# --- the bad-input corpus -----------------------------------------------------------------
+
+GOOD = routed()
+DEEP = b'{"deviceId":"d","timestamp":"2026-11-20T08:00:00Z","metrics":{"a":1},"x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+EXTRA_DEEP = orjson.dumps(telemetry(deviceId="d", x=nested(34)))
+PLAIN_NAN = b'{"deviceId":"d","timestamp":"2026-11-20T08:00:00Z","metrics":{"t":NaN}}'
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+CORPUS: list[tuple[str, Stream, bytes, str]] = [
+    ("empty body", "telemetry", b"", "body is empty"),
+    ("whitespace body", "telemetry", b" \r\n\t", "body is empty"),
+    ("broken JSON", "telemetry", b'{"deviceId": "d", "ts": ', "not valid JSON"),
+    ("truncated CloudEvent", "telemetry", GOOD[: len(GOOD) // 2], "not valid JSON"),
+    ("trailing garbage", "telemetry", GOOD + b"}", "not valid JSON"),
+    ("null body", "telemetry", b"null", "body is null"),
+    ("number body", "telemetry", b"42", "body is a number"),
+    ("string body", "telemetry", b'"hello"', "body is a string"),
+    ("boolean body", "telemetry", b"true", "body is a boolean"),
+    ("NaN literal", "telemetry", PLAIN_NAN, "holds NaN or Infinity at character 66"),
+    ("Infinity literal", "telemetry", PLAIN_NAN.replace(b"NaN", b"Infinity"), "holds NaN or Infinity"),
+    ("-Infinity literal", "telemetry", PLAIN_NAN.replace(b"NaN", b"-Infinity"), "holds NaN or Infinity"),
+    ("1e999", "telemetry", PLAIN_NAN.replace(b"NaN", b"1e999"), "beyond the range of a double"),
+    ("-1e999 in a routed event", "telemetry", GOOD.replace(b"61.5", b"-1e999"), "beyond the range of a double"),
+    ("huge body", "telemetry", routed(telemetry(blob="x" * 300_000)), "more than 262144"),
+    ("20 000 metrics", "telemetry", routed(telemetry(metrics={f"m{i}": 1 for i in range(20_000)})),
+     "metrics: Dictionary should have at most 500 items"),
+    ("nesting 5 000 deep", "telemetry", DEEP, "more than 1024 levels deep"),
+    ("extra field nested 34 deep", "telemetry", EXTRA_DEEP, "x nests more than 32 levels deep"),
+    ("invalid UTF-8", "telemetry", GOOD.replace(b"closed", b"clos\xff\xfe"), "not valid UTF-8"),
+    ("lone surrogate escape", "telemetry", GOOD.replace(b"closed", b"\\ud800"), "lone UTF-16 surrogate"),
+    ("UTF-8 BOM", "telemetry", b"\xef\xbb\xbf" + GOOD, "byte order mark"),
+    ("UTF-16 body", "telemetry", GOOD.decode().encode("utf-16"), "not valid"),
+    ("wrong content type", "telemetry", routed(datacontenttype="image/png"), "datacontenttype 'image/png'"),
+    ("content type not a string", "telemetry", routed(datacontenttype=["application/json"]),
+     "datacontenttype must be a string"),
+    ("CloudEvent without data", "telemetry", orjson.dumps(event()), "no data and no data_base64"),
+    ("bad base64", "inference", orjson.dumps(event(stream="inference", data_base64="not base64!")),
+     "not valid base64"),
+    ("base64 of no JSON", "inference", orjson.dumps(event(stream="inference", data_base64=b64(b"\x00\x01"))),
+     "data_base64) is not valid JSON"),
+    ("base64 not a string", "inference", orjson.dumps(event(stream="inference", data_base64=12)),
+     "data_base64 must be a string"),
+    ("data and data_base64", "telemetry", routed(data_base64=b64(orjson.dumps(telemetry()))),
+     "both data and data_base64"),
+    ("data string without JSON", "telemetry", routed("temperature=61.5"), "data string is not valid JSON"),
+    ("data a number", "telemetry", routed(61.5), "telemetry message is a number"),
+    ("spoofed payload deviceId", "telemetry", routed(telemetry(deviceId="camera-018")), "spoofed"),
+    ("spoofed enrichment", "telemetry", routed(deviceid="camera-018"), "deviceid does not match"),
+    ("inference topic on the telemetry stream", "telemetry", routed(inference(), stream="inference"),
+     "arrived on the telemetry stream"),
+    ("not a devices topic", "telemetry", routed(subject="factory/line2/telemetry"),
+     "not a devices/{deviceId}/telemetry topic"),
+    ("no subject", "telemetry", routed(subject=None), "subject (the MQTT topic) must be a string"),
+    ("device id in topic too long", "telemetry", routed(device="d" * 129), "longer than 128 characters"),
+    ("empty device id in topic", "telemetry", routed(device="", deviceid=None), "non-empty"),
+    ("device-built CloudEvent", "telemetry", routed(type="com.example.reading"), "is not MQTT.EventPublished"),
+    ("CloudEvents 0.3", "telemetry", routed(specversion="0.3"), "specversion"),
+    ("non-string tag", "telemetry", routed(telemetry(tags={"site": 3})), "tags.site: Input should be a valid string"),
+    ("tags as a list", "telemetry", routed(telemetry(tags=["a"])), "tags: Input should be a valid dictionary"),
+    ("metrics missing", "telemetry", routed({"timestamp": "2026-11-20T08:00:00Z"}), "metrics: Field required"),
+    ("metric value an object", "telemetry", routed(telemetry(metrics={"cpu": {"v": 1}})), "metrics.cpu: a metric"),
+    ("metric value null", "telemetry", routed(telemetry(metrics={"cpu": None})), "metrics.cpu: a metric"),
+    ("metric string too long", "telemetry", routed(telemetry(metrics={"s": "x" * 1025})), "at most 1024 characters"),
+    ("metric name too long", "telemetry", routed(telemetry(metrics={"k" * 129: 1})),
+     "... (the name): String should have at most 128 characters"),
+    ("number as a string", "telemetry", routed(telemetry(metrics={"cpu": 1}, sequence="5")),
+     "sequence: Input should be a valid integer"),
+    ("sequence a boolean", "telemetry", routed(telemetry(sequence=True)), "sequence: Input should be a valid integer"),
+    ("negative sequence", "telemetry", routed(telemetry(sequence=-1)), "sequence"),
+    ("timestamp without zone", "telemetry", routed(telemetry(timestamp="2026-11-20T08:00:00")), "time zone"),
+    ("timestamp a number", "telemetry", routed(telemetry(timestamp=1763626559)), "RFC 3339"),
+    ("timestamp far in the future", "telemetry", routed(telemetry(timestamp="2027-01-01T00:00:00Z")), "clock skew"),
+    ("timestamp and ts", "telemetry", routed(telemetry(ts="2026-11-20T08:00:00Z")), "both timestamp and ts"),
+    ("plain message without deviceId", "telemetry", orjson.dumps(telemetry()), "deviceId is required"),
+    ("empty deviceId", "telemetry", orjson.dumps(telemetry(deviceId="")), "deviceId"),
+    ("empty array", "telemetry", b"[]", "empty JSON array"),
+    ("array of 1 001", "telemetry", orjson.dumps([telemetry(deviceId="d")] * 1001), "more than 1000"),
+    ("array holding a number", "telemetry", orjson.dumps([telemetry(deviceId="d"), 5]), "message 1: it is a number"),
+    ("nested arrays", "telemetry", orjson.dumps([[telemetry(deviceId="d")]]), "message 0: it is an array"),
+    ("confidence above 1", "inference",
+     routed(inference(detections=[{"label": "x", "confidence": 1.5}]), stream="inference"),
+     "detections[0].confidence: Input should be less than or equal to 1"),
+    ("bbox of three numbers", "inference",
+     routed(inference(detections=[{"label": "x", "confidence": 0.5, "bbox": [0, 0, 1]}]), stream="inference"),
+     "detections[0].bbox"),
+    ("bbox below 0", "inference",
+     routed(inference(detections=[{"label": "x", "confidence": 0.5, "bbox": [-0.1, 0, 1, 1]}]), stream="inference"),
+     "detections[0].bbox[0]: Input should be greater than or equal to 0"),
+    ("negative latency", "inference", routed(inference(latencyMs=-1), stream="inference"), "latencyMs"),
+    ("model name with a slash", "inference",
+     routed(inference(model={"name": "yolo/v8", "version": "1"}), stream="inference"), "model.name"),
+    ("501 detections", "inference",
+     routed(inference(detections=[{"label": "x", "confidence": 0.5}] * 501), stream="inference"),
+     "detections: List should have at most 500 items"),
+    ("inferenceId missing", "inference",
+     routed({k: v for k, v in inference().items() if k != "inferenceId"}, stream="inference"),
+     "inferenceId: Field required"),
+    ("inferenceId null", "inference", routed(inference(inferenceId=None), stream="inference"),
+     "inferenceId: Input should be a valid string"),
+    ("label not a string", "inference",
+     routed(inference(detections=[{"label": 7, "confidence": 0.5}]), stream="inference"), "detections[0].label"),
+]
+
+
+def test_the_corpus_has_at_least_thirty_cases_with_distinct_names() -> None:
+    assert len(CORPUS) >= 30
+    assert len({name for name, *_ in CORPUS}) == len(CORPUS)
+
+
+@pytest.mark.parametrize(("name", "stream", "body", "expected"), CORPUS, ids=[case[0] for case in CORPUS])
+def test_bad_input_ends_as_one_rejection_with_a_readable_reason(name: str, stream: Stream, body: bytes,
+                                                                 expected: str) -> None:
+    result = rejected(stream, body)
+    assert expected in result.reason, result.reason
+    assert len(result.reason) < 400
+    assert result.body == body
+    assert len(result.errors) <= 20
+    orjson.dumps(result.errors)  # goes into a dead letter as JSON
+    assert all(set(error) == {"type", "loc", "msg"} for error in result.errors)
+
+
+def test_the_corpus_bodies_are_valid_once_their_one_fault_is_removed() -> None:
+    """The corpus tests the fault, not a broken builder."""
+    accepted("telemetry", GOOD)
+    accepted("telemetry", routed(telemetry(x=[[[[1]]]])))
+    accepted("telemetry", orjson.dumps(telemetry(deviceId="d")))
+    accepted("inference", routed(inference(), stream="inference"))
+
+
+# --- properties ---------------------------------------------------------------------------
+
+keys = st.text(min_size=1, max_size=20)
+scalars = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**63), 2**63 - 1),
+                    st.booleans(), st.text(max_size=30))
+instants = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2026, 11, 20),
+                        timezones=st.just(UTC))
+offsets = st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@st.composite
+def valid_telemetry(draw: st.DrawFn) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        draw(st.sampled_from(["timestamp", "ts"])): draw(instants).astimezone(draw(offsets)).isoformat(),
+        "metrics": draw(st.dictionaries(keys, scalars, max_size=8)),
+    }
+    if draw(st.booleans()):
+        message["tags"] = draw(st.dictionaries(keys, st.text(max_size=20), max_size=4))
+    if draw(st.booleans()):
+        message["sequence"] = draw(st.integers(0, 2**63 - 1))
+    return message
+
+
+@st.composite
+def valid_cases(draw: st.DrawFn) -> tuple[bytes, list[dict[str, Any]]]:
+    """A valid body in any envelope, and the messages in it."""
+    device = draw(st.text(alphabet="abcdefghij0123456789-_.:", min_size=1, max_size=20))
+    kind = draw(st.sampled_from(["data", "string", "base64", "plain", "array"]))
+    message = draw(valid_telemetry())
+    if kind == "data":
+        return orjson.dumps(event(message, device=device)), [message]
+    if kind == "string":
+        return orjson.dumps(event(orjson.dumps(message).decode(), device=device)), [message]
+    if kind == "base64":
+        return orjson.dumps(event(device=device, data_base64=b64(orjson.dumps(message)))), [message]
+    if kind == "plain":
+        return orjson.dumps({**message, "deviceId": device}), [message]
+    messages = [{**draw(valid_telemetry()), "deviceId": device} for _ in range(draw(st.integers(1, 4)))]
+    return orjson.dumps(messages), messages
+
+
+valid_bodies = valid_cases().map(lambda case: case[0])
+
+
+json_values = st.recursive(st.none() | scalars, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> bytes:
+    """A valid body cut short, with a byte changed, or with a field replaced by any JSON value."""
+    body = draw(valid_bodies)
+    how = draw(st.sampled_from(["cut", "byte", "field"]))
+    if how == "cut":
+        return body[: draw(st.integers(0, len(body) - 1))]
+    if how == "byte":
+        at = draw(st.integers(0, len(body) - 1))
+        return body[:at] + bytes([draw(st.integers(0, 255))]) + body[at + 1:]
+    document = orjson.loads(body)
+    outer = document[0] if isinstance(document, list) else document
+    target = draw(st.sampled_from([outer, outer["data"]] if isinstance(outer.get("data"), dict) else [outer]))
+    target[draw(st.sampled_from([*target, "metrics", "tags", "deviceId", "sequence", "x"]))] = draw(json_values)
+    return orjson.dumps(document)
+
+
+bodies = st.one_of(valid_bodies, damaged(), st.binary(max_size=300), json_values.map(orjson.dumps),
+                   st.sampled_from([case[2] for case in CORPUS if case[1] == "telemetry"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(bodies, min_size=1, max_size=8))
+def test_any_bodies_yield_all_accepted_or_one_rejection_and_never_raise(batch: list[bytes]) -> None:
+    for body in batch:
+        results = decode("telemetry", body, now=NOW)
+        assert results
+        if any(isinstance(r, Rejected) for r in results):
+            [rejection] = results
+            assert isinstance(rejection, Rejected)
+            assert rejection.reason and rejection.body == body
+        else:
+            for result in results:
+                assert isinstance(result, Accepted)
+                assert orjson.loads(orjson.dumps(result.archive))["deviceId"] == result.device_id
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_cases())
+def test_valid_bodies_are_accepted_with_their_metrics_kept_verbatim(case: tuple[bytes, list[dict[str, Any]]]) -> None:
+    body, messages = case
+    results = accepted("telemetry", body)
+    assert [r.archive["metrics"] for r in results] == [m["metrics"] for m in messages]
+
+
+@settings(max_examples=300, deadline=None)
+@given(instants, st.integers(0, 999_999_999), st.integers(0, 9))
+def test_the_one_parser_reads_a_z_timestamp_as_it_reads_the_same_time_at_offset_zero(
+        instant: datetime, nanos: int, digits: int) -> None:
+    """parse_timestamp reads the common ``...Z`` form on a fast path; it must agree
+    with the general path (``+00:00``) to the microsecond, and refuse the same."""
+    text = instant.strftime("%Y-%m-%dT%H:%M:%S") + (f".{nanos:09d}"[: digits + 1] if digits else "")
+    assert parse_timestamp(text + "Z", field="t") == parse_timestamp(text + "+00:00", field="t")
+    for bad in (text[:5] + "13" + text[7:], text[:11] + "24" + text[13:], text[:17] + "60" + text[19:],
+                "2150" + text[4:], "1969" + text[4:]):
+        with pytest.raises(InvalidInput) as fast:
+            parse_timestamp(bad + "Z", field="t")
+        with pytest.raises(InvalidInput) as general:
+            parse_timestamp(bad + "+00:00", field="t")
+        assert fast.value.reason == general.value.reason
