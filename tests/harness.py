@@ -32,16 +32,9 @@ def deliver(run: Any, *documents: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def unreachable_storage(run: Any) -> Iterator[None]:
     """``DataStorage`` pointed at a port where nothing listens, for the block."""
-    saved = os.environ["DataStorage"]
-    run(reset_data_store())
-    os.environ["DataStorage"] = re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:9", saved)
-    reset_settings()
-    try:
+    dead = re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:9", os.environ["DataStorage"])
+    with changed_settings(run, {"DataStorage": dead}):
         yield
-    finally:
-        run(reset_data_store())
-        os.environ["DataStorage"] = saved
-        reset_settings()
 
 
 @dataclass

@@ -17,9 +17,8 @@ import orjson
 import pytest
 from openapi_spec_validator import validate
 
-from shared.platform.settings import reset_settings
 from shared.platform.storage import reset_data_store
-from tests.harness import deliver, http_request, json_of, unreachable_storage, user_function
+from tests.harness import changed_settings, deliver, http_request, json_of, unreachable_storage, user_function
 from tools import event_factory as ev
 
 pytestmark = pytest.mark.usefixtures("app_env")
@@ -285,17 +284,9 @@ def test_a_storage_outage_is_a_503_problem_not_a_crash(run: Any) -> None:
 @contextlib.contextmanager
 def storage_with_a_wrong_key(run: Any) -> Iterator[None]:
     """``DataStorage`` pointed at Azurite with another account key, for the block: every request is refused (403)."""
-    saved = os.environ["DataStorage"]
-    run(reset_data_store())
-    os.environ["DataStorage"] = re.sub(r"AccountKey=[^;]+", "AccountKey=" + base64.b64encode(b"wrong" * 12).decode(),
-                                       saved)
-    reset_settings()
-    try:
+    wrong = "AccountKey=" + base64.b64encode(b"wrong" * 12).decode()
+    with changed_settings(run, {"DataStorage": re.sub(r"AccountKey=[^;]+", wrong, os.environ["DataStorage"])}):
         yield
-    finally:
-        run(reset_data_store())
-        os.environ["DataStorage"] = saved
-        reset_settings()
 
 
 def test_a_storage_refusal_is_a_500_problem_without_the_service_message(
