@@ -162,12 +162,17 @@ def test_an_array_may_mix_routed_events_and_plain_messages() -> None:
     assert [r.device_id for r in accepted("telemetry", body)] == [DEVICE, "plc-1"]
 
 
-def test_an_array_with_one_bad_message_is_rejected_whole_naming_its_position() -> None:
-    body = orjson.dumps([telemetry(deviceId="a"), telemetry(deviceId="b", metrics={"x": [1]})])
-    result = rejected("telemetry", body)
-    assert result.reason.startswith("message 1: ")
-    assert result.errors[0]["loc"] == [1, "metrics", "x"]
-    assert result.body == body
+def test_in_an_array_each_message_stands_alone() -> None:
+    bad = telemetry(deviceId="b", metrics={"x": [1]})
+    body = orjson.dumps([telemetry(deviceId="a"), bad, "not a message", telemetry(deviceId="c")])
+    good_a, rejection, not_a_message, good_c = decode("telemetry", body, now=NOW)
+    assert isinstance(good_a, Accepted) and isinstance(good_c, Accepted)
+    assert (good_a.device_id, good_a.position, good_c.device_id, good_c.position) == ("a", 0, "c", 3)
+    assert isinstance(rejection, Rejected) and isinstance(not_a_message, Rejected)
+    assert rejection.reason.startswith("message 1: ")
+    assert rejection.errors[0]["loc"] == [1, "metrics", "x"]
+    assert (rejection.position, orjson.loads(rejection.body)) == (1, bad)
+    assert not_a_message.reason.startswith("message 2: ") and orjson.loads(not_a_message.body) == "not a message"
 
 
 def test_unknown_fields_are_kept_in_the_archive_line_at_every_level() -> None:
@@ -359,10 +364,14 @@ def test_the_corpus_has_at_least_thirty_cases_with_distinct_names() -> None:
 @pytest.mark.parametrize(("name", "stream", "body", "expected"), CORPUS, ids=[case[0] for case in CORPUS])
 def test_bad_input_ends_as_one_rejection_with_a_readable_reason(name: str, stream: Stream, body: bytes,
                                                                  expected: str) -> None:
-    result = rejected(stream, body)
+    results = decode(stream, body, now=NOW)
+    [result] = [r for r in results if isinstance(r, Rejected)]
     assert expected in result.reason, result.reason
     assert len(result.reason) < 400
-    assert result.body == body
+    if result.position is None:
+        assert results == [result] and result.body == body, "an unreadable body is kept as it arrived"
+    else:
+        assert result.body == orjson.dumps(orjson.loads(body)[result.position]), "a bad element is kept alone"
     assert len(result.errors) <= 20
     orjson.dumps(result.errors)  # goes into a dead letter as JSON
     assert all(set(error) == {"type", "loc", "msg"} for error in result.errors)
@@ -447,17 +456,22 @@ bodies = st.one_of(valid_bodies, damaged(), st.binary(max_size=300), json_values
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(bodies, min_size=1, max_size=8))
-def test_any_bodies_yield_all_accepted_or_one_rejection_and_never_raise(batch: list[bytes]) -> None:
+def test_any_body_yields_one_result_per_message_or_one_rejection_and_never_raises(batch: list[bytes]) -> None:
     for body in batch:
         results = decode("telemetry", body, now=NOW)
         assert results
-        if any(isinstance(r, Rejected) for r in results):
-            [rejection] = results
-            assert isinstance(rejection, Rejected)
-            assert rejection.reason and rejection.body == body
-        else:
-            for result in results:
-                assert isinstance(result, Accepted)
+        whole = [r for r in results if isinstance(r, Rejected) and r.position is None]
+        if whole:
+            assert results == whole and whole[0].reason and whole[0].body == body
+            continue
+        document = orjson.loads(body)
+        if isinstance(document, list):  # one result per element, in order
+            assert [r.position for r in results] == list(range(len(document)))
+        for result in results:
+            if isinstance(result, Rejected):
+                assert result.reason.startswith(f"message {result.position}: ")
+                assert orjson.loads(result.body) == document[result.position]
+            else:
                 assert orjson.loads(orjson.dumps(result.archive))["deviceId"] == result.device_id
 
 

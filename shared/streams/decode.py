@@ -7,9 +7,11 @@ receipt is passed in) and never raises for bad input: every problem ends as a
 :class:`Rejected` with a short reason, pydantic-shaped field errors (without the
 input) and the original bytes, ready for a dead letter.
 
-A body is accepted or rejected whole: an array with one bad message is one
-rejection naming that message's position, so the dead letter holds the exact bytes
-that arrived and can be replayed once fixed.
+A body that cannot be read (not JSON, too large, no known envelope) is one
+rejection holding the exact bytes that arrived. In a JSON array each message
+stands alone: the good ones are accepted, and each bad one is a rejection naming
+its position and holding that element (serialised again, since the array's bytes
+cannot be cut apart), so a dataflow batch with one bad message loses none.
 
 Device id: the topic's (authenticated by the broker), else the message's
 ``deviceId``. A message whose ``deviceId`` differs from its topic's device is
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from shared.platform.errors import InvalidInput
@@ -54,16 +57,19 @@ class Accepted:
 
 @dataclass(slots=True)
 class Rejected:
-    """A body that can never be processed, with why."""
+    """A body, or one message of an array body, that can never be processed, with why."""
 
     reason: str
     errors: list[dict[str, Any]]
     body: bytes
+    # Position in an array body; None when the whole body is rejected.
+    position: int | None = None
 
 
 def decode(stream: Stream, body: bytes, limits: StreamLimits = DEFAULT_LIMITS, *,
            now: datetime) -> list[Accepted | Rejected]:
-    """The messages of one event body, all accepted, or one rejection.
+    """The messages of one event body: accepted or rejected each (a body that cannot
+    be read at all is one rejection).
 
     ``now`` (aware) is the time of receipt: timestamps more than
     ``limits.max_future_skew`` seconds after it are refused."""
@@ -74,12 +80,15 @@ def decode(stream: Stream, body: bytes, limits: StreamLimits = DEFAULT_LIMITS, *
         results: list[Accepted | Rejected] = []
         for raw in unwrap_body(body, stream, limits):
             try:
+                if raw.error is not None:
+                    raise raw.error
                 results.append(_accept(raw, validate, stream, limits, latest))
             except InvalidInput as exc:
                 if raw.position is None:
                     raise
-                errors = [{**error, "loc": [raw.position, *error["loc"]]} for error in exc.errors]
-                raise InvalidInput(f"message {raw.position}: {exc.reason}", errors) from None
+                errors = [{**error, "loc": [raw.position, *error["loc"]]} for error in exc.errors[:MAX_ERRORS]]
+                results.append(Rejected(f"message {raw.position}: {exc.reason}", errors, orjson.dumps(raw.item),
+                                        raw.position))
         return results
     except InvalidInput as exc:
         return [Rejected(exc.reason, exc.errors[:MAX_ERRORS], body)]

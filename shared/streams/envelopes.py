@@ -80,6 +80,10 @@ class RawMessage:
     envelope: str
     # Where the message sits in an array body; None when the body is the message.
     position: int | None = None
+    # In an array: the element as it arrived (for its own dead letter), and why it
+    # could not be unwrapped, if it could not: one bad element spoils no other.
+    item: Any = None
+    error: InvalidInput | None = None
 
 
 class Envelope(Protocol):
@@ -240,9 +244,9 @@ class MessageArray:
             try:
                 inner = _unwrap(item, ITEM_ENVELOPES, stream, limits, what="it")
             except InvalidInput as exc:
-                raise InvalidInput(f"message {index}: {exc.reason}", exc.errors) from None
+                inner = [RawMessage(None, None, None, None, self.name, error=exc)]
             for message in inner:
-                message.position = index
+                message.position, message.item = index, item
             messages.extend(inner)
         return messages
 
