@@ -170,6 +170,7 @@ var dataTables = [
   'commands'
   'fleetjobs'
   'appmeta'
+  'modelstats'
 ]
 
 var allDeviceClients = concat(

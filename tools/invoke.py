@@ -8,12 +8,16 @@ import asyncio
 import functools
 import inspect
 import os
+import threading
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import azure.functions as func
 import orjson
+from azure.functions._abc import RetryContext, TraceContext
 
 from function_app import app
 
@@ -86,3 +90,74 @@ def run_against_azurite(main: Callable[[], Awaitable[T]], settings: dict[str, st
         os.environ.update({"DataStorage": azurite.connection_string, **(settings or {})})
         reset_settings()
         return asyncio.run(run())
+
+
+class _Retry(RetryContext):
+    def __init__(self, retry_count: int, max_retry_count: int) -> None:
+        self._count, self._max = retry_count, max_retry_count
+
+    @property
+    def retry_count(self) -> int:
+        return self._count
+
+    @property
+    def max_retry_count(self) -> int:
+        return self._max
+
+    @property
+    def exception(self) -> Any:
+        return None
+
+
+class _Trace(TraceContext):
+    @property
+    def trace_state(self) -> str:
+        return ""
+
+    @property
+    def trace_parent(self) -> str:
+        return "00-" + "0" * 32 + "-" + "0" * 16 + "-00"
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return {}
+
+
+class InvocationContext(func.Context):
+    """The ``context`` argument as the worker fills it: the function's name and, for
+    a function with a retry policy, where this attempt stands in it (the first
+    attempt is 0; the last is ``max_retry_count``)."""
+
+    def __init__(self, function_name: str, *, retry_count: int = 0, max_retry_count: int = 0) -> None:
+        self._name = function_name
+        self._retry = _Retry(retry_count, max_retry_count)
+
+    @property
+    def invocation_id(self) -> str:
+        return str(uuid.uuid4())
+
+    @property
+    def thread_local_storage(self) -> type[threading.local]:
+        return threading.local
+
+    @property
+    def function_name(self) -> str:
+        return self._name
+
+    @property
+    def function_directory(self) -> str:
+        return str(Path(__file__).resolve().parent.parent)
+
+    @property
+    def trace_context(self) -> TraceContext:
+        return _Trace()
+
+    @property
+    def retry_context(self) -> RetryContext:
+        return self._retry
+
+
+def retry_policy(name: str) -> dict[str, Any]:
+    """The retry policy a function declares (what the host applies to it)."""
+    setting = FUNCTIONS[name].get_setting("retry_policy")
+    return dict(setting.get_dict_repr()) if setting is not None else {}

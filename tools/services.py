@@ -80,24 +80,59 @@ def azurite_command() -> list[str]:
     raise RuntimeError("Azurite is not installed: run `npm ci` in the repository (make setup does)")
 
 
+def _start_azurite(ports: Azurite, workspace: str, *, in_memory: bool) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [*azurite_command(), *(["--inMemoryPersistence"] if in_memory else ["--location", workspace]),
+         "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+         "--blobPort", str(ports.blob_port), "--queuePort", str(ports.queue_port),
+         "--tablePort", str(ports.table_port)],
+        cwd=workspace,  # Azurite writes its debug and extent files here
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    _wait_for_ports(process, [ports.blob_port, ports.queue_port, ports.table_port], "Azurite")
+    return process
+
+
 @contextlib.contextmanager
 def run_azurite(*, fixed_ports: bool = False) -> Iterator[Azurite]:
     """Azurite in memory on free ports (or the standard 10000-10002)."""
     ports = Azurite(10000, 10001, 10002) if fixed_ports else Azurite(free_port(), free_port(), free_port())
     with tempfile.TemporaryDirectory(prefix="azurite-") as workspace:
-        process = subprocess.Popen(
-            [*azurite_command(), "--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose",
-             "--disableTelemetry",
-             "--blobPort", str(ports.blob_port), "--queuePort", str(ports.queue_port),
-             "--tablePort", str(ports.table_port)],
-            cwd=workspace,  # Azurite writes its debug and extent files here
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
+        process = _start_azurite(ports, workspace, in_memory=True)
         try:
-            _wait_for_ports(process, [ports.blob_port, ports.queue_port, ports.table_port], "Azurite")
             yield ports
         finally:
             _stop(process)
+
+
+class RestartableAzurite:
+    """Azurite keeping its data on disk, so that a test can stop it (an outage) and
+    start it again on the same ports with everything it held."""
+
+    def __init__(self, workspace: str) -> None:
+        self.ports = Azurite(free_port(), free_port(), free_port())
+        self._workspace = workspace
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = _start_azurite(self.ports, self._workspace, in_memory=False)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()  # an outage, not a shutdown
+            self._process.wait()
+            self._process = None
+
+
+@contextlib.contextmanager
+def run_restartable_azurite() -> Iterator[RestartableAzurite]:
+    with tempfile.TemporaryDirectory(prefix="azurite-disk-") as workspace:
+        azurite = RestartableAzurite(workspace)
+        azurite.start()
+        try:
+            yield azurite
+        finally:
+            azurite.stop()
 
 
 @dataclass(frozen=True)

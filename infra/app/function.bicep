@@ -133,6 +133,7 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       ALERT_RULES: alertRules
       FLAPPING_DISCONNECTS: string(flappingDisconnects)
       FLAPPING_WINDOW_SECONDS: string(flappingWindowSeconds)
+      MAX_FUTURE_SECONDS: '300'
       // azure-identity's DefaultAzureCredential picks the user-assigned identity.
       AZURE_CLIENT_ID: identity.properties.clientId
       // Application Insights with Entra ID authentication (local auth is off).

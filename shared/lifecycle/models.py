@@ -22,6 +22,30 @@ class ConnectionRecord(ApiModel):
     reason: str | None = None
 
 
+class LatestTelemetry(ApiModel):
+    """The newest value of each metric the device sent, and when the newest came."""
+
+    timestamp: datetime
+    metrics: dict[str, bool | int | float | str]
+
+
+class LatestDetection(ApiModel):
+    label: str
+    confidence: float = Field(ge=0, le=1)
+    bbox: list[float] | None = Field(default=None, min_length=4, max_length=4)
+
+
+class LatestInference(ApiModel):
+    """A model's newest result on the device (its first 100 detections)."""
+
+    version: str
+    timestamp: datetime
+    inference_id: str
+    latency_ms: float | None = None
+    frame_id: str | None = None
+    detections: list[LatestDetection]
+
+
 class Device(ApiModel):
     device_id: str
     state: DeviceStateName = "Unknown"
@@ -39,8 +63,9 @@ class Device(ApiModel):
     updated_on: datetime | None = None
     deleted_at: datetime | None = None
     connection_history: list[ConnectionRecord] = Field(default_factory=list)
-    telemetry: dict[str, Any] | None = None
-    inference: dict[str, Any] | None = None
+    telemetry: LatestTelemetry | None = Field(default=None, description="Only from get_device.")
+    inference: dict[str, LatestInference] | None = Field(
+        default=None, description="Per model name; only from get_device.")
 
 
 StateKind = Literal["Enabled", "Disabled", "deleted"]

@@ -7,6 +7,10 @@ Table ``devices``:
   JSON in ``doc``, served as stored), the internal facts it was derived from
   (``states``), and the columns queries filter on (``deviceId``, ``connected``,
   ``deleted``, ``state``);
+* other rows of the partition hold fields that other capabilities keep for the
+  device (the streams' latest state): ``RowKey`` = the field (its JSON in ``doc``),
+  or ``field|name`` for one entry of a map field; ``get_device`` returns them with
+  the registry entry, ``list_devices`` does not;
 * the index of connected devices: partition ``~connected`` (no device key can be it:
   keys escape ``~`` as ``~7E``), one row per device, ``RowKey`` = ``c`` + the key.
 
@@ -81,15 +85,28 @@ class DeviceRegistry:
         self._store = store
 
     async def document(self, device_id: str) -> bytes | None:
-        """The device as the API returns it, JSON, as stored (no model is built)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
+        """The device as the API returns it, JSON, with the fields other capabilities
+        keep in its partition (one query; no model is built)."""
         table = await self._store.table(DEVICES_TABLE)
-        try:
-            entity = await table.get_entity(device_key(device_id), REGISTRY_ROW, select=["doc"])
-        except ResourceNotFoundError:
-            return None
-        return str(entity["doc"]).encode()
+        registry: dict[str, Any] | None = None
+        extra: dict[str, Any] = {}
+        async for entity in table.query_entities("PartitionKey eq @pk", parameters={"pk": device_key(device_id)},
+                                                 select=["RowKey", "doc"]):
+            row = entity["RowKey"]
+            if row == REGISTRY_ROW:
+                registry = orjson.loads(entity["doc"])
+            elif "|" in row:
+                name, key = row.split("|", 1)
+                extra.setdefault(name, {})[key] = orjson.loads(entity["doc"])
+            else:
+                extra[row] = orjson.loads(entity["doc"])
+        if registry is None:
+            if not extra:
+                return None
+            # Data arrived before any life cycle event did: the device exists all the same.
+            registry = {"deviceId": device_id, "state": "Unknown", "deleted": False, "connected": False,
+                        "connectionHistory": []}
+        return orjson.dumps(registry | extra)
 
     async def record(self, device_id: str) -> DeviceRecord | None:
         from azure.core.exceptions import ResourceNotFoundError

@@ -16,10 +16,11 @@ from shared import __version__
 from shared.alerts.api import OPERATIONS as ALERTS
 from shared.lifecycle.api import OPERATIONS as DEVICES
 from shared.meta.api import OPERATIONS as META
+from shared.streams.api import OPERATIONS as STREAMS
 from shared.platform.models import Problem
 from shared.platform.operations import Body, Operation
 
-OPERATIONS: tuple[Operation, ...] = (*DEVICES, *ALERTS, *META)
+OPERATIONS: tuple[Operation, ...] = (*DEVICES, *ALERTS, *STREAMS, *META)
 
 _REF = "#/components/schemas/{model}"
 # A function key is accepted in either place; one of them satisfies an operation.

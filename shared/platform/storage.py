@@ -36,6 +36,9 @@ class DataStore:
         self._credential: Any = None
         self._ready: set[str] = set()
         self._lock = asyncio.Lock()
+        # What the process remembers of this account between invocations (ETags,
+        # watermarks): never needed for correctness, gone with the clients.
+        self.memo: dict[Any, Any] = {}
 
     @property
     def table_service(self) -> TableServiceClient:
@@ -100,6 +103,7 @@ class DataStore:
                 await client.close()
         self._tables = self._blobs = self._credential = None
         self._ready.clear()
+        self.memo.clear()
 
 
 _store: DataStore | None = None

@@ -1,0 +1,89 @@
+"""An Event Hub batch as the ingest functions see it: where each event came from,
+and what decoding made of it.
+
+The host hands a function ``list[func.EventHubEvent]`` of one partition. Each event
+keeps its origin (hub, partition, sequence number, offset, enqueued time), which
+goes into every archive line and dead letter, so an operator can find the event
+in Event Hubs again, and which orders the partition's events for the archive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.platform.errors import InvalidInput
+from shared.platform.timestamps import format_timestamp
+from shared.streams.decode import Accepted, Rejected, decode
+from shared.streams.envelopes import Stream
+from shared.streams.limits import StreamLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where one event sits in Event Hubs."""
+
+    hub: str
+    partition: str
+    sequence_number: int
+    offset: str | None
+    enqueued_time: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hub": self.hub, "partitionId": self.partition, "sequenceNumber": self.sequence_number,
+                "offset": self.offset, "enqueuedTime": format_timestamp(self.enqueued_time)}
+
+
+@dataclass(slots=True)
+class Event:
+    """One event of the batch and what it holds: accepted messages and rejections."""
+
+    origin: Origin
+    body: bytes
+    results: list[Accepted | Rejected]
+
+
+def partition_context(events: Sequence[Any]) -> dict[str, Any]:
+    """The batch's ``PartitionContext`` as the host gives it (``PartitionId``,
+    ``EventHubName``, ...), the same on every event; empty when there is none."""
+    for event in events[:1]:
+        context = (getattr(event, "metadata", None) or {}).get("PartitionContext")
+        return context if isinstance(context, dict) else {}
+    return {}
+
+
+def read_batch(stream: Stream, events: Sequence[Any], *, hub: str, limits: StreamLimits,
+               now: datetime) -> list[Event]:
+    """Decode every event of one partition's batch, in sequence order. ``hub`` is
+    the stream's hub setting, used when the host's metadata does not name it.
+
+    A message's timestamp may lie at most ``limits.max_future_skew`` ahead of its
+    event's enqueued time (not of the time we read it), so a redelivery decides
+    exactly as the first delivery did."""
+    context = partition_context(events)
+    partition = str(context.get("PartitionId", "0"))
+    hub = str(context.get("EventHubName") or hub)
+    batch = []
+    for event in events:
+        sequence = event.sequence_number
+        if sequence is None:
+            raise InvalidInput("an Event Hub event without a sequence number cannot be archived exactly once")
+        enqueued = event.enqueued_time or now
+        if enqueued.tzinfo is None:
+            enqueued = enqueued.replace(tzinfo=UTC)  # the host's metadata is UTC
+        offset = str(event.offset) if event.offset is not None else None  # the host sends a number
+        origin = Origin(hub, partition, int(sequence), offset, enqueued.astimezone(UTC))
+        body = event.get_body()
+        try:
+            results = decode(stream, body, limits, now=origin.enqueued_time)
+        except Exception as exc:  # a bug of ours must not hold up the partition: this event waits in dead letters
+            log.exception("decoding %s event %s/%s/%d failed", stream, hub, partition, origin.sequence_number)
+            results = [Rejected(f"internal: decoding failed ({type(exc).__name__})", [], body)]
+        batch.append(Event(origin, body, results))
+    batch.sort(key=lambda e: e.origin.sequence_number)
+    return batch

@@ -1,0 +1,163 @@
+"""One Event Hub batch of telemetry or inference, end to end.
+
+1. Decode every event (pure; an unexpected error in deciding about one event
+   dead-letters that event with an ``internal`` reason, never the batch).
+2. Dead-letter each rejected body or array element, with its reason, errors,
+   original bytes and origin (idempotent: named by a hash of origin and bytes).
+3. Archive the accepted messages not archived yet, exactly once
+   (:mod:`shared.streams.archive`).
+4. Add each archive blob of inference results to the model statistics, once.
+5. Write the latest state of each device, coalesced (newer wins).
+6. Raise alerts by the rules (deterministic ids) and forward them to the alerts hub.
+7. Record how far the archive reaches.
+
+Every step is idempotent, so a failure anywhere fails the invocation (the host
+retries it with the function's retry policy) and the redelivery, whatever its
+boundaries, repeats nothing. On the last retry the whole batch goes to dead
+letters instead, so the partition moves on without losing it; if even that
+fails, the hub, partition and sequence range are logged for a replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.alerts.models import Alert
+from shared.alerts.store import AlertStore
+from shared.platform.deadletter import write_dead_letter
+from shared.platform.storage import DataStore, data_store
+from shared.platform.storage_names import INFERENCE_CONTAINER, TELEMETRY_CONTAINER
+from shared.streams.archive import Archive, Segment
+from shared.streams.batch import Event, Origin, read_batch
+from shared.streams.decode import Accepted, Rejected
+from shared.streams.envelopes import Stream
+from shared.streams.limits import StreamLimits
+from shared.streams.settings import StreamSettings
+from shared.streams.state import coalesce_inference, coalesce_telemetry, write_latest
+from shared.streams.stats import add_blob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What one invocation did, for logs, the demo and the tests."""
+
+    events: int = 0
+    accepted: int = 0
+    archived: int = 0
+    rejected: list[str] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+
+async def ingest(stream: Stream, events: Sequence[Any], *, retry_count: int = 0, max_retry_count: int = 0,
+                 now: datetime | None = None) -> Report:
+    """Handle one batch of one partition (``func.EventHubEvent`` objects)."""
+    from shared.platform.settings import settings_of
+
+    settings = settings_of(StreamSettings)
+    hub = settings.telemetry_hub_name if stream == "telemetry" else settings.inference_hub_name
+    limits = StreamLimits(max_future_skew=float(settings.max_future_seconds))
+    store = data_store()
+    now = now or datetime.now(UTC)
+    batch = read_batch(stream, events, hub=hub, limits=limits, now=now)
+    try:
+        return await _handle(store, stream, batch, now)
+    except Exception as exc:
+        if retry_count < max_retry_count:
+            raise  # the host retries the batch (the function's retry policy)
+        return await _give_up(store, stream, batch, exc, now)
+
+
+async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: datetime) -> Report:
+    report = Report(events=len(batch))
+    accepted = [r for e in batch for r in e.results if isinstance(r, Accepted)]
+    report.accepted = len(accepted)
+    rejections = [(e.origin, r) for e in batch for r in e.results if isinstance(r, Rejected)]
+    await asyncio.gather(*(_dead_letter(store, stream, origin, r, now) for origin, r in rejections))
+    report.rejected = [r.reason for _, r in rejections]
+    archive = Archive(store, stream, TELEMETRY_CONTAINER if stream == "telemetry" else INFERENCE_CONTAINER)
+    segments = await archive.append(batch)
+    report.archived = sum(_lines_in(batch, s) for s in segments if s.created)
+    if stream == "inference":
+        for segment in segments:
+            await add_blob(store, hub=batch[0].origin.hub, partition=batch[0].origin.partition,
+                           first_sequence=segment.first, lines=await _lines(archive, batch, segment))
+        await write_latest(store, {}, coalesce_inference(accepted))
+    else:
+        await write_latest(store, coalesce_telemetry(accepted), {})
+    report.alerts = await _alerts(store, stream, accepted, now)
+    if segments:
+        await archive.advance(batch[0].origin.hub, batch[0].origin.partition, segments[-1].last)
+    return report
+
+
+def _covered(batch: list[Event], segment: Segment) -> list[Event]:
+    return [e for e in batch if segment.first <= e.origin.sequence_number <= segment.last]
+
+
+def _lines_in(batch: list[Event], segment: Segment) -> int:
+    return sum(1 for e in _covered(batch, segment) for r in e.results if isinstance(r, Accepted))
+
+
+async def _lines(archive: Archive, batch: list[Event], segment: Segment) -> list[dict[str, Any]]:
+    """The archive lines of ``segment``: ours when this batch holds all its events,
+    else read back from the blob that an earlier delivery wrote."""
+    covered = _covered(batch, segment)
+    if covered and covered[0].origin.sequence_number == segment.first and \
+            covered[-1].origin.sequence_number == segment.last:
+        return [r.archive for e in covered for r in e.results if isinstance(r, Accepted)]
+    return await archive.read(segment)
+
+
+async def _alerts(store: DataStore, stream: Stream, accepted: list[Accepted], now: datetime) -> list[Alert]:
+    from shared.alerts.forward import forward
+    from shared.alerts.rules import stream_alerts
+
+    raised: dict[str, Alert] = {}
+    for result in accepted:
+        for alert in stream_alerts(stream, result.device_id, result.message, now):
+            raised.setdefault(alert.alert_id, alert)
+    if not raised:
+        return []
+    alerts = list(raised.values())
+    for alert in await AlertStore(store).add(alerts):
+        log.warning("alert %s on %r: %s", alert.rule, alert.device_id, alert.message)
+    await forward(alerts)  # every one raised, new or not: the last attempt may have stored without sending
+    return alerts
+
+
+async def _dead_letter(store: DataStore, stream: str, origin: Origin, rejected: Rejected, now: datetime) -> None:
+    where = origin.to_json() | ({"position": rejected.position} if rejected.position is not None else {})
+    await write_dead_letter(store, stream=stream, reason=rejected.reason, errors=rejected.errors,
+                            body=rejected.body, origin={"eventHub": where}, day=origin.enqueued_time,
+                            received_at=now)
+
+
+async def _give_up(store: DataStore, stream: Stream, batch: list[Event], exc: Exception, now: datetime) -> Report:
+    """The last retry failed: every event of the batch that the archive does not
+    hold yet (as far as its watermark says) to dead letters, whole."""
+    first, last = batch[0].origin, batch[-1].origin
+    try:
+        archive = Archive(store, stream, TELEMETRY_CONTAINER if stream == "telemetry" else INFERENCE_CONTAINER)
+        done = await archive.watermark(first.hub, first.partition)
+    except Exception:  # noqa: BLE001 - storage is what failed: assume nothing is archived
+        done = -1
+    batch = [e for e in batch if e.origin.sequence_number > done] or batch[-1:]
+    reason = f"internal: not processed after the last retry ({type(exc).__name__})"
+    log.error("giving up on %s events %s/%s %d-%d after the last retry; dead-lettering them: %r", stream,
+              first.hub, first.partition, first.sequence_number, last.sequence_number, exc)
+    try:
+        await asyncio.gather(*(_dead_letter(store, stream, e.origin, Rejected(reason, [], e.body), now)
+                               for e in batch))
+    except Exception:
+        log.exception("LOST unless replayed: %s hub %s partition %s sequence numbers %d-%d could not be "
+                      "dead-lettered either; replay them from Event Hubs", stream, first.hub, first.partition,
+                      first.sequence_number, last.sequence_number)
+        raise
+    return Report(events=len(batch), rejected=[reason] * len(batch))

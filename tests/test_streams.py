@@ -1,0 +1,241 @@
+"""telemetry_ingest and inference_ingest: every message that reaches Event Hubs ends
+in exactly one place, the archive or the dead letters, however often and in whatever
+batches the host delivers it; latest state and model statistics stay exact."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from azure.core.exceptions import AzureError
+
+from shared.platform.storage import data_store
+from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
+from tests.harness import failing_requests, http_request, json_of, storage_requests, user_function
+from tools.eventhub_factory import Partition, routed_body
+from tools.invoke import InvocationContext, retry_policy
+
+pytestmark = pytest.mark.usefixtures("app_env")
+NOW = datetime.now(UTC).replace(microsecond=0)
+START = NOW - timedelta(hours=1)
+
+
+def hub(stream: str = "telemetry") -> Partition:
+    """A partition of a hub of its own: tests share one Azurite."""
+    return Partition(f"{stream}-{uuid.uuid4().hex[:8]}", "3", first_sequence=1000, first_enqueued=START,
+                     spacing=timedelta(seconds=1))
+
+
+def telemetry(device: str, n: int, **metrics: Any) -> bytes:
+    at = START + timedelta(seconds=n)
+    payload = {"timestamp": at.isoformat().replace("+00:00", "Z"), "sequence": n,
+               "metrics": metrics or {"cpuTemp": 50 + n % 10, "fps": 30}}
+    return routed_body(payload, topic=f"devices/{device}/telemetry", at=at)
+
+
+def inference(device: str, n: int, *, model: str = "yolo", version: str = "8.1", latency: float = 20.0,
+              labels: tuple[str, ...] = ("person",)) -> bytes:
+    at = START + timedelta(seconds=n)
+    payload = {"timestamp": at.isoformat().replace("+00:00", "Z"), "inferenceId": f"{device}-{n}",
+               "model": {"name": model, "version": version}, "latencyMs": latency,
+               "detections": [{"label": label, "confidence": 0.5} for label in labels]}
+    return routed_body(payload, topic=f"devices/{device}/inference", at=at)
+
+
+def ingest(run: Any, stream: str, batch: list[Any], *, retry_count: int = 0) -> None:
+    function = f"{stream}_ingest"
+    max_retries = int(retry_policy(function)["max_retry_count"])
+    run(user_function(function)(batch, InvocationContext(function, retry_count=retry_count,
+                                                         max_retry_count=max_retries)))
+
+
+async def _blobs(container_name: str, prefix: str = "") -> dict[str, bytes]:
+    container = await data_store().container(container_name)
+    found = {}
+    async for blob in container.list_blobs(name_starts_with=prefix or None):
+        found[blob.name] = await (await container.download_blob(blob.name)).readall()
+    return found
+
+
+def archived(run: Any, partition: Partition, stream: str = "telemetry") -> list[dict[str, Any]]:
+    """Every archive line of ``partition``'s hub."""
+    container = TELEMETRY_CONTAINER if stream == "telemetry" else INFERENCE_CONTAINER
+    blobs = run(_blobs(container))
+    return [orjson.loads(line) for name, data in sorted(blobs.items()) if f"/{partition.hub}-" in name
+            for line in data.splitlines()]
+
+
+def dead_letters(run: Any, partition: Partition, stream: str = "telemetry") -> list[dict[str, Any]]:
+    letters = [orjson.loads(data) for data in run(_blobs(DEADLETTER_CONTAINER, f"{stream}/")).values()]
+    return [d for d in letters if d.get("eventHub", {}).get("hub") == partition.hub]
+
+
+def places(run: Any, partition: Partition, stream: str = "telemetry") -> Counter[tuple[int, int | None]]:
+    """How often each (sequence number, array position) is archived or dead-lettered."""
+    found: Counter[tuple[int, int | None]] = Counter()
+    for item in [*archived(run, partition, stream), *dead_letters(run, partition, stream)]:
+        origin = item["eventHub"]
+        found[(origin["sequenceNumber"], origin.get("position"))] += 1
+    return found
+
+
+def device(run: Any, device_id: str) -> dict[str, Any]:
+    response = run(user_function("get_device")(
+        http_request("GET", f"devices/{device_id}", route_params={"deviceId": device_id})))
+    assert response.status_code == 200, response.get_body()
+    return json_of(response)  # type: ignore[no-any-return]
+
+
+def test_accepted_messages_are_archived_with_their_origin_and_bad_ones_dead_lettered(run: Any) -> None:
+    log = hub()
+    dev = f"cam-{uuid.uuid4().hex[:6]}"
+    log.publish([telemetry(dev, 1), b"{not json", telemetry(dev, 2),
+                 routed_body({"timestamp": NOW.isoformat(), "deviceId": "someone-else", "metrics": {"x": 1}},
+                             topic=f"devices/{dev}/telemetry", at=NOW)])
+    ingest(run, "telemetry", log.deliver())
+    lines = archived(run, log)
+    assert [(line["deviceId"], line["sequence"], line["eventHub"]["sequenceNumber"]) for line in lines] == [
+        (dev, 1, 1000), (dev, 2, 1002)]
+    origin = lines[0]["eventHub"]
+    assert (origin["hub"], origin["partitionId"], origin["offset"]) == (log.hub, "3", str(log.log[0].offset))
+    letters = {d["eventHub"]["sequenceNumber"]: d for d in dead_letters(run, log)}
+    assert set(letters) == {1001, 1003}
+    assert letters[1001]["body"] == "{not json" and "JSON" in letters[1001]["reason"]
+    assert "spoofed" in letters[1003]["reason"]
+    assert letters[1003]["errors"] and letters[1003]["stream"] == "telemetry"
+
+
+def test_a_redelivered_batch_with_other_boundaries_archives_nothing_twice(run: Any) -> None:
+    log = hub()
+    log.publish([telemetry(f"d{n % 3}", n) for n in range(30)] + [b"null"] * 3)
+    for batch in log.batches(10):
+        ingest(run, "telemetry", batch)
+    for start, stop in ((1003, 1017), (1000, 1033), (1025, 1031)):  # overlapping replays
+        ingest(run, "telemetry", log.deliver(range(start, stop)))
+    assert places(run, log) == Counter({(seq, None): 1 for seq in range(1000, 1033)})
+
+
+def test_a_replay_that_starts_inside_an_archived_blob_goes_on_after_it(run: Any) -> None:
+    log = hub()
+    log.publish([telemetry("d", n) for n in range(20)])
+    ingest(run, "telemetry", log.deliver(range(1000, 1020)))
+    run(data_store().close())  # a new process: no watermark in memory
+    ingest(run, "telemetry", log.deliver(range(1005, 1020)))
+    assert places(run, log) == Counter({(seq, None): 1 for seq in range(1000, 1020)})
+
+
+def test_a_failure_fails_the_invocation_and_the_retry_completes_the_batch_exactly_once(run: Any) -> None:
+    log = hub()
+    log.publish([telemetry(f"d{n % 4}", n) for n in range(40)])
+    with failing_requests(run, "PUT", "/devices(", times=1), pytest.raises(AzureError):
+        ingest(run, "telemetry", log.deliver(range(1000, 1020)))  # archived, then the latest state fails
+    ingest(run, "telemetry", log.deliver(range(1000, 1040)), retry_count=1)  # the host retries, larger
+    assert places(run, log) == Counter({(seq, None): 1 for seq in range(1000, 1040)})
+    assert device(run, "d3")["telemetry"]["metrics"]["cpuTemp"] == 50 + 39 % 10
+
+
+def test_the_last_retry_dead_letters_the_batch_instead_of_failing(run: Any) -> None:
+    log = hub()
+    log.publish([telemetry("d", n) for n in range(5)])
+    last = int(retry_policy("telemetry_ingest")["max_retry_count"])
+    with failing_requests(run, "PUT", "/telemetry/", times=10):
+        ingest(run, "telemetry", log.deliver(), retry_count=last)  # no exception: the partition moves on
+    letters = dead_letters(run, log)
+    assert sorted(d["eventHub"]["sequenceNumber"] for d in letters) == list(range(1000, 1005))
+    assert all("after the last retry" in d["reason"] for d in letters)
+    assert orjson.loads(letters[0]["body"])["type"] == "MQTT.EventPublished", "the original bytes"
+
+
+def test_both_functions_declare_an_exponential_retry_policy() -> None:
+    for name in ("telemetry_ingest", "inference_ingest"):
+        policy = retry_policy(name)
+        assert policy["strategy"] == "exponential_backoff" and int(policy["max_retry_count"]) >= 1
+
+
+def test_latest_state_keeps_the_newest_value_of_each_metric_whatever_the_order(run: Any) -> None:
+    log = hub()
+    dev = f"sensor-{uuid.uuid4().hex[:6]}"
+    log.publish([telemetry(dev, 9, temp=9, battery=90), telemetry(dev, 3, temp=3, humidity=33),
+                 telemetry(dev, 5, temp=5)])
+    ingest(run, "telemetry", log.deliver(range(1000, 1001)))
+    ingest(run, "telemetry", log.deliver(range(1001, 1003)))  # older messages later: newer values stay
+    state = device(run, dev)["telemetry"]
+    assert state["metrics"] == {"temp": 9, "battery": 90, "humidity": 33}
+    assert state["timestamp"].startswith((START + timedelta(seconds=9)).strftime("%Y-%m-%dT%H:%M:%S"))
+    assert device(run, dev)["state"] == "Unknown", "telemetry before any life cycle event still shows"
+
+
+def test_concurrent_invocations_of_two_partitions_never_lose_a_newer_value(run: Any) -> None:
+    dev = f"shared-{uuid.uuid4().hex[:6]}"
+    one, two = hub(), hub()
+    one.publish([telemetry(dev, n, a=n) for n in range(0, 20, 2)])
+    two.publish([telemetry(dev, n, b=n) for n in range(1, 20, 2)])
+
+    async def both() -> None:
+        handler = user_function("telemetry_ingest")
+        await asyncio.gather(*(handler(p.deliver(), InvocationContext("telemetry_ingest"))
+                               for p in (one, two)))
+
+    run(both())
+    assert device(run, dev)["telemetry"]["metrics"] == {"a": 18, "b": 19}
+
+
+def test_one_batch_costs_one_archive_write_and_one_state_write_per_device(run: Any) -> None:
+    log = hub()
+    log.publish([telemetry(f"cost-{n % 10}", n) for n in range(300)])
+    first, second, third = log.batches(100)
+    ingest(run, "telemetry", first)  # warm: tables, watermarks, the devices' rows
+    with storage_requests(run) as requests:
+        ingest(run, "telemetry", second)
+        ingest(run, "telemetry", third)
+    # Per batch: the blob, the watermark, and one write per device (plus the first reads of a new process).
+    assert len(requests.seen) <= 2 * (2 + 10) + 10 + 2 + 2, requests.seen
+
+
+def test_inference_statistics_are_exact_under_redelivery(run: Any) -> None:
+    log = hub("inference")
+    model = f"m{uuid.uuid4().hex[:6]}"
+    bodies = [inference(f"cam-{n % 3}", n, model=model, version="1.0" if n < 10 else "2.0", latency=float(n),
+                        labels=("person", "car") if n % 2 else ("person",)) for n in range(20)]
+    log.publish(bodies)
+    for batch in log.batches(7):
+        ingest(run, "inference", batch)
+    ingest(run, "inference", log.deliver(range(1003, 1018)))  # a replay with other boundaries
+    run(data_store().close())
+    ingest(run, "inference", log.deliver(range(1010, 1020)))  # and one from a new process
+    response = run(user_function("get_model_stats")(http_request(
+        "GET", f"models/{model}/stats", route_params={"modelName": model},
+        params={"since": (START - timedelta(hours=1)).isoformat().replace("+00:00", "Z")})))
+    assert response.status_code == 200, response.get_body()
+    items = {item["version"]: item for item in json_of(response)["items"]}
+    assert (items["1.0"]["count"], items["2.0"]["count"]) == (10, 10)
+    assert items["1.0"]["labels"] == {"person": 10, "car": 5}
+    assert (items["1.0"]["latencyMsMean"], items["1.0"]["latencyMsMax"]) == (4.5, 9.0)
+    latest = device(run, "cam-1")["inference"][model]
+    assert (latest["version"], latest["inferenceId"]) == ("2.0", "cam-1-19")
+
+
+def test_model_stats_of_a_model_never_seen_is_404_and_a_bad_range_400(run: Any) -> None:
+    def stats(model: str, **params: str) -> Any:
+        return run(user_function("get_model_stats")(http_request(
+            "GET", f"models/{model}/stats", route_params={"modelName": model}, params=params)))
+
+    assert stats("never-seen").status_code == 404
+    assert stats("bad/name").status_code == 400
+    far = (NOW - timedelta(days=40)).isoformat().replace("+00:00", "Z")
+    assert "31 days" in json_of(stats("never-seen", since=far))["detail"]
+
+
+def test_an_array_body_archives_its_good_messages_and_dead_letters_each_bad_one(run: Any) -> None:
+    log = hub()
+    good = {"deviceId": "plc-1", "timestamp": NOW.isoformat(), "metrics": {"x": 1}}
+    log.publish([orjson.dumps([good, {"deviceId": "plc-1", "metrics": {}}, good | {"metrics": {"x": 2}}])])
+    ingest(run, "telemetry", log.deliver())
+    assert places(run, log) == Counter({(1000, 0): 1, (1000, 1): 1, (1000, 2): 1})
+    [letter] = dead_letters(run, log)
+    assert orjson.loads(letter["body"]) == {"deviceId": "plc-1", "metrics": {}}
