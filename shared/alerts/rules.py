@@ -145,10 +145,10 @@ def _choice(item: Mapping[str, Any], key: str, allowed: Sequence[str], default: 
 
 
 def _rule(item: Mapping[str, Any]) -> AlertRule:
-    unknown = sorted(key[:32] for key in item if key not in FIELDS)
+    unknown = sorted(key[:32] for key in item if key not in FIELDS)  # a typo must not pass unnoticed
     if unknown:
-        raise _Bad(f"has unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                   f"(allowed: {', '.join(FIELDS)})")
+        raise _Bad(f"has unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown[:5])}"
+                   f"{' ...' if len(unknown) > 5 else ''} (allowed: {', '.join(FIELDS)})")
     name = item.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise _Bad("name must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
