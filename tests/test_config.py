@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from shared.alerts.rules import DEFAULT_RULES
 from shared.alerts.settings import AlertSettings
 from shared.commands.settings import CommandSettings
 from shared.lifecycle.settings import LifecycleSettings
@@ -43,7 +44,9 @@ def test_defaults_follow_the_contract() -> None:
     assert load(StorageSettings, {"DataStorage": "UseDevelopmentStorage=true"}).connection_string == (
         AZURITE_CONNECTION_STRING)
     assert load(LifecycleSettings, {}) == LifecycleSettings(flapping_disconnects=5, flapping_window_seconds=600)
-    assert load(AlertSettings, {}) == AlertSettings(alerts_hub_name=None, alert_rules_json=None)
+    assert load(AlertSettings, {}) == AlertSettings(
+        rules=DEFAULT_RULES, alerts_hub_name=None, eventhub_connection_string=None, eventhub_namespace=None,
+        eventhub_client_id=None, eventhub_credential=None)
     streams = load(StreamSettings, {})
     assert (streams.telemetry_hub_name, streams.inference_hub_name, streams.command_responses_hub_name,
             streams.eventhub_consumer_group) == ("telemetry", "inference", "command-responses", "$Default")

@@ -1,1 +1,1 @@
-"""Alerts of every stream: the model and the store."""
+"""Alerts of every stream: the model, the store, the stream alert rules and forwarding to a hub."""

@@ -18,12 +18,15 @@ if TYPE_CHECKING:
     from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 
-def _credential(conn: StorageSettings) -> Any:
+def identity_credential(credential: str | None, client_id: str | None) -> Any:
+    """The async credential of an identity-based connection, as the Functions host
+    reads one: ``__credential=managedidentity`` (``__clientId`` for a user-assigned
+    identity), otherwise ``DefaultAzureCredential``. The caller closes it."""
     from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
-    if (conn.credential or "").lower() == "managedidentity":
-        return ManagedIdentityCredential(client_id=conn.client_id)
-    return DefaultAzureCredential(managed_identity_client_id=conn.client_id)
+    if (credential or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=client_id)
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
 
 
 class DataStore:
@@ -61,7 +64,7 @@ class DataStore:
         if self._conn.connection_string:
             return cls.from_connection_string(self._conn.connection_string, **options)
         if self._credential is None:  # one credential, one token cache, for both services
-            self._credential = _credential(self._conn)
+            self._credential = identity_credential(self._conn.credential, self._conn.client_id)
         return cls(service_uri, credential=self._credential, **options)
 
     async def table(self, name: str) -> TableClient:
