@@ -16,9 +16,11 @@ CONTRACT_FUNCTIONS = {
     "inference_ingest": "eventHubTrigger", "command_responses": "eventHubTrigger", "command_expiry": "timerTrigger",
     **{name: "httpTrigger" for name in (
         "send_command", "get_command", "list_commands", "cancel_command", "send_fleet_command",
-        "get_fleet_command", "list_devices", "get_device", "list_alerts", "health", "openapi")},
+        "get_fleet_command", "send_broadcast", "list_broadcasts", "list_devices", "get_device", "list_alerts",
+        "get_model_stats", "health", "openapi")},
 }
-BUILT = {"client_lifecycle", "list_devices", "get_device", "list_alerts", "health", "openapi"}
+BUILT = {"client_lifecycle", "telemetry_ingest", "inference_ingest", "list_devices", "get_device", "list_alerts",
+         "get_model_stats", "health", "openapi"}
 
 # Run in a fresh interpreter with an empty environment and no network.
 INDEX_SCRIPT = r"""
@@ -75,7 +77,7 @@ def test_http_routes_and_auth_levels_follow_the_contract() -> None:
               if any(b["type"] == "httpTrigger" for b in bindings)}
     expected = {"list_devices": ("devices", ["GET"]), "get_device": ("devices/{deviceId}", ["GET"]),
                 "list_alerts": ("alerts", ["GET"]), "health": ("health", ["GET"]),
-                "openapi": ("openapi.json", ["GET"])}
+                "openapi": ("openapi.json", ["GET"]), "get_model_stats": ("models/{modelName}/stats", ["GET"])}
     for name, (route, methods) in expected.items():
         assert (routes[name]["route"], [m.upper() for m in routes[name]["methods"]]) == (route, methods)
         anonymous = name in ("health", "openapi")
@@ -130,3 +132,13 @@ def test_the_sample_names_no_setting_the_code_does_not_read() -> None:
     # The Event Hubs connection is read by the host's trigger bindings (later issues).
     unread = sample - settings_read_by_code() - host_settings - binding_settings() - {"EventHubConnection"}
     assert unread == set()
+
+
+def test_the_stream_functions_read_a_partitions_batch_as_bytes_from_the_contract_hubs() -> None:
+    functions = index_app()["functions"]
+    assert isinstance(functions, dict)
+    for name, hub in (("telemetry_ingest", "%TELEMETRY_HUB_NAME%"), ("inference_ingest", "%INFERENCE_HUB_NAME%")):
+        [trigger] = [b for b in functions[name] if b["type"] == "eventHubTrigger"]
+        assert (trigger["eventHubName"], trigger["connection"], trigger["consumerGroup"]) == (
+            hub, "EventHubConnection", "%EVENTHUB_CONSUMER_GROUP%")
+        assert (trigger["cardinality"].lower(), trigger["dataType"].lower()) == ("many", "binary")

@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 import pytest
 from azure.core.exceptions import AzureError
+from tools.eventhub_factory import Partition, routed_body
 
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
 from tests.harness import failing_requests, http_request, json_of, storage_requests, user_function
-from tools.eventhub_factory import Partition, routed_body
 from tools.invoke import InvocationContext, retry_policy
 
 pytestmark = pytest.mark.usefixtures("app_env")

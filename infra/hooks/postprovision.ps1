@@ -40,7 +40,7 @@ $values = [ordered]@{
     ALERT_RULES                                 = (Get-Setting 'ALERT_RULES' '')
     FLAPPING_DISCONNECTS                        = (Get-Setting 'FLAPPING_DISCONNECTS' '5')
     FLAPPING_WINDOW_SECONDS                     = (Get-Setting 'FLAPPING_WINDOW_SECONDS' '600')
-    MAX_FUTURE_SECONDS                          = (Get-Setting 'MAX_FUTURE_SECONDS' '300')
+    MAX_FUTURE_SECONDS                          = '300'
 }
 [ordered]@{ IsEncrypted = $false; Values = $values } |
     ConvertTo-Json -Depth 4 |

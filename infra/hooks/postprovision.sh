@@ -49,7 +49,7 @@ values = {
     "ALERT_RULES": env("ALERT_RULES", ""),
     "FLAPPING_DISCONNECTS": env("FLAPPING_DISCONNECTS") or "5",
     "FLAPPING_WINDOW_SECONDS": env("FLAPPING_WINDOW_SECONDS") or "600",
-    "MAX_FUTURE_SECONDS": env("MAX_FUTURE_SECONDS") or "300",
+    "MAX_FUTURE_SECONDS": "300",
 }
 with open("local.settings.json", "w", encoding="utf-8") as handle:
     json.dump({"IsEncrypted": False, "Values": values}, handle, indent=2)

@@ -16,9 +16,9 @@ from shared import __version__
 from shared.alerts.api import OPERATIONS as ALERTS
 from shared.lifecycle.api import OPERATIONS as DEVICES
 from shared.meta.api import OPERATIONS as META
-from shared.streams.api import OPERATIONS as STREAMS
 from shared.platform.models import Problem
 from shared.platform.operations import Body, Operation
+from shared.streams.api import OPERATIONS as STREAMS
 
 OPERATIONS: tuple[Operation, ...] = (*DEVICES, *ALERTS, *STREAMS, *META)
 

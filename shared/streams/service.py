@@ -116,19 +116,25 @@ async def _lines(archive: Archive, batch: list[Event], segment: Segment) -> list
 
 
 async def _alerts(store: DataStore, stream: Stream, accepted: list[Accepted], now: datetime) -> list[Alert]:
+    """Alerts by the rules, stored (ids derived from device, rule and cooldown
+    bucket, so a storm or a redelivery stores one) and forwarded to the alerts hub."""
     from shared.alerts.forward import forward
-    from shared.alerts.rules import stream_alerts
+    from shared.alerts.rules import distinct, inference_alerts, telemetry_alerts
+    from shared.alerts.settings import AlertSettings
+    from shared.platform.settings import settings_of
 
-    raised: dict[str, Alert] = {}
-    for result in accepted:
-        for alert in stream_alerts(stream, result.device_id, result.message, now):
-            raised.setdefault(alert.alert_id, alert)
-    if not raised:
+    rules = settings_of(AlertSettings).rules
+    evaluate = telemetry_alerts if stream == "telemetry" else inference_alerts
+    alerts = distinct(alert for r in accepted for alert in evaluate(rules, r.device_id, r.message, now))  # type: ignore[arg-type]
+    if not alerts:
         return []
-    alerts = list(raised.values())
     for alert in await AlertStore(store).add(alerts):
         log.warning("alert %s on %r: %s", alert.rule, alert.device_id, alert.message)
-    await forward(alerts)  # every one raised, new or not: the last attempt may have stored without sending
+    # Forward every alert raised, new or not, unless this process already sent it:
+    # an earlier attempt may have stored an alert and failed before sending it.
+    unsent = [a for a in alerts if ("forwarded", a.alert_id) not in store.memo]
+    await forward(unsent)
+    store.memo.update({("forwarded", a.alert_id): True for a in unsent})
     return alerts
 
 
