@@ -167,14 +167,23 @@ def test_a_partition_needs_aware_times_and_real_partition_keys() -> None:
 # --- routed CloudEvents ---------------------------------------------------------------------
 
 
-def test_a_routed_json_payload_has_the_shape_of_the_shared_sample() -> None:
-    expected = sample("routed-telemetry.json")
+@pytest.mark.parametrize("name", ["routed-telemetry.json", "routed-command-response.json"])
+def test_a_routed_json_payload_has_the_shape_of_the_shared_sample(name: str) -> None:
+    expected = sample(name)
     built = routed_event(expected["data"], topic=expected["subject"],
                          at=parse_timestamp(expected["time"], field="time"), content_type="application/json")
     assert {k: v for k, v in built.items() if k not in STATIC_ENRICHMENTS and k != "id"} == {
         k: v for k, v in expected.items() if k != "id"}
     assert built["type"] == ROUTED_EVENT_TYPE
     assert built[DEVICE_ID_ENRICHMENT] == "camera-017"
+
+
+def test_the_publishing_client_is_the_topics_device_unless_given() -> None:
+    assert routed_event({}, topic="devices/site/a/cam-1/inference", at=FIRST)[DEVICE_ID_ENRICHMENT] == "site/a/cam-1"
+    assert routed_event({}, topic="devices/cam-1/commands/c-9/response", at=FIRST)[DEVICE_ID_ENRICHMENT] == "cam-1"
+    assert routed_event({}, topic="devices/cam-1/telemetry", at=FIRST, client="cam-2")[DEVICE_ID_ENRICHMENT] == "cam-2"
+    with pytest.raises(ValueError, match="give client"):
+        routed_event({}, topic="devices/cam-1/logs", at=FIRST)
 
 
 def test_a_routed_binary_payload_has_the_shape_of_the_base64_sample() -> None:

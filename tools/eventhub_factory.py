@@ -32,6 +32,7 @@ mapping on every event: ``events[0].metadata["PartitionContext"]["PartitionId"]`
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ ROUTED_EVENT_TYPE = "MQTT.EventPublished"
 # The routing enrichments of infra/app/eventgrid-routing.bicep: dynamic, then static.
 DEVICE_ID_ENRICHMENT = "deviceid"  # ${client.authenticationName}
 STATIC_ENRICHMENTS = {"app": "edge-cloud-messaging"}
+
+# The device topics (infra's topic spaces); the device id may hold "/".
+_DEVICE_TOPIC = re.compile(r"devices/(.+)/(?:telemetry|inference|commands/[^/]+/response)")
 
 # An event's offset is its byte position in the partition: the next one starts after
 # its body and the AMQP envelope around it (an allowance; the real size varies).
@@ -242,14 +246,15 @@ def routed_event(payload: Any, *, topic: str, at: datetime, client: str | None =
     ``time`` the broker's receipt, ``id`` a service-stamped id (derived from the rest,
     so redelivering the same message gives the same event). ``client`` is the publishing
     client's authentication name (the ``deviceid`` enrichment); by default the device of a
-    ``devices/{id}/...`` topic. ``content_type`` becomes ``datacontenttype`` when given
-    (the docs' schema shows none; ``../shared/samples`` carry one)."""
+    device topic (``devices/{id}/telemetry``, ``.../inference``,
+    ``.../commands/{c}/response``). ``content_type`` becomes ``datacontenttype`` when
+    given (the docs' schema shows none; ``../shared/samples`` carry one)."""
     raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     if client is None:
-        prefix, _, rest = topic.partition("/")
-        client, slash, _ = rest.rpartition("/")
-        if prefix != "devices" or not slash or not client:
-            raise ValueError("give client: the topic does not name a device (devices/{id}/...)")
+        device = _DEVICE_TOPIC.fullmatch(topic)
+        if device is None:
+            raise ValueError("give client: the topic is none of the device topics that name it")
+        client = device.group(1)
     document: dict[str, Any] = {
         "specversion": "1.0",
         "id": event_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}|{topic}|{at.isoformat()}|{raw.hex()}")),
