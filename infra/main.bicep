@@ -157,6 +157,8 @@ var tags = {
 var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 var lifecycleDeadLetterContainerName = 'lifecycle-deadletter'
+// Routed MQTT messages Event Grid could not deliver to a hub (docs/deploy.md).
+var routingDeadLetterContainerName = 'routing-deadletter'
 
 // Blob containers and tables the app reads and writes (shared/storage_names.py).
 var dataBlobContainers = [
@@ -226,6 +228,7 @@ module storage 'app/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     dataContainerNames: dataBlobContainers
     lifecycleDeadLetterContainerName: lifecycleDeadLetterContainerName
+    routingDeadLetterContainerName: routingDeadLetterContainerName
     tableNames: dataTables
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
@@ -270,6 +273,7 @@ module eventGrid 'app/eventgrid.bicep' = {
     deviceClients: allDeviceClients
     storageAccountName: storage.outputs.name
     lifecycleDeadLetterContainerName: lifecycleDeadLetterContainerName
+    routingDeadLetterContainerName: routingDeadLetterContainerName
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
@@ -345,6 +349,7 @@ output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
 output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output LIFECYCLE_DEADLETTER_CONTAINER string = lifecycleDeadLetterContainerName
+output ROUTING_DEADLETTER_CONTAINER string = routingDeadLetterContainerName
 
 output EVENTHUB_NAMESPACE_NAME string = eventHubs.outputs.name
 output EVENTHUB_FULLY_QUALIFIED_NAMESPACE string = eventHubs.outputs.fullyQualifiedNamespace

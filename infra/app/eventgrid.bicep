@@ -10,7 +10,9 @@
 // (CloudEvents, with a routing enrichment `deviceid`), from which three push
 // subscriptions deliver to the Event Hubs, filtered by subject (= MQTT topic),
 // with the namespace's system-assigned identity (Azure Event Hubs Data Sender
-// on each hub).
+// on each hub). What they cannot deliver within their retries and time to live
+// is dead-lettered, with the same identity, to the routing dead-letter
+// container (Storage Blob Data Contributor on that container only).
 // The system topic of the namespace carries the client life cycle events; its
 // subscription to the `client_lifecycle` function is created after the code is
 // deployed (infra/eventgrid-subscription.bicep, azd postdeploy hook).
@@ -29,6 +31,7 @@ param commandResponsesHubName string
 param deviceClients array = []
 param storageAccountName string
 param lifecycleDeadLetterContainerName string
+param routingDeadLetterContainerName string
 param logAnalyticsWorkspaceId string = ''
 
 var deviceClientGroupName = 'edge-devices'
@@ -38,7 +41,7 @@ var deviceIdEnrichmentKey = 'deviceid'
 
 // Built-in role: Azure Event Hubs Data Sender.
 var eventHubsDataSenderRoleId = '2b629674-e913-4c01-ae53-ef4638d8f975'
-// Built-in role: Storage Blob Data Contributor (dead letters of the life cycle subscription).
+// Built-in role: Storage Blob Data Contributor (dead letters of the life cycle and routing subscriptions).
 var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
 // Which MQTT topics go to which hub: the subject of a routed message is its MQTT topic.
@@ -184,6 +187,24 @@ resource clients 'Microsoft.EventGrid/namespaces/clients@2025-02-15' = [
   }
 ]
 
+// ----------------------------------------------------------------------------- dead-letter containers (infra/app/storage.bicep)
+
+resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
+  name: storageAccountName
+
+  resource blobService 'blobServices' existing = {
+    name: 'default'
+
+    resource lifecycleDeadLetter 'containers' existing = {
+      name: lifecycleDeadLetterContainerName
+    }
+
+    resource routingDeadLetter 'containers' existing = {
+      name: routingDeadLetterContainerName
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------- routing: namespace topic -> Event Hubs
 
 resource routeTopic 'Microsoft.EventGrid/namespaces/topics@2025-02-15' = {
@@ -207,7 +228,7 @@ resource targetHubs 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' existin
   }
 ]
 
-// The namespace's identity may send to each target hub, and nothing else.
+// The namespace's identity may send to each target hub (and to no other hub) ...
 resource namespaceSendsToHubs 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for (route, i) in routes: {
     name: guid(targetHubs[i].id, namespace.id, eventHubsDataSenderRoleId)
@@ -220,6 +241,18 @@ resource namespaceSendsToHubs 'Microsoft.Authorization/roleAssignments@2022-04-0
     }
   }
 ]
+
+// ... and may write the messages it could not deliver to the routing dead-letter container.
+resource namespaceWritesDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage::blobService::routingDeadLetter.id, namespace.id, storageBlobDataContributorRoleId)
+  scope: storage::blobService::routingDeadLetter
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    principalId: namespace.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Event Grid namespace ${name} writes routed MQTT messages it could not deliver.'
+  }
+}
 
 resource hubSubscriptions 'Microsoft.EventGrid/namespaces/topics/eventSubscriptions@2025-02-15' = [
   for (route, i) in routes: {
@@ -253,6 +286,21 @@ resource hubSubscriptions 'Microsoft.EventGrid/namespaces/topics/eventSubscripti
         push: {
           maxDeliveryCount: 10
           eventTimeToLive: 'P1D'
+          // After the last attempt or the time to live, the message is written to
+          // {container}/{namespace}/{topic}/{subscription}/{y}/{m}/{d}/{h}/{guid}.json
+          // instead of being dropped (replay: docs/deploy.md).
+          deadLetterDestinationWithResourceIdentity: {
+            identity: {
+              type: 'SystemAssigned'
+            }
+            deadLetterDestination: {
+              endpointType: 'StorageBlob'
+              properties: {
+                resourceId: storage.id
+                blobContainerName: storage::blobService::routingDeadLetter.name
+              }
+            }
+          }
           deliveryWithResourceIdentity: {
             identity: {
               type: 'SystemAssigned'
@@ -278,6 +326,7 @@ resource hubSubscriptions 'Microsoft.EventGrid/namespaces/topics/eventSubscripti
     }
     dependsOn: [
       namespaceSendsToHubs
+      namespaceWritesDeadLetters
     ]
   }
 ]
@@ -301,18 +350,6 @@ module routing 'eventgrid-routing.bicep' = {
 }
 
 // ----------------------------------------------------------------------------- client life cycle events
-
-resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
-  name: storageAccountName
-
-  resource blobService 'blobServices' existing = {
-    name: 'default'
-
-    resource lifecycleDeadLetter 'containers' existing = {
-      name: lifecycleDeadLetterContainerName
-    }
-  }
-}
 
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: systemTopicName

@@ -1,7 +1,8 @@
 // Storage account of the function app: host state (AzureWebJobsStorage), the
 // Flex Consumption deployment package, the app's data (DataStorage: archive and
-// dead-letter containers, tables) and the dead letters of the Event Grid life
-// cycle subscription. Shared keys are off: every client uses Entra ID.
+// dead-letter containers, tables) and what Event Grid could not deliver: life
+// cycle events (system topic subscription) and routed MQTT messages (namespace
+// topic subscriptions). Shared keys are off: every client uses Entra ID.
 
 param location string
 param tags object
@@ -9,6 +10,7 @@ param name string
 param deploymentContainerName string
 param dataContainerNames string[]
 param lifecycleDeadLetterContainerName string
+param routingDeadLetterContainerName string
 param tableNames string[]
 param logAnalyticsWorkspaceId string = ''
 
@@ -62,6 +64,13 @@ resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
 
     resource lifecycleDeadLetterContainer 'containers' = {
       name: lifecycleDeadLetterContainerName
+      properties: {
+        publicAccess: 'None'
+      }
+    }
+
+    resource routingDeadLetterContainer 'containers' = {
+      name: routingDeadLetterContainerName
       properties: {
         publicAccess: 'None'
       }

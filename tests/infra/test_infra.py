@@ -70,7 +70,7 @@ ALLOWED_ROLES: dict[str, tuple[str, str]] = {
     ),
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": (
         "Storage Blob Data Contributor",
-        "life cycle dead letters (system topic, one container); developer data access",
+        "Event Grid dead letters (life cycle, routing: one container each); developer data access",
     ),
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": ("Storage Queue Data Contributor", "Functions host queues"),
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": ("Storage Table Data Contributor", "app tables"),
@@ -564,7 +564,12 @@ def test_containers_and_tables_match_the_app() -> None:
     assert "deploymentContainerName" in main.variables
     storage = bicep(INFRA / "app" / "storage.bicep")
     containers = [r for r in storage.resources if r.type_name.endswith("blobServices/containers")]
-    assert {r.symbol for r in containers} == {"deploymentContainer", "dataContainers", "lifecycleDeadLetterContainer"}
+    assert {r.symbol for r in containers} == {
+        "deploymentContainer",
+        "dataContainers",
+        "lifecycleDeadLetterContainer",
+        "routingDeadLetterContainer",
+    }
     assert any(r.type_name.endswith("tableServices/tables") and r.loop for r in storage.resources)
 
 
@@ -716,6 +721,86 @@ def test_lifecycle_subscription() -> None:
     assert prop(sub.body, "properties.retryPolicy.maxDeliveryAttempts") is not None
     dead = prop(sub.body, "properties.deadLetterWithResourceIdentity")
     assert literal(dead, "deadLetterDestination.endpointType") == "StorageBlob"
+
+
+# --------------------------------------------------------------------------- routed messages not delivered
+
+EVENTGRID_BICEP = INFRA / "app" / "eventgrid.bicep"
+ROUTING_DEADLETTER_CONTAINER = "routing-deadletter"
+
+
+def role_of(assignment: Resource, template: BicepFile) -> str:
+    """The built-in role an assignment grants, its id written literally or in a variable."""
+    role = prop(assignment.body, "properties.roleDefinitionId")
+    assert role is not None
+    match = re.search(r",\s*'?([A-Za-z0-9-]+)'?\s*\)$", role.text)
+    assert match, role.text
+    ref = match.group(1)
+    variable = template.variables.get(ref)
+    return BUILTIN_ROLES[str(variable.literal) if variable is not None else ref]
+
+
+def test_the_routing_dead_letter_container_exists_and_event_grid_is_given_it() -> None:
+    main = bicep(MAIN_BICEP)
+    assert main.variables["routingDeadLetterContainerName"].literal == ROUTING_DEADLETTER_CONTAINER
+    for module_path in ("app/storage.bicep", "app/eventgrid.bicep"):
+        module = next(m for m in main.modules if m.path == module_path)
+        passed = prop(module.body, "params.routingDeadLetterContainerName")
+        assert passed is not None, module_path
+        assert passed.text == "routingDeadLetterContainerName", module_path
+    assert main.outputs["ROUTING_DEADLETTER_CONTAINER"].text == "routingDeadLetterContainerName"
+    (container,) = [
+        r
+        for r in bicep(INFRA / "app" / "storage.bicep").resources
+        if r.type_name.endswith("blobServices/containers") and r.symbol == "routingDeadLetterContainer"
+    ]
+    assert prop(container.body, "name").text == "routingDeadLetterContainerName"  # type: ignore[union-attr]
+    assert literal(container.body, "properties.publicAccess") == "None"
+    (existing,) = [r for r in bicep(EVENTGRID_BICEP).resources if r.symbol == "routingDeadLetter"]
+    assert existing.existing
+    assert existing.type_name == "Microsoft.Storage/storageAccounts/blobServices/containers"
+    assert prop(existing.body, "name").text == "routingDeadLetterContainerName"  # type: ignore[union-attr]
+
+
+def test_every_push_subscription_dead_letters_to_that_container_with_the_namespace_identity() -> None:
+    subscriptions = resources_of("Microsoft.EventGrid/namespaces/topics/eventSubscriptions")
+    assert subscriptions
+    for subscription in subscriptions:
+        assert literal(subscription.body, "properties.deliveryConfiguration.deliveryMode") == "Push"
+        push = prop(subscription.body, "properties.deliveryConfiguration.push")
+        dead = prop(push, "deadLetterDestinationWithResourceIdentity")
+        assert dead is not None, f"{subscription.symbol}: no dead-letter destination, undelivered messages are lost"
+        # The namespace's own (system-assigned) identity, the one that delivers.
+        assert literal(dead, "identity.type") == "SystemAssigned"
+        assert literal(push, "deliveryWithResourceIdentity.identity.type") == "SystemAssigned"
+        assert literal(dead, "deadLetterDestination.endpointType") == "StorageBlob"
+        assert prop(dead, "deadLetterDestination.properties.resourceId").text == "storage.id"  # type: ignore[union-attr]
+        container = prop(dead, "deadLetterDestination.properties.blobContainerName")
+        assert container is not None
+        assert container.text == "storage::blobService::routingDeadLetter.name"
+        depends = prop(subscription.body, "dependsOn")
+        assert depends is not None
+        assert "namespaceWritesDeadLetters" in {item.text for item in depends.items}
+    namespaces = [r for r in bicep(EVENTGRID_BICEP).resources if r.type_name == "Microsoft.EventGrid/namespaces"]
+    assert [literal(ns.body, "identity.type") for ns in namespaces] == ["SystemAssigned"]
+
+
+def test_the_namespace_identity_writes_dead_letters_to_that_container_only() -> None:
+    template = bicep(EVENTGRID_BICEP)
+    granted = {}
+    for assignment in template.resources:
+        if assignment.type_name != "Microsoft.Authorization/roleAssignments":
+            continue
+        principal = prop(assignment.body, "properties.principalId")
+        assert principal is not None
+        if principal.text == "namespace.identity.principalId":
+            scope = prop(assignment.body, "scope")
+            assert scope is not None
+            granted[role_of(assignment, template)] = scope.text
+    assert granted == {
+        "Azure Event Hubs Data Sender": "targetHubs[i]",
+        "Storage Blob Data Contributor": "storage::blobService::routingDeadLetter",
+    }
 
 
 # --------------------------------------------------------------------------- azd
