@@ -102,7 +102,8 @@ def test_fixed_shapes_admit_no_other_property_and_free_form_values_do() -> None:
     device = SCHEMAS["Device"]["properties"]
     assert device["attributes"]["additionalProperties"] is True
     assert device["inference"]["additionalProperties"] == {"$ref": "#/components/schemas/LatestInference"}
-    assert device["telemetry"] == {"$ref": "#/components/schemas/LatestTelemetry", "description": "Only from get_device."}
+    assert device["telemetry"] == {"$ref": "#/components/schemas/LatestTelemetry",
+                                   "description": "Only from get_device."}
 
 
 @pytest.mark.parametrize("model", [Device, ConnectionRecord, Alert])
