@@ -5,6 +5,8 @@ batches the host delivers it; latest state and model statistics stay exact."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -13,10 +15,13 @@ from typing import Any
 import orjson
 import pytest
 from azure.core.exceptions import AzureError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
 from tests.harness import failing_requests, http_request, json_of, storage_requests, user_function
+from tests.test_stream_decoding import CORPUS
 from tools.eventhub_factory import Partition, routed_body
 from tools.invoke import InvocationContext, retry_policy
 
@@ -241,3 +246,145 @@ def test_an_array_body_archives_its_good_messages_and_dead_letters_each_bad_one(
     assert places(run, log) == Counter({(1000, 0): 1, (1000, 1): 1, (1000, 2): 1})
     [letter] = dead_letters(run, log)
     assert orjson.loads(letter["body"]) == {"deviceId": "plc-1", "metrics": {}}
+
+
+def test_the_bad_input_corpus_ends_in_dead_letters_and_spoils_no_good_message(run: Any) -> None:
+    log = hub()
+    bad = [body for _, stream, body, _ in CORPUS if stream == "telemetry"]
+    assert len(bad) >= 30
+    log.publish([telemetry("good", 0), *bad, telemetry("good", 1)])
+    ingest(run, "telemetry", log.deliver())
+    last = 1000 + len(bad) + 1
+    assert set(places(run, log).values()) == {1}, "each message in one place, once"
+    good = {(line["eventHub"]["sequenceNumber"], line["deviceId"]) for line in archived(run, log)}
+    assert {(1000, "good"), (last, "good")} <= good
+    letters = dead_letters(run, log)
+    assert {d["eventHub"]["sequenceNumber"] for d in letters} == set(range(1001, last)), "every bad body"
+    assert all(d["reason"] and len(d["reason"]) < 400 for d in letters)
+    for letter in letters:  # the original bytes (of the body, or of the bad element of an array)
+        original = letter["body"].encode() if "body" in letter else base64.b64decode(letter["bodyBase64"])
+        body = bad[letter["eventHub"]["sequenceNumber"] - 1001]
+        position = letter["eventHub"].get("position")
+        assert original == (body if position is None else orjson.dumps(orjson.loads(body)[position]))
+
+
+def test_an_unexpected_error_about_one_message_dead_letters_it_as_internal(run: Any, monkeypatch: Any) -> None:
+    from shared.streams import batch
+
+    real = batch.decode  # type: ignore[attr-defined]  # the name the batch module calls
+
+    def buggy(stream: Any, body: bytes, *args: Any, **kwargs: Any) -> Any:
+        if b"trip" in body:
+            raise ZeroDivisionError("a bug")
+        return real(stream, body, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "decode", buggy)
+    log = hub()
+    log.publish([telemetry("ok", 1), telemetry("ok", 2, trip=1), telemetry("ok", 3)])
+    ingest(run, "telemetry", log.deliver())
+    assert [line["sequence"] for line in archived(run, log)] == [1, 3]
+    [letter] = dead_letters(run, log)
+    assert letter["reason"] == "internal: decoding failed (ZeroDivisionError)"
+
+
+def test_storage_stopping_mid_batch_fails_it_and_a_redelivery_stores_everything_once(run: Any) -> None:
+    """Azurite itself is stopped in the middle of a batch, then started again."""
+    from shared.platform.settings import reset_settings
+    from shared.platform.storage import reset_data_store
+    from tests.harness import _hook, changed_settings
+    from tools.services import run_restartable_azurite
+
+    log = hub()
+    log.publish([telemetry(f"outage-{n % 5}", n) for n in range(60)])
+    with run_restartable_azurite() as azurite:
+        address = azurite.ports
+        connection = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+                      f"{__import__('tools.services', fromlist=['AZURITE_KEY']).AZURITE_KEY};"
+                      f"BlobEndpoint=http://127.0.0.1:{address.blob_port}/devstoreaccount1;"
+                      f"TableEndpoint=http://127.0.0.1:{address.table_port}/devstoreaccount1;")
+        with changed_settings(run, {"DataStorage": connection}):
+            ingest(run, "telemetry", log.deliver(range(1000, 1020)))
+            requests: list[str] = []
+
+            def stop_after_the_blob(method: str, path: str) -> None:
+                requests.append(f"{method} {path}")
+                if method == "PUT" and "/devices(" in path and len(requests) > 3:
+                    azurite.stop()  # the archive blob is written; the latest state is not
+
+            with _hook(run, stop_after_the_blob, retry_total=0), pytest.raises(AzureError):
+                ingest(run, "telemetry", log.deliver(range(1020, 1040)))
+            azurite.start()
+            run(reset_data_store())
+            reset_settings()
+            ingest(run, "telemetry", log.deliver(range(1020, 1040)), retry_count=1)  # the same boundaries
+            ingest(run, "telemetry", log.deliver(range(1010, 1060)), retry_count=2)  # and other ones
+            lines = archived(run, log)
+            state = device(run, "outage-4")["telemetry"]
+    assert Counter(line["eventHub"]["sequenceNumber"] for line in lines) == Counter(range(1000, 1060))
+    assert state["metrics"]["cpuTemp"] == 50 + 59 % 10
+
+
+def test_a_storm_raises_one_alert_stored_and_forwarded_at_least_once(run: Any) -> None:
+    from shared.alerts import forward
+    from shared.alerts.settings import AlertSettings
+    from shared.platform.settings import load
+    from tests.test_alert_forward import ProducerDouble
+
+    producer = ProducerDouble(fail_on=1)  # the first send is lost
+    settings = load(AlertSettings, {"ALERTS_HUB_NAME": "alerts", "EventHubConnection": "Endpoint=sb://x/;"
+                                    "SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0"})
+    forward._hub = forward.AlertHub(settings, lambda _: (producer, None))
+    try:
+        dev = f"hot-{uuid.uuid4().hex[:6]}"
+        log = hub()
+        log.publish([telemetry(dev, n, cpuTemp=90 + n % 3) for n in range(12)])
+        with pytest.raises(Exception, match="connection lost"):
+            ingest(run, "telemetry", log.deliver(range(1000, 1006)))  # stored, then the send fails
+        for batch in log.batches(4):
+            ingest(run, "telemetry", batch, retry_count=1)
+        ingest(run, "telemetry", log.deliver())  # a replay
+    finally:
+        forward._hub = None
+    response = run(user_function("list_alerts")(http_request("GET", "alerts", params={"deviceId": dev})))
+    [stored] = json_of(response)["items"]
+    assert (stored["rule"], stored["stream"], stored["severity"]) == ("cpuTempHigh", "telemetry", "warning")
+    sent = [orjson.loads(event.body_as_str()) for _, event in producer.events()]
+    assert [a["alertId"] for a in sent] == [stored["alertId"]], "sent once by this process, after the failure"
+
+
+# --- property: any bodies, any batches, any replays ---------------------------------
+
+def _body(kind: int, n: int) -> bytes:
+    if kind == 0:
+        return telemetry(f"p{n % 4}", n)
+    if kind == 1:
+        good = {"deviceId": f"p{n % 4}", "timestamp": START.isoformat(), "metrics": {"n": n}}
+        return orjson.dumps([good, {"deviceId": "p", "metrics": "no"}, good])
+    return CORPUS[(kind * 7 + n) % len(CORPUS)][2]
+
+
+@given(kinds=st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=25), data=st.data())
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_bodies_in_any_batches_end_in_exactly_one_place_and_replays_change_nothing(
+        run: Any, kinds: list[int], data: st.DataObject) -> None:
+    log = hub()
+    log.publish([_body(kind, n) for n, kind in enumerate(kinds)])
+    end = log.next_sequence
+    cuts = sorted(data.draw(st.sets(st.integers(min_value=1001, max_value=max(1001, end - 1)), max_size=5)))
+    bounds = [1000, *[c for c in cuts if c < end], end]
+    for start, stop in itertools.pairwise(bounds):
+        ingest(run, "telemetry", log.deliver(range(start, stop)))
+    found = places(run, log)
+    assert set(found.values()) == {1}, "no message in two places"
+    assert {seq for seq, _ in found} == set(range(1000, end)), "every event somewhere"
+    for n, kind in enumerate(kinds):
+        if kind == 1:  # a readable array: each element in its own place
+            assert {p for seq, p in found if seq == 1000 + n} == {0, 1, 2}
+    before = (archived(run, log), sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in
+                                         (dict(d, receivedAt=None) for d in dead_letters(run, log))))
+    replay_start = data.draw(st.integers(min_value=1000, max_value=end - 1))
+    replay_stop = data.draw(st.integers(min_value=replay_start + 1, max_value=end))
+    ingest(run, "telemetry", log.deliver(range(replay_start, replay_stop)))
+    after = (archived(run, log), sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in
+                                        (dict(d, receivedAt=None) for d in dead_letters(run, log))))
+    assert after == before, "a replay changes nothing"

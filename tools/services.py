@@ -118,9 +118,10 @@ class RestartableAzurite:
         self._process = _start_azurite(self.ports, self._workspace, in_memory=False)
 
     def stop(self) -> None:
+        """Stop serving (Azurite saves what it holds on the way out: this is an
+        outage of the service, not a loss of its disks)."""
         if self._process is not None:
-            self._process.kill()  # an outage, not a shutdown
-            self._process.wait()
+            _stop(self._process)
             self._process = None
 
 
