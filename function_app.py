@@ -6,9 +6,9 @@ validated and clients created when a function first runs.
 
 import azure.functions as func
 
-from blueprints import alerts, devices, inference, lifecycle, meta, telemetry
+from blueprints import alerts, commands, devices, inference, lifecycle, meta, telemetry
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (lifecycle.bp, telemetry.bp, inference.bp, devices.bp, alerts.bp, meta.bp):
+for blueprint in (lifecycle.bp, telemetry.bp, inference.bp, commands.bp, devices.bp, alerts.bp, meta.bp):
     app.register_functions(blueprint)

@@ -12,4 +12,9 @@ async def client_lifecycle(event: func.EventGridEvent) -> None:
     ``func.CloudEvent`` and the Event Grid schema as ``func.EventGridEvent``."""
     from shared.lifecycle.service import handle_lifecycle_event
 
-    await handle_lifecycle_event(event)
+    record = await handle_lifecycle_event(event)
+    if record is not None and record.pending_commands and record.device.connected:
+        # Commands wait for this device: publish them now, in the order they came.
+        from shared.commands.service import deliver_pending
+
+        await deliver_pending(record.device.device_id)

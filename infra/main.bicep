@@ -173,6 +173,7 @@ var dataTables = [
   'fleetjobs'
   'appmeta'
   'modelstats'
+  'broadcasts'
 ]
 
 var allDeviceClients = concat(

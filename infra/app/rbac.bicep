@@ -5,7 +5,7 @@
 //                                                    leases, Event Hubs checkpoints, keys) - required by
 //                                                    the host; also covers the app's archive containers
 //   Storage Queue Data Contributor  queue service    Functions host queue use (AzureWebJobsStorage)
-//   Storage Table Data Contributor  table service    devices, alerts, commands, fleetjobs, appmeta, modelstats
+//   Storage Table Data Contributor  table service    devices, alerts, commands, fleetjobs, appmeta, modelstats, broadcasts
 //   Azure Event Hubs Data Receiver  each ingest hub  Event Hubs triggers
 //   Azure Event Hubs Data Sender    alerts hub       alert output
 //   EventGrid TopicSpaces Publisher commands topic space  HTTP Publish of commands

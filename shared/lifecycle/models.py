@@ -85,6 +85,10 @@ class DeviceRecord(BaseModel):
 
     device: Device
     states: list[StateFact] = Field(default_factory=list)
+    # Commands wait for this device to connect (set by shared.commands, cleared once
+    # they are delivered); kept on the registry row so that a connect without
+    # pending commands costs no extra read.
+    pending_commands: bool = False
 
 
 class DevicePage(ApiModel):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -66,6 +67,8 @@ def _to_entity(record: DeviceRecord, index_etag: str | None) -> dict[str, Any]:
     }
     if index_etag:
         entity["indexEtag"] = index_etag
+    if record.pending_commands:
+        entity["pendingCommands"] = True
     return entity
 
 
@@ -73,7 +76,8 @@ def _record(entity: dict[str, Any]) -> DeviceRecord:
     from shared.lifecycle.models import Device, DeviceRecord, StateFact
 
     return DeviceRecord(device=Device.model_validate(orjson.loads(entity["doc"])),
-                        states=[StateFact.model_validate(f) for f in orjson.loads(entity.get("states") or "[]")])
+                        states=[StateFact.model_validate(f) for f in orjson.loads(entity.get("states") or "[]")],
+                        pending_commands=bool(entity.get("pendingCommands")))
 
 
 def _index_key(device_id: str) -> tuple[str, str]:
@@ -139,6 +143,7 @@ class DeviceRegistry:
                 entity = None
             before = _record(entity) if entity is not None else None
             after = apply_event(before, event)
+            after.pending_commands = before.pending_commands if before is not None else False
             was = before is not None and before.device.connected
             if after == before:
                 break  # a duplicate, or nothing new
@@ -167,6 +172,33 @@ class DeviceRegistry:
         if our_index_etag is not None and not after.device.connected:
             await self._unindex(event.device_id, our_index_etag)  # written, then not needed after all
         return before, after
+
+    async def entity(self, device_id: str) -> tuple[DeviceRecord, str] | None:
+        """The device's entry and its row's ETag (for a write conditional on it)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        table = await self._store.table(DEVICES_TABLE)
+        try:
+            entity = await table.get_entity(device_key(device_id), REGISTRY_ROW)
+        except ResourceNotFoundError:
+            return None
+        return _record(entity), str(entity.metadata["etag"])
+
+    async def set_pending_commands(self, device_id: str, pending: bool, etag: str) -> bool:
+        """Mark (or clear) that commands wait for the device, if its row is still at
+        ``etag``; False when the row changed since (read it again and re-decide)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        table = await self._store.table(DEVICES_TABLE)
+        try:
+            await table.update_entity({"PartitionKey": device_key(device_id), "RowKey": REGISTRY_ROW,
+                                       "pendingCommands": pending}, mode=UpdateMode.MERGE, etag=etag,
+                                      match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     async def _index(self, device_id: str) -> str:
         table = await self._store.table(DEVICES_TABLE)
@@ -212,6 +244,12 @@ class DeviceRegistry:
             return [str(e["doc"]).encode() for e in entities], token
         rows = await asyncio.gather(*(self._connected_doc(e["deviceId"]) for e in entities))
         return [doc for doc in rows if doc is not None], token
+
+    async def scan(self) -> AsyncIterator[dict[str, Any]]:
+        """Every device's registry document (a scan of the whole table)."""
+        table = await self._store.table(DEVICES_TABLE)
+        async for entity in table.query_entities("RowKey eq @row", parameters={"row": REGISTRY_ROW}, select=["doc"]):
+            yield orjson.loads(entity["doc"])
 
     async def _connected_doc(self, device_id: str) -> bytes | None:
         from azure.core.exceptions import ResourceNotFoundError

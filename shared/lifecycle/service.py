@@ -36,7 +36,7 @@ from shared.platform.storage import DataStore, data_store
 log = logging.getLogger(__name__)
 
 
-async def handle_lifecycle_event(event: Any) -> None:
+async def handle_lifecycle_event(event: Any) -> DeviceRecord | None:
     """Apply ``event`` (``func.EventGridEvent`` or ``func.CloudEvent``) to the registry
     and its alerts. An event that can never be applied (invalid, or refused by
     storage for what it is) is dead-lettered; a transient storage failure raises, so
@@ -48,15 +48,17 @@ async def handle_lifecycle_event(event: Any) -> None:
     now = datetime.now(UTC)
     try:
         parsed = parse_lifecycle_event(event)
-        await _apply(store, parsed, settings, now)
+        return await _apply(store, parsed, settings, now)
     except InvalidInput as exc:
         await _dead_letter(store, event, exc.reason, exc.errors, now)
+        return None
     except AzureError as exc:
         if is_transient(exc):
             raise
         status = getattr(exc, "status_code", None)
         log.exception("storage refused a life cycle event's write (%s)", status)
         await _dead_letter(store, event, f"storage refused the write (HTTP {status}, {type(exc).__name__})", [], now)
+        return None
 
 
 async def _dead_letter(store: DataStore, event: Any, reason: str, errors: list[dict[str, Any]],
@@ -72,13 +74,14 @@ async def _dead_letter(store: DataStore, event: Any, reason: str, errors: list[d
     )
 
 
-async def _apply(store: DataStore, event: LifecycleEvent, settings: LifecycleSettings, now: datetime) -> None:
+async def _apply(store: DataStore, event: LifecycleEvent, settings: LifecycleSettings,
+                 now: datetime) -> DeviceRecord:
     registry, alerts = DeviceRegistry(store), AlertStore(store)
     _, record = await registry.apply(event)
     if event.kind == "disconnected":
         disconnect = next((r for r in record.device.connection_history if _is(r, event)), None)
         if disconnect is None:
-            return  # older than the whole history: nothing left to decide
+            return record  # older than the whole history: nothing left to decide
         candidates = flapping_alerts(record, disconnect, disconnects=settings.flapping_disconnects,
                                      window_seconds=settings.flapping_window_seconds, now=now)
         reason = reason_alert(event.device_id, disconnect, now)
@@ -92,8 +95,9 @@ async def _apply(store: DataStore, event: LifecycleEvent, settings: LifecycleSet
         unique = {a.alert_id: a for a in [*from_history, *stored] if a is not None and is_refusal(a)}
         candidates = list(unique.values())
     else:
-        return
+        return record
     await _reconcile(registry, alerts, record, candidates)
+    return record
 
 
 def _is(record: ConnectionRecord, event: LifecycleEvent) -> bool:

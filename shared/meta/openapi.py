@@ -14,13 +14,14 @@ from pydantic_core import core_schema
 
 from shared import __version__
 from shared.alerts.api import OPERATIONS as ALERTS
+from shared.commands.api import OPERATIONS as COMMANDS
 from shared.lifecycle.api import OPERATIONS as DEVICES
 from shared.meta.api import OPERATIONS as META
 from shared.platform.models import Problem
 from shared.platform.operations import Body, Operation
 from shared.streams.api import OPERATIONS as STREAMS
 
-OPERATIONS: tuple[Operation, ...] = (*DEVICES, *ALERTS, *STREAMS, *META)
+OPERATIONS: tuple[Operation, ...] = (*DEVICES, *COMMANDS, *ALERTS, *STREAMS, *META)
 
 _REF = "#/components/schemas/{model}"
 # A function key is accepted in either place; one of them satisfies an operation.
@@ -34,9 +35,14 @@ PROBLEMS: dict[int, dict[str, Any]] = {
     # Answered by the Functions host before the function runs: no body is guaranteed.
     401: {"description": "No valid function key (`x-functions-key` header or `code` query parameter)"},
     404: {"description": "The resource the path names does not exist", "content": _PROBLEM},
+    409: {"description": "The request conflicts with the resource's state; `detail` says how", "content": _PROBLEM},
+    413: {"description": "The request body is too large", "content": _PROBLEM},
+    502: {"description": "Publishing was refused (the command is kept, `failed`, with the reason)",
+          "content": _PROBLEM},
     500: {"description": "A setting is missing or invalid (`detail` names it), or an unexpected failure",
           "content": _PROBLEM},
-    503: {"description": "Storage is not reachable; try again after `Retry-After` seconds", "content": _PROBLEM,
+    503: {"description": "Storage or the broker is not reachable; try again after `Retry-After` seconds",
+          "content": _PROBLEM,
           "headers": {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                                       "schema": {"type": "integer", "minimum": 1}}}},
 }
@@ -77,6 +83,9 @@ def _operation(op: Operation) -> dict[str, Any]:
     statuses = (*op.problem_statuses(), *((401,) if op.secured else ()))
     responses |= {str(status): PROBLEMS[status] for status in sorted(statuses)}
     body: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "responses": responses}
+    if op.request is not None:
+        schema = {"$ref": _REF.format(model=op.request.__name__ + "Input")}
+        body["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
     if op.params:
         body["parameters"] = [
             {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema,
@@ -92,8 +101,13 @@ def openapi_document() -> dict[str, Any]:
     models: dict[str, type[BaseModel]] = {"Problem": Problem}
     for op in OPERATIONS:
         models |= {b.__name__: b for _, b in op.responses.values() if isinstance(b, type)}
+    requests = {op.request.__name__: op.request for op in OPERATIONS if op.request is not None}
     _, schemas = models_json_schema([(m, "serialization") for m in models.values()],
                                     by_alias=True, ref_template=_REF, schema_generator=WireSchema)
+    if requests:  # the bodies an operation takes, as validated: "{Model}Input"
+        _, inputs = models_json_schema([(m, "validation") for m in requests.values()], by_alias=True,
+                                       ref_template="#/components/schemas/{model}Input")
+        schemas.setdefault("$defs", {}).update({f"{name}Input": s for name, s in inputs.get("$defs", {}).items()})
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)

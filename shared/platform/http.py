@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
 import azure.functions as func
@@ -33,6 +34,42 @@ _DECODED_PLUS = re.compile(r" [0-9]{2}:[0-9]{2}\Z")
 
 class NotFound(LookupError):
     """The resource the route names does not exist."""
+
+
+class HttpProblem(Exception):
+    """An answer other than 400 or 404 that the client can act on: 409 (a conflict
+    with the resource's state), 413, 502 or 503 (with ``Retry-After``)."""
+
+    def __init__(self, status: int, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+def request_json(req: func.HttpRequest, *, max_bytes: int) -> Any:
+    """The request's JSON body: 413 beyond ``max_bytes``, 400 when it is not JSON."""
+    body = req.get_body() or b""
+    if len(body) > max_bytes:
+        raise HttpProblem(413, f"the request body is {len(body)} bytes, more than {max_bytes}")
+    if not body.strip():
+        raise InvalidInput("the request needs a JSON body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
+
+
+def validated(model: Any, data: Any) -> Any:
+    """``data`` as an instance of the pydantic ``model``; 400 with field errors otherwise."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": ["body", *e["loc"]], "msg": str(e["msg"]).removeprefix("Value error, "), "type": e["type"]}
+                  for e in exc.errors(include_url=False, include_context=False, include_input=False)][:20]
+        first = errors[0]
+        where = ".".join(str(part) for part in first["loc"][1:]) or "body"
+        raise InvalidInput(f"invalid request: {where}: {first['msg']}", errors) from None
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -64,6 +101,8 @@ async def respond(handler: Callable[[], Awaitable[func.HttpResponse]]) -> func.H
         return problem(400, "Bad Request", exc.reason, errors=exc.errors or None)
     except NotFound as exc:
         return problem(404, "Not Found", str(exc))
+    except HttpProblem as exc:
+        return problem(exc.status, HTTPStatus(exc.status).phrase, exc.detail, headers=exc.headers)
     except ConfigurationError as exc:  # its message names the setting, never its value
         log.error("configuration error: %s", exc)
         return problem(500, "Configuration Error", str(exc))
@@ -119,6 +158,15 @@ def query_bool(req: func.HttpRequest, name: str) -> bool | None:
     if raw not in ("true", "false"):
         raise _bad(name, "must be true or false")
     return raw == "true"
+
+
+def query_choice(req: func.HttpRequest, name: str, allowed: tuple[str, ...]) -> str | None:
+    """One of ``allowed`` exactly; None when absent."""
+    rule = "must be one of " + ", ".join(allowed)
+    raw = _param(req, name, rule)
+    if raw is not None and raw not in allowed:
+        raise _bad(name, rule)
+    return raw
 
 
 def query_datetime(req: func.HttpRequest, name: str) -> datetime | None:

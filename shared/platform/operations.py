@@ -40,9 +40,12 @@ class Operation:
     secured: bool = True
     storage: bool = True
     problems: tuple[int, ...] = ()
+    # The JSON body it takes (a model, validated as the handler validates it).
+    request: type[BaseModel] | None = None
 
     def problem_statuses(self) -> tuple[int, ...]:
-        derived = {400: bool(self.params), 404: "{" in self.path, 500: self.storage, 503: self.storage}
+        derived = {400: bool(self.params) or self.request is not None, 404: "{" in self.path,
+                   500: self.storage, 503: self.storage}
         return tuple(sorted({*(s for s, applies in derived.items() if applies), *self.problems}))
 
 

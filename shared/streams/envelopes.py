@@ -56,7 +56,8 @@ from shared.platform.errors import InvalidInput
 from shared.platform.keys import validate_device_id
 from shared.streams.limits import StreamLimits
 
-Stream = Literal["telemetry", "inference"]
+# "response": a device's answer to a command, on devices/{deviceId}/commands/{commandId}/response.
+Stream = Literal["telemetry", "inference", "response"]
 
 ROUTED_EVENT_TYPE = "MQTT.EventPublished"
 # The routing enrichment that carries ${client.authenticationName} (infra/app/eventgrid.bicep).
@@ -145,7 +146,18 @@ def describe(value: object) -> str:
 
 
 def device_from_topic(topic: str, stream: Stream) -> str:
-    """The device id of a ``devices/{deviceId}/{stream}`` topic."""
+    """The device id of a ``devices/{deviceId}/{stream}`` topic (for answers,
+    ``devices/{deviceId}/commands/{commandId}/response``)."""
+    if stream == "response":
+        parts = topic.split("/")
+        if len(parts) != 5 or parts[0] != "devices" or parts[2] != "commands" or parts[4] != "response" \
+                or not parts[3]:
+            raise InvalidInput(f"subject {topic[:200]!r} is not a devices/{{deviceId}}/commands/{{commandId}}/"
+                               "response topic")
+        try:
+            return validate_device_id(parts[1])
+        except InvalidInput as exc:
+            raise InvalidInput(f"the topic's {exc.reason}") from None
     device_id, slash, last = topic.removeprefix(TOPIC_PREFIX).rpartition("/")
     if not slash or not topic.startswith(TOPIC_PREFIX):
         raise InvalidInput(f"subject {topic[:200]!r} is not a devices/{{deviceId}}/{stream} topic")

@@ -1,0 +1,44 @@
+"""The command API's operations, as the OpenAPI document describes them."""
+
+from __future__ import annotations
+
+from shared.commands.models import (
+    Broadcast,
+    BroadcastPage,
+    BroadcastRequest,
+    Command,
+    CommandPage,
+    CommandRequest,
+    FleetCommandRequest,
+    FleetJob,
+)
+from shared.platform.operations import CONTINUATION_TOKEN, DEVICE_ID, LIMIT, Operation, Param
+
+COMMAND_ID = Param("commandId", "path", {"type": "string", "format": "uuid"}, "As send_command answered it.")
+IDEMPOTENCY_KEY = Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 256},
+                        "The same key and body answer the original command (200); another body is a 409.")
+STATUS = Param("status", "query", {"type": "string", "enum": ["pending", "sent", "succeeded", "failed", "rejected",
+                                                              "expired", "cancelled"]}, "Only commands in it.")
+
+OPERATIONS = (
+    Operation("post", "/devices/{deviceId}/commands", "send_command", "Send a command to one device",
+              {202: ("Accepted: published (sent) or queued for the offline device (pending)", Command),
+               200: ("The command this Idempotency-Key made before", Command)},
+              (DEVICE_ID, IDEMPOTENCY_KEY), request=CommandRequest, problems=(409, 413, 502)),
+    Operation("get", "/devices/{deviceId}/commands", "list_commands", "A device's commands, newest first",
+              {200: ("One page of commands", CommandPage)}, (DEVICE_ID, STATUS, LIMIT, CONTINUATION_TOKEN)),
+    Operation("get", "/devices/{deviceId}/commands/{commandId}", "get_command", "Read one command",
+              {200: ("The command", Command)}, (DEVICE_ID, COMMAND_ID)),
+    Operation("post", "/devices/{deviceId}/commands/{commandId}/cancel", "cancel_command",
+              "Cancel a pending or sent command", {200: ("Cancelled", Command)}, (DEVICE_ID, COMMAND_ID),
+              problems=(409,)),
+    Operation("post", "/commands", "send_fleet_command", "Send a command to many devices (a fleet job)",
+              {202: ("The job; its counts show the fan-out's progress", FleetJob)}, request=FleetCommandRequest,
+              problems=(409, 413)),
+    Operation("get", "/commands/{jobId}", "get_fleet_command", "A fleet job's counts by status",
+              {200: ("The job", FleetJob)}, (Param("jobId", "path", {"type": "string"}),)),
+    Operation("post", "/broadcasts", "send_broadcast", "Publish one message to every subscribed device",
+              {202: ("Published", Broadcast)}, request=BroadcastRequest, problems=(413, 502)),
+    Operation("get", "/broadcasts", "list_broadcasts", "The broadcasts sent, newest first",
+              {200: ("One page of broadcasts", BroadcastPage)}, (LIMIT, CONTINUATION_TOKEN)),
+)

@@ -1,0 +1,144 @@
+"""Commands, fleet jobs and broadcasts: requests and resources as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, StrictInt, field_validator, model_validator
+
+from shared.platform.models import ApiModel
+
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+# A command topic is devices/{id}/commands/{name}; the routing sends devices/{id}/telemetry,
+# .../inference and .../commands/{id}/response to the ingest hubs. Names that would make
+# a command look like one of those to a reader of topics are refused.
+RESERVED_NAMES = frozenset({"telemetry", "inference", "response"})
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_FLEET_DEVICES = 1000
+
+Status = Literal["pending", "sent", "succeeded", "failed", "rejected", "expired", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "rejected", "expired", "cancelled"})
+ResponseStatus = Literal["succeeded", "failed", "rejected"]
+
+
+class _Request(ApiModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+
+class CommandRequest(_Request):
+    """``POST /api/devices/{deviceId}/commands``."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="1-64 of letters, digits, '.', '_', '-'.")
+    payload: Any = None
+    timeout_seconds: StrictInt = Field(default=300, ge=1, le=86400)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name.lower() in RESERVED_NAMES:
+            raise ValueError(f"{name!r} is reserved: devices/{{id}}/{name.lower()} topics are routed to the "
+                             "ingest hubs, so a command of that name could be mistaken for device data")
+        return name
+
+
+class FleetTarget(_Request):
+    device_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_FLEET_DEVICES)
+    attributes: dict[str, str | int | float | bool] | None = Field(default=None, min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _one(self) -> FleetTarget:
+        if (self.device_ids is None) == (self.attributes is None):
+            raise ValueError("give exactly one of deviceIds and attributes")
+        return self
+
+
+class FleetCommandRequest(CommandRequest):
+    """``POST /api/commands``."""
+
+    target: FleetTarget
+
+
+class BroadcastRequest(_Request):
+    """``POST /api/broadcasts``."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    payload: Any = None
+    ttl_seconds: StrictInt = Field(default=3600, ge=1, le=86400)
+    group: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+
+class LateResponse(ApiModel):
+    status: ResponseStatus
+    received_at: datetime
+    result: Any = None
+    error: Any = None
+
+
+class Command(ApiModel):
+    command_id: str
+    device_id: str
+    name: str
+    payload: Any = None
+    status: Status
+    created_at: datetime
+    sent_at: datetime | None = None
+    completed_at: datetime | None = None
+    expires_at: datetime
+    result: Any = None
+    error: Any = None
+    idempotency_key: str | None = None
+    job_id: str | None = None
+    issued_by: str
+    late_response: LateResponse | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        # ``payload`` is always sent (null when the command has none).
+        return {**super().to_json_dict(), "payload": self.payload}
+
+
+class CommandPage(ApiModel):
+    items: list[Command]
+    continuation_token: str | None = None
+
+
+class FleetJob(ApiModel):
+    job_id: str
+    name: str
+    total: int
+    counts: dict[str, int] = Field(description="Targeted devices by their command's status; `queued` until the "
+                                   "command is made, `failed` also when the device could not be commanded.")
+    created_at: datetime
+    issued_by: str
+    target: dict[str, Any]
+    fanout: Literal["running", "done"]
+
+
+class Broadcast(ApiModel):
+    broadcast_id: str
+    name: str
+    topic: str
+    payload: Any = None
+    published_at: datetime
+    expires_at: datetime
+    issued_by: str
+    group: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {**super().to_json_dict(), "payload": self.payload}
+
+
+class BroadcastPage(ApiModel):
+    items: list[Broadcast]
+    continuation_token: str | None = None
+
+
+class CommandResponse(ApiModel):
+    """What a device publishes on ``devices/{id}/commands/{commandId}/response``."""
+
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=False)
+
+    command_id: str = Field(min_length=1, max_length=64)
+    status: ResponseStatus
+    result: Any = None
+    error: Any = None

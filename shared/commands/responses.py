@@ -1,0 +1,122 @@
+"""Devices' answers to commands, from the ``command-responses`` hub.
+
+Each body goes through the streams' envelopes (a routed CloudEvent, a plain
+message, an array), then one model: ``{"commandId", "status": "succeeded" |
+"failed" | "rejected", "result"?, "error"?}``. The device comes from the topic
+``devices/{deviceId}/commands/{commandId}/response``, which the broker
+authenticates; the command is found by the topic's command id (and the payload's,
+which must agree). An answer for a command of another device is rejected as
+spoofed; one for a command we never made, or a malformed one, is dead-lettered
+like a stream message. An answer completes a ``pending`` or ``sent`` command; after
+a terminal status it is kept as ``lateResponse``; a duplicate changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.commands import status as transitions
+from shared.commands.fleet import sync_job_member
+from shared.commands.models import CommandResponse
+from shared.commands.store import CommandStore
+from shared.platform.deadletter import write_dead_letter
+from shared.platform.errors import InvalidInput
+from shared.platform.storage import DataStore, data_store
+from shared.streams.batch import Origin, partition_context
+from shared.streams.envelopes import unwrap_body
+from shared.streams.limits import DEFAULT_LIMITS
+
+log = logging.getLogger(__name__)
+STREAM = "command-responses"
+
+
+async def handle_responses(events: Sequence[Any], *, hub: str, retry_count: int = 0,
+                           max_retry_count: int = 0) -> int:
+    """Apply a batch of answers; returns how many changed a command."""
+    store = data_store()
+    now = datetime.now(UTC)
+    context = partition_context(events)
+    hub = str(context.get("EventHubName") or hub)
+    partition = str(context.get("PartitionId", "0"))
+    changed = 0
+    try:
+        for event in sorted(events, key=lambda e: e.sequence_number or 0):
+            enqueued = event.enqueued_time or now
+            enqueued = enqueued.replace(tzinfo=UTC) if enqueued.tzinfo is None else enqueued.astimezone(UTC)
+            offset = str(event.offset) if event.offset is not None else None
+            origin = Origin(hub, partition, int(event.sequence_number or 0), offset, enqueued)
+            changed += await _one(store, origin, event.get_body(), now)
+    except Exception:
+        if max_retry_count == 0 or retry_count < max_retry_count:
+            raise
+        log.exception("giving up on command responses %s/%s after the last retry", hub, partition)
+        await asyncio.gather(*(_dead_letter(store, Origin(hub, partition, int(e.sequence_number or 0),
+                                                         str(e.offset), now), e.get_body(),
+                                            "internal: not processed after the last retry", [], None, now)
+                               for e in events))
+    return changed
+
+
+async def _one(store: DataStore, origin: Origin, body: bytes, now: datetime) -> int:
+    try:
+        messages = unwrap_body(body, "response", DEFAULT_LIMITS)
+    except InvalidInput as exc:
+        await _dead_letter(store, origin, body, exc.reason, exc.errors, None, now)
+        return 0
+    changed = 0
+    for raw in messages:
+        try:
+            changed += await _answer(store, raw, now)
+        except InvalidInput as exc:
+            import orjson
+
+            element = orjson.dumps(raw.item) if raw.position is not None else body
+            await _dead_letter(store, origin, element, exc.reason, exc.errors, raw.position, now)
+    return changed
+
+
+async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
+    from pydantic import ValidationError
+
+    if raw.error is not None:
+        raise raw.error
+    try:
+        response = CommandResponse.model_validate(raw.payload)
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                  for e in exc.errors(include_url=False, include_context=False, include_input=False)][:20]
+        raise InvalidInput(f"invalid command response: {errors[0]['loc']}: {errors[0]['msg']}", errors) from None
+    if raw.topic is not None:
+        topic_device, topic_command = raw.topic.split("/")[1], raw.topic.split("/")[3]
+        if response.command_id != topic_command:
+            raise InvalidInput(f"commandId {response.command_id!r} differs from the topic's {topic_command!r}")
+    else:
+        topic_device = raw.device_id or (raw.payload or {}).get("deviceId")
+        if not isinstance(topic_device, str):
+            raise InvalidInput("a command response needs its topic or a deviceId")
+    commands = CommandStore(store)
+    owner = await commands.device_of(response.command_id)
+    if owner is None:
+        raise InvalidInput(f"no command {response.command_id!r} was ever sent")
+    if owner != topic_device:
+        raise InvalidInput(f"device {topic_device!r} answered command {response.command_id!r} of another "
+                           "device; rejected as spoofed")
+    command, changed = await commands.change(
+        owner, response.command_id,
+        lambda c: transitions.answered(c, response.status, response.result, response.error, now))
+    if command is not None and command.job_id:
+        await sync_job_member(store, command)
+    return int(changed)
+
+
+async def _dead_letter(store: DataStore, origin: Origin, body: bytes, reason: str, errors: list[dict[str, Any]],
+                       position: int | None, now: datetime) -> None:
+    where = origin.to_json() | ({"position": position} if position is not None else {})
+    log.warning("dead-lettering a command response %s/%s/%d: %s", origin.hub, origin.partition,
+                origin.sequence_number, reason)
+    await write_dead_letter(store, stream=STREAM, reason=reason, errors=errors, body=body,
+                            origin={"eventHub": where}, day=origin.enqueued_time, received_at=now)

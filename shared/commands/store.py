@@ -1,0 +1,233 @@
+"""Commands in Table storage.
+
+Table ``commands``:
+
+* a command: ``PartitionKey`` = the device's key, ``RowKey`` = ``c|`` + milliseconds
+  counted down + ``|`` + the command id, so a device's commands read newest first;
+  the command as the API returns it in ``doc``, and ``status``, ``jobId`` columns.
+  The command id is a UUID version 7 (its first 48 bits are its creation time), so
+  the row key follows from the id alone.
+* an idempotency key: same partition, ``RowKey`` = ``k|`` + SHA-256 of the key;
+  ``commandId`` and ``bodyHash``. It is inserted in ONE transaction with its
+  command: of concurrent requests with one key, exactly one creates a command.
+* where a command is: ``PartitionKey`` = ``~id|`` + command id (no device key starts
+  with ``~``), for answers that must be checked against the command's device.
+* what is due: ``PartitionKey`` = ``~due|`` + the minute the command expires
+  (``yyyyMMddHHmm``), ``RowKey`` = the command id; ``deviceId``. The expiry timer
+  reads the minutes that have passed, so its cost grows with the commands due.
+
+Every change of a command is written conditionally on its row's ETag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import os
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from shared.commands.models import Command
+from shared.platform.errors import InvalidInput
+from shared.platform.keys import device_key
+from shared.platform.paging import decode_token, encode_token, token_scope
+from shared.platform.storage import DataStore
+from shared.platform.storage_names import COMMANDS_TABLE
+from shared.platform.timestamps import MAX_TIMESTAMP
+
+_MAX_MS = int(MAX_TIMESTAMP.timestamp() * 1000)
+MAX_ATTEMPTS = 8
+
+
+class CommandContention(RuntimeError):
+    """A command kept changing under us; the invocation fails and is retried."""
+
+
+def new_command_id(now: datetime) -> str:
+    """A UUID version 7: 48 bits of Unix milliseconds, then random bits."""
+    ms = int(now.timestamp() * 1000)
+    value = (ms << 80) | (0x7 << 76) | (int.from_bytes(os.urandom(10), "big") & ((1 << 76) - 1))
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # the RFC 9562 variant
+    return str(uuid.UUID(int=value))
+
+
+def command_row(command_id: str) -> str:
+    """The row key of a command: 404 rather than a guess for an id we did not make."""
+    try:
+        parsed = uuid.UUID(command_id)
+    except ValueError:
+        raise InvalidInput("commandId is not a command id this API issued") from None
+    if parsed.version != 7 or str(parsed) != command_id:
+        raise InvalidInput("commandId is not a command id this API issued")
+    return f"c|{_MAX_MS - (parsed.int >> 80):015d}|{command_id}"
+
+
+def body_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _key_row(idempotency_key: str) -> str:
+    return "k|" + hashlib.sha256(idempotency_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _entity(command: Command) -> dict[str, Any]:
+    entity = {"PartitionKey": device_key(command.device_id), "RowKey": command_row(command.command_id),
+              "doc": orjson.dumps(command.to_json_dict()).decode(), "status": command.status}
+    if command.job_id:
+        entity["jobId"] = command.job_id
+    return entity
+
+
+def _command(entity: dict[str, Any]) -> Command:
+    return Command.model_validate(orjson.loads(entity["doc"]))
+
+
+class CommandStore:
+    def __init__(self, store: DataStore) -> None:
+        self._store = store
+
+    async def create(self, command: Command, *, body: dict[str, Any] | None = None) -> tuple[Command, bool]:
+        """Store a new command (with its idempotency key, atomically); returns the
+        command and True, or, when the key was used already, the command it made
+        and False. 409 (InvalidInput is not it: KeyConflict) when the key came
+        with another body."""
+        from azure.data.tables import TableTransactionError
+
+        table = await self._store.table(COMMANDS_TABLE)
+        await self._locate(command)
+        operations: list[tuple[str, dict[str, Any]]] = [("create", _entity(command))]
+        if command.idempotency_key is not None:
+            operations.insert(0, ("create", {
+                "PartitionKey": device_key(command.device_id), "RowKey": _key_row(command.idempotency_key),
+                "commandId": command.command_id, "bodyHash": body_hash(body or {})}))
+        try:
+            await table.submit_transaction(operations)
+        except TableTransactionError as exc:
+            if command.idempotency_key is None or exc.status_code != 409:
+                raise
+            return await self._by_key(command, body or {}), False
+        return command, True
+
+    async def _by_key(self, command: Command, body: dict[str, Any]) -> Command:
+        assert command.idempotency_key is not None
+        table = await self._store.table(COMMANDS_TABLE)
+        entity = await table.get_entity(device_key(command.device_id), _key_row(command.idempotency_key))
+        if entity["bodyHash"] != body_hash(body):
+            raise KeyConflict("Idempotency-Key was used for another request to this device")
+        original = await self.get(command.device_id, str(entity["commandId"]))
+        if original is None:  # its transaction wrote both rows, so this cannot be
+            raise CommandContention("the command of an idempotency key is missing")
+        return original
+
+    async def _locate(self, command: Command) -> None:
+        """Where the command is (for answers) and when it is due (for the timer),
+        written before the command: an index row without its command is harmless."""
+        table = await self._store.table(COMMANDS_TABLE)
+        await asyncio.gather(
+            table.upsert_entity({"PartitionKey": "~id|" + command.command_id, "RowKey": "",
+                                 "deviceId": command.device_id}),
+            table.upsert_entity({"PartitionKey": due_partition(command.expires_at), "RowKey": command.command_id,
+                                 "deviceId": command.device_id}),
+        )
+
+    async def device_of(self, command_id: str) -> str | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        table = await self._store.table(COMMANDS_TABLE)
+        try:
+            entity = await table.get_entity("~id|" + command_id, "")
+        except ResourceNotFoundError:
+            return None
+        return str(entity["deviceId"])
+
+    async def get(self, device_id: str, command_id: str) -> Command | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        table = await self._store.table(COMMANDS_TABLE)
+        try:
+            return _command(await table.get_entity(device_key(device_id), command_row(command_id)))
+        except ResourceNotFoundError:
+            return None
+
+    async def change(self, device_id: str, command_id: str,
+                     decide: Callable[[Command], Command | None]) -> tuple[Command | None, bool]:
+        """Apply ``decide`` to the stored command, conditionally on its ETag, until
+        it wins or declines; returns the command as it now stands (None if there is
+        none) and whether this call changed it."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        table = await self._store.table(COMMANDS_TABLE)
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                entity = await table.get_entity(device_key(device_id), command_row(command_id))
+            except ResourceNotFoundError:
+                return None, False
+            current = _command(entity)
+            new = decide(current)
+            if new is None:
+                return current, False
+            try:
+                await table.update_entity(_entity(new), mode=UpdateMode.REPLACE, etag=entity.metadata["etag"],
+                                          match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError:
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
+                continue
+            return new, True
+        raise CommandContention(f"command {command_id} changed concurrently {MAX_ATTEMPTS} times")
+
+    async def page(self, device_id: str, *, status: str | None, limit: int,
+                   continuation_token: str | None) -> tuple[builtins.list[Command], str | None]:
+        """A device's commands, newest first."""
+        table = await self._store.table(COMMANDS_TABLE)
+        query = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high"
+        parameters: dict[str, Any] = {"pk": device_key(device_id), "low": "c|", "high": "c}"}
+        if status is not None:
+            query += " and status eq @status"
+            parameters["status"] = status
+        scope = token_scope("list_commands", deviceId=device_id, status=status)
+        pages = table.query_entities(query, parameters=parameters, results_per_page=limit, select=["doc"]).by_page(
+            continuation_token=await decode_token(self._store, scope, continuation_token))  # type: ignore[arg-type]
+        items: list[Command] = []
+        async for page in pages:
+            items = [_command(e) async for e in page]
+            break
+        return items, await encode_token(self._store, scope, pages.continuation_token)  # type: ignore[attr-defined]
+
+    async def pending(self, device_id: str) -> list[Command]:
+        """The device's pending commands, oldest first (the order they must go in)."""
+        table = await self._store.table(COMMANDS_TABLE)
+        query = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high and status eq @status"
+        found = [_command(e) async for e in table.query_entities(
+            query, parameters={"pk": device_key(device_id), "low": "c|", "high": "c}", "status": "pending"},
+            select=["doc"])]
+        return sorted(found, key=lambda c: (c.created_at, c.command_id))
+
+    async def due(self, now: datetime) -> list[tuple[str, str, str]]:
+        """(partition, device id, command id) of every due index row up to ``now``."""
+        table = await self._store.table(COMMANDS_TABLE)
+        query = "PartitionKey ge @low and PartitionKey le @high"
+        found = []
+        async for entity in table.query_entities(query, parameters={"low": "~due|", "high": due_partition(now)},
+                                                 select=["PartitionKey", "RowKey", "deviceId"]):
+            found.append((str(entity["PartitionKey"]), str(entity["deviceId"]), str(entity["RowKey"])))
+        return found
+
+    async def forget_due(self, partition: str, command_id: str) -> None:
+        table = await self._store.table(COMMANDS_TABLE)
+        await table.delete_entity(partition, command_id)
+
+
+def due_partition(moment: datetime) -> str:
+    return "~due|" + moment.astimezone(UTC).strftime("%Y%m%d%H%M")
+
+
+class KeyConflict(Exception):
+    """An idempotency key reused with another body (409)."""

@@ -1,0 +1,194 @@
+"""The edge side, for tests, the demo and the simulator: devices that are real MQTT
+v5 clients, and a stand-in for Event Grid routing their answers to the app.
+
+A :class:`Device` connects with a persistent session (clean start off, a session
+expiry), subscribes to its command topic ``devices/{id}/commands/+``, to
+``broadcast/#`` and to its group's ``groups/{group}/broadcast/#``, and only then
+says it is ready: the broker keeps QoS 1 messages for a persistent session's
+subscriptions while the device is away, so nothing published after the first
+subscription is lost, even right after a reconnect. It answers each command on
+the response topic the command carries (``devices/{id}/commands/{commandId}/
+response``) by its behaviour: succeed, fail, reject, or stay silent.
+
+A :class:`ResponseRouter` subscribes to every device's response topic and hands
+the answers to ``command_responses`` as Event Grid routing would: each one as a
+routed CloudEvent in an Event Hub batch built by the library's own converter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+Behaviour = Literal["succeed", "fail", "reject", "silent"]
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: dict[str, Any]
+    properties: dict[str, Any]
+
+
+def _address(broker_url: str) -> tuple[str, int]:
+    parts = urlsplit(broker_url)
+    return parts.hostname or "127.0.0.1", parts.port or 1883
+
+
+def _properties(message: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    props = getattr(message, "properties", None)
+    for name in ("ResponseTopic", "CorrelationData", "MessageExpiryInterval", "ContentType", "UserProperty"):
+        if props is not None and hasattr(props, name):
+            found[name] = getattr(props, name)
+    return found
+
+
+@dataclass
+class Device:
+    """One simulated device: an MQTT v5 client with a persistent session."""
+
+    device_id: str
+    broker_url: str
+    behaviour: Behaviour = "succeed"
+    group: str | None = None
+    commands: list[Received] = field(default_factory=list)
+    broadcasts: list[Received] = field(default_factory=list)
+    decide: Callable[[Received], Behaviour] | None = None  # overrides ``behaviour`` per command
+
+    def __post_init__(self) -> None:
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.device_id,
+                                   protocol=mqtt.MQTTv5)
+        self._client.on_message = self._on_message
+        self._ready = threading.Event()
+        self._client.on_subscribe = lambda *args: self._ready.set()
+        self._lock = threading.Lock()
+
+    def connect(self, timeout: float = 10) -> None:
+        """Connect, subscribe, and return once the broker confirmed the subscriptions."""
+        host, port = _address(self.broker_url)
+        connect = Properties(PacketTypes.CONNECT)
+        connect.SessionExpiryInterval = 3600
+        self._ready.clear()
+        self._client.connect(host, port, clean_start=False, properties=connect)
+        self._client.loop_start()
+        topics = [(f"devices/{self.device_id}/commands/+", 1), ("broadcast/#", 1)]
+        if self.group:
+            topics.append((f"groups/{self.group}/broadcast/#", 1))
+        self._client.subscribe(topics)
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"{self.device_id} was not subscribed within {timeout} s")
+
+    def disconnect(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            payload = orjson.loads(message.payload)
+        except orjson.JSONDecodeError:
+            payload = {"raw": message.payload.decode(errors="replace")}
+        received = Received(message.topic, payload, _properties(message))
+        with self._lock:
+            if "/commands/" in message.topic:
+                self.commands.append(received)
+            else:
+                self.broadcasts.append(received)
+        if "/commands/" in message.topic:
+            self._answer(received)
+
+    def _answer(self, command: Received) -> None:
+        behaviour = self.decide(command) if self.decide else self.behaviour
+        if behaviour == "silent":
+            return
+        answer: dict[str, Any] = {"commandId": command.payload.get("commandId"),
+                                  "status": {"succeed": "succeeded", "fail": "failed", "reject": "rejected"}[behaviour]}
+        if behaviour == "succeed":
+            answer["result"] = {"done": command.payload.get("name")}
+        else:
+            answer["error"] = {"message": f"{self.device_id} would not ({behaviour})"}
+        topic = command.properties.get("ResponseTopic") or (
+            f"devices/{self.device_id}/commands/{answer['commandId']}/response")
+        props = Properties(PacketTypes.PUBLISH)
+        if command.properties.get("CorrelationData"):
+            props.CorrelationData = command.properties["CorrelationData"]
+        props.ContentType = "application/json"
+        self._client.publish(topic, orjson.dumps(answer), qos=1, properties=props)
+
+    def wait_for(self, count: int, *, timeout: float = 10, what: str = "commands") -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                got = list(self.commands if what == "commands" else self.broadcasts)
+            if len(got) >= count:
+                return got
+            time.sleep(0.02)
+        raise TimeoutError(f"{self.device_id} got {len(got)} {what}, not {count}, within {timeout} s")
+
+
+class ResponseRouter:
+    """Devices' answers from the broker to ``command_responses``, as Event Grid
+    routing delivers them (routed CloudEvents in Event Hub batches)."""
+
+    def __init__(self, broker_url: str, *, hub: str = "command-responses") -> None:
+        from tools.eventhub_factory import Partition
+
+        self.partition = Partition(hub, "0", first_enqueued=datetime.now(UTC))
+        self._pending: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"router-{id(self)}",
+                                   protocol=mqtt.MQTTv5)
+        self._ready = threading.Event()
+        self._client.on_subscribe = lambda *args: self._ready.set()
+        self._client.on_message = self._on_message
+        host, port = _address(broker_url)
+        self._client.connect(host, port)
+        self._client.loop_start()
+        self._client.subscribe("devices/+/commands/+/response", qos=1)
+        if not self._ready.wait(10):
+            raise TimeoutError("the router was not subscribed")
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self._lock:
+            self._pending.append((message.topic, bytes(message.payload)))
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    async def deliver(self, *, expect: int = 0, timeout: float = 10) -> int:
+        """Route the answers received so far (waiting for at least ``expect``) to
+        ``command_responses`` as one batch; returns how many were routed."""
+        from tools.eventhub_factory import routed_body
+        from tools.invoke import InvocationContext, retry_policy, user_function
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                ready = len(self._pending)
+            if ready >= expect or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        with self._lock:
+            taken, self._pending = self._pending, []
+        if not taken:
+            return 0
+        now = datetime.now(UTC)
+        sequence = self.partition.publish([routed_body(orjson.loads(payload), topic=topic, at=now)
+                                           for topic, payload in taken])
+        policy = retry_policy("command_responses")
+        await user_function("command_responses")(
+            self.partition.deliver(sequence),
+            InvocationContext("command_responses", max_retry_count=int(policy["max_retry_count"])))
+        return len(taken)
