@@ -147,6 +147,21 @@ def test_a_partition_continues_its_numbers_and_times_across_publishes() -> None:
     assert offsets == sorted(set(offsets))
 
 
+def test_a_partition_takes_each_events_own_enqueued_time_and_never_goes_back() -> None:
+    log = Partition(first_enqueued=FIRST, spacing=timedelta(seconds=1))
+    plus5 = timezone(timedelta(hours=5))
+    log.publish([b"a", b"b"], enqueued=[FIRST + timedelta(hours=3), (FIRST + timedelta(hours=4)).astimezone(plus5)])
+    log.publish([b"c"])  # no time of its own: spacing after the previous event
+    assert [e.enqueued_time for e in log.deliver()] == [
+        (FIRST + timedelta(hours=h, seconds=s)).replace(tzinfo=None) for h, s in ((3, 0), (4, 0), (4, 1))]
+    with pytest.raises(ValueError, match="never go back"):
+        log.publish([b"d"], enqueued=[FIRST + timedelta(hours=4)])
+    with pytest.raises(ValueError, match="aware"):
+        log.publish([b"e"], enqueued=[datetime(2027, 1, 1)])
+    with pytest.raises(ValueError, match="1 items for 2 bodies"):
+        log.publish([b"f", b"g"], enqueued=[FIRST + timedelta(hours=5)])
+
+
 @pytest.mark.parametrize("wanted", [range(0, 0), range(1, 4), range(-1, 1), range(0, 3, 2)])
 def test_a_partition_refuses_batches_the_host_never_sends(wanted: range) -> None:
     log = Partition()
