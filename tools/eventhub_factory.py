@@ -54,6 +54,9 @@ START = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 ROUTED_EVENT_TYPE = "MQTT.EventPublished"
 # The routing enrichments of infra/app/eventgrid-routing.bicep: dynamic, then static.
 DEVICE_ID_ENRICHMENT = "deviceid"  # ${client.authenticationName}
+# ${client.attributes.role}: every device's; the hubs' subscriptions take nothing else.
+CLIENT_ROLE_ENRICHMENT = "clientrole"
+DEVICE_ROLE = "edge-device"
 STATIC_ENRICHMENTS = {"app": "edge-cloud-messaging"}
 
 # The device topics (infra's topic spaces); the device id may hold "/".
@@ -283,6 +286,7 @@ def routed_event(payload: Any, *, topic: str, at: datetime, client: str | None =
         except orjson.JSONDecodeError:
             document["data"] = raw.decode()  # indicator 1 promises UTF-8
     document[DEVICE_ID_ENRICHMENT] = client
+    document[CLIENT_ROLE_ENRICHMENT] = DEVICE_ROLE
     document.update(STATIC_ENRICHMENTS)
     return document
 
