@@ -158,13 +158,13 @@ class Sent:
 
 
 def hub_partition(device_id: str) -> str:
-    """The partition that Event Hubs gives partition key ``device_id``: Event Grid
-    delivers with ``PartitionKey`` = the ``deviceid`` enrichment (infra/app/eventgrid.bicep),
-    and the service hashes it as the Event Hubs SDK's buffered producer does."""
-    from azure.eventhub._buffered_producer._partition_resolver import PartitionResolver
+    """A partition per device, as Event Hubs gives one per partition key (Event Grid
+    delivers with ``PartitionKey`` = the ``deviceid`` enrichment): a stable hash
+    stands in for the service's own."""
+    import hashlib
 
-    resolver = PartitionResolver(list(HUB_PARTITIONS))  # type: ignore[no-untyped-call]
-    return str(resolver.get_partition_id_by_partition_key(device_id))  # type: ignore[no-untyped-call]
+    digest = hashlib.sha256(device_id.encode()).digest()
+    return list(HUB_PARTITIONS)[digest[0] % len(HUB_PARTITIONS)]
 
 
 def sessions(events: list[dict[str, Any]], end: datetime) -> dict[str, list[tuple[datetime, datetime]]]:
