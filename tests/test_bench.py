@@ -23,7 +23,7 @@ def test_the_cold_request_figure_times_both_sides_reading_the_stored_device(
 
 STREAM_FIGURES = ("telemetry_cpu_ratio", "telemetry_requests_per_1000", "telemetry_speedup_vs_naive",
                   "telemetry_msgs_per_s", "naive_telemetry_msgs_per_s", "telemetry_fleet_msgs_per_s",
-                  "inference_msgs_per_s")
+                  "telemetry_worker_cpu_us_per_msg", "telemetry_fleet_worker_cpu_us_per_msg", "inference_msgs_per_s")
 
 
 @pytest.mark.usefixtures("app_env")
