@@ -324,7 +324,7 @@ module rbac 'app/rbac.bicep' = {
     ]
     alertsHubName: alertsHubName
     eventGridNamespaceName: eventGrid.outputs.name
-    commandsTopicSpaceName: eventGrid.outputs.commandsTopicSpaceName
+    cloudPublishTopicSpaceName: eventGrid.outputs.cloudPublishTopicSpaceName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
   }
 }

@@ -7,9 +7,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from azure.core.exceptions import ServiceRequestError
 
@@ -17,6 +15,7 @@ from shared.platform.settings import reset_settings
 from shared.platform.storage import CLIENT_OPTIONS, reset_data_store
 from tools import event_factory
 from tools.invoke import http_request, json_of, user_function
+from tools.storage_requests import Requests, request_hook
 
 __all__ = ["Requests", "changed_settings", "deliver", "failing_requests", "http_request", "json_of",
            "storage_requests", "unreachable_storage", "user_function"]
@@ -37,28 +36,12 @@ def unreachable_storage(run: Any) -> Iterator[None]:
         yield
 
 
-@dataclass
-class Requests:
-    """Storage requests seen by :func:`storage_requests`: (method, path and query) each."""
-
-    seen: list[tuple[str, str]] = field(default_factory=list)
-
-    def to(self, fragment: str) -> list[tuple[str, str]]:
-        return [r for r in self.seen if fragment in r[1]]
-
-
 @contextlib.contextmanager
 def _hook(run: Any, on_request: Callable[[str, str], None], **options: Any) -> Iterator[None]:
     """Clients built within the block call ``on_request(method, path_and_query)``
-    (percent-decoded) before each request."""
-
-    def hook(request: Any) -> None:
-        http = request.http_request
-        parts = urlsplit(http.url)
-        on_request(http.method, unquote(parts.path + (f"?{parts.query}" if parts.query else "")))
-
+    (percent-decoded) before each request (:mod:`tools.storage_requests`)."""
     run(reset_data_store())
-    CLIENT_OPTIONS.update(raw_request_hook=hook, **options)
+    CLIENT_OPTIONS.update(raw_request_hook=request_hook(on_request), **options)
     try:
         yield
     finally:
@@ -70,7 +53,7 @@ def _hook(run: Any, on_request: Callable[[str, str], None], **options: Any) -> I
 def storage_requests(run: Any) -> Iterator[Requests]:
     """Count the app's real storage requests within the block."""
     requests = Requests()
-    with _hook(run, lambda method, path: requests.seen.append((method, path))):
+    with _hook(run, requests.record):
         yield requests
 
 

@@ -19,3 +19,26 @@ def test_the_cold_request_figure_times_both_sides_reading_the_stored_device(
     assert figures["cold_request_app_ms"] > 0 and figures["cold_request_naive_ms"] > 0
     assert figures["cold_request_ratio"] == pytest.approx(
         figures["cold_request_app_ms"] / figures["cold_request_naive_ms"], rel=0.01)
+
+
+STREAM_FIGURES = ("telemetry_cpu_ratio", "telemetry_requests_per_1000", "telemetry_speedup_vs_naive",
+                  "telemetry_msgs_per_s", "naive_telemetry_msgs_per_s", "telemetry_fleet_msgs_per_s",
+                  "telemetry_worker_cpu_us_per_msg", "telemetry_fleet_worker_cpu_us_per_msg", "inference_msgs_per_s")
+
+
+@pytest.mark.usefixtures("app_env")
+def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_requests(
+        run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("CPU_MESSAGES", 200), ("CPU_ROUNDS", 1), ("COUNTED_BATCHES", 2), ("SPEED_MESSAGES", 200),
+                        ("SPEED_CHUNKS", 2), ("FLEET_DEVICES", 100)):
+        monkeypatch.setattr(bench, name, value)
+    figures = run(bench.stream_figures())  # each rate asserts that every message was archived
+    for name in STREAM_FIGURES:
+        assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
+    assert figures["telemetry_requests_per_1000"] >= 1000 / bench.BATCH, "at least the archive blob of each batch"
+
+    requests = run(bench.counted_telemetry_requests(2))
+    blob_writes = [path for method, path in requests.seen if method == "PUT" and "/telemetry/" in path]
+    state_writes = [path for method, path in requests.seen if method in ("PUT", "POST") and "/devices" in path]
+    assert len(blob_writes) >= 2, requests.seen
+    assert len(state_writes) >= 2 * bench.STREAM_DEVICES, requests.seen

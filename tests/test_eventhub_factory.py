@@ -16,7 +16,9 @@ from shared.platform.timestamps import parse_timestamp
 from shared.streams.decode import Accepted, decode
 from tests.infra.bicep_check import parse
 from tools.eventhub_factory import (
+    CLIENT_ROLE_ENRICHMENT,
     DEVICE_ID_ENRICHMENT,
+    DEVICE_ROLE,
     ROUTED_EVENT_TYPE,
     STATIC_ENRICHMENTS,
     Partition,
@@ -147,6 +149,21 @@ def test_a_partition_continues_its_numbers_and_times_across_publishes() -> None:
     assert offsets == sorted(set(offsets))
 
 
+def test_a_partition_takes_each_events_own_enqueued_time_and_never_goes_back() -> None:
+    log = Partition(first_enqueued=FIRST, spacing=timedelta(seconds=1))
+    plus5 = timezone(timedelta(hours=5))
+    log.publish([b"a", b"b"], enqueued=[FIRST + timedelta(hours=3), (FIRST + timedelta(hours=4)).astimezone(plus5)])
+    log.publish([b"c"])  # no time of its own: spacing after the previous event
+    assert [e.enqueued_time for e in log.deliver()] == [
+        (FIRST + timedelta(hours=h, seconds=s)).replace(tzinfo=None) for h, s in ((3, 0), (4, 0), (4, 1))]
+    with pytest.raises(ValueError, match="never go back"):
+        log.publish([b"d"], enqueued=[FIRST + timedelta(hours=4)])
+    with pytest.raises(ValueError, match="aware"):
+        log.publish([b"e"], enqueued=[datetime(2027, 1, 1)])
+    with pytest.raises(ValueError, match="1 items for 2 bodies"):
+        log.publish([b"f", b"g"], enqueued=[FIRST + timedelta(hours=5)])
+
+
 @pytest.mark.parametrize("wanted", [range(0, 0), range(1, 4), range(-1, 1), range(0, 3, 2)])
 def test_a_partition_refuses_batches_the_host_never_sends(wanted: range) -> None:
     log = Partition()
@@ -172,7 +189,8 @@ def test_a_routed_json_payload_has_the_shape_of_the_shared_sample(name: str) -> 
     expected = sample(name)
     built = routed_event(expected["data"], topic=expected["subject"],
                          at=parse_timestamp(expected["time"], field="time"), content_type="application/json")
-    assert {k: v for k, v in built.items() if k not in STATIC_ENRICHMENTS and k != "id"} == {
+    assert built[CLIENT_ROLE_ENRICHMENT] == DEVICE_ROLE  # newer than the shared samples
+    assert {k: v for k, v in built.items() if k not in {*STATIC_ENRICHMENTS, CLIENT_ROLE_ENRICHMENT, "id"}} == {
         k: v for k, v in expected.items() if k != "id"}
     assert built["type"] == ROUTED_EVENT_TYPE
     assert built[DEVICE_ID_ENRICHMENT] == "camera-017"
@@ -223,9 +241,12 @@ def test_the_enrichments_are_the_ones_the_infrastructure_configures() -> None:
     assert {item.get("key").literal: item.get("value").literal for item in static.items} == (  # type: ignore[union-attr]
         STATIC_ENRICHMENTS)
     assert [(item.get("key").text, item.get("value").literal) for item in dynamic.items] == [  # type: ignore[union-attr]
-        ("deviceIdEnrichmentKey", "${client.authenticationName}")]
+        ("deviceIdEnrichmentKey", "${client.authenticationName}"),
+        ("clientRoleEnrichmentKey", "${client.attributes.role}")]
     eventgrid = parse((ROOT / "infra" / "app" / "eventgrid.bicep").read_text(encoding="utf-8"))
     assert eventgrid.variables["deviceIdEnrichmentKey"].literal == DEVICE_ID_ENRICHMENT
+    assert eventgrid.variables["clientRoleEnrichmentKey"].literal == CLIENT_ROLE_ENRICHMENT
+    assert eventgrid.variables["deviceRoleAttribute"].literal == DEVICE_ROLE
 
 
 def test_routed_events_in_a_batch_are_messages_the_stream_decoder_accepts() -> None:

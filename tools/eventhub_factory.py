@@ -54,6 +54,9 @@ START = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 ROUTED_EVENT_TYPE = "MQTT.EventPublished"
 # The routing enrichments of infra/app/eventgrid-routing.bicep: dynamic, then static.
 DEVICE_ID_ENRICHMENT = "deviceid"  # ${client.authenticationName}
+# ${client.attributes.role}: every device's; the hubs' subscriptions take nothing else.
+CLIENT_ROLE_ENRICHMENT = "clientrole"
+DEVICE_ROLE = "edge-device"
 STATIC_ENRICHMENTS = {"app": "edge-cloud-messaging"}
 
 # The device topics (infra's topic spaces); the device id may hold "/".
@@ -78,8 +81,8 @@ class Published:
 
 class Partition:
     """One partition of a hub: an append-only log that hands out consecutive sequence
-    numbers, growing offsets and enqueued times ``spacing`` apart, and delivers any
-    range of it as one batch. Delivering a range again (with other batch boundaries,
+    numbers, growing offsets and enqueued times that never go back (``spacing`` apart
+    unless given), and delivers any range of it as one batch. Delivering a range again (with other batch boundaries,
     as the host does after a restart or a lost lease) yields the same events with the
     same sequence numbers, offsets and enqueued times."""
 
@@ -106,20 +109,30 @@ class Partition:
         return self.first_sequence + len(self.log)
 
     def publish(self, bodies: Sequence[bytes], *, partition_keys: Sequence[str | None] | None = None,
-                properties: Sequence[Mapping[str, Any]] | None = None) -> range:
-        """Append ``bodies`` (with their partition keys and application properties);
-        returns the sequence numbers they were given."""
+                properties: Sequence[Mapping[str, Any]] | None = None,
+                enqueued: Sequence[datetime] | None = None) -> range:
+        """Append ``bodies`` (with their partition keys, application properties and
+        enqueued times); returns the sequence numbers they were given. An event
+        without an enqueued time of its own comes ``spacing`` after the previous one."""
         keys = _per_event(partition_keys, len(bodies), None, "partition_keys")
         props = _per_event(properties, len(bodies), {}, "properties")
+        times = _per_event(enqueued, len(bodies), None, "enqueued")
         start = self.next_sequence
-        for body, key, prop in zip(bodies, keys, props, strict=True):
+        for body, key, prop, at in zip(bodies, keys, props, times, strict=True):
             if not isinstance(body, bytes):
                 raise TypeError("an event body is bytes")
             if key == "":
                 raise ValueError("a partition key is None or a non-empty string")
+            previous = self.log[-1].enqueued if self.log else None
+            if at is None:
+                at = self._first_enqueued if previous is None else previous + self._spacing
+            elif at.tzinfo is None:
+                raise ValueError("enqueued times must be aware (Event Hubs stamps UTC)")
+            if previous is not None and at < previous:
+                raise ValueError("enqueued times never go back in a partition")
             index = len(self.log)
-            self.log.append(Published(body, self.first_sequence + index, self._next_offset,
-                                      self._first_enqueued + index * self._spacing, key, dict(prop)))
+            self.log.append(Published(body, self.first_sequence + index, self._next_offset, at.astimezone(UTC),
+                                      key, dict(prop)))
             self._next_offset += len(body) + _ENVELOPE_BYTES
         return range(start, self.next_sequence)
 
@@ -273,6 +286,7 @@ def routed_event(payload: Any, *, topic: str, at: datetime, client: str | None =
         except orjson.JSONDecodeError:
             document["data"] = raw.decode()  # indicator 1 promises UTF-8
     document[DEVICE_ID_ENRICHMENT] = client
+    document[CLIENT_ROLE_ENRICHMENT] = DEVICE_ROLE
     document.update(STATIC_ENRICHMENTS)
     return document
 

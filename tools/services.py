@@ -153,15 +153,30 @@ def mosquitto_command() -> str:
 
 
 @contextlib.contextmanager
-def run_mosquitto() -> Iterator[Mosquitto]:
-    """Mosquitto (MQTT v5 and v3.1.1) on a free loopback port, anonymous access."""
-    broker = Mosquitto(free_port())
+def run_mosquitto(*, port: int | None = None, acl: str | None = None,
+                  passwords: dict[str, str] | None = None) -> Iterator[Mosquitto]:
+    """Mosquitto (MQTT v5 and v3.1.1) on a free loopback port (or ``port``: a broker
+    started again where a stopped one was), anonymous access; ``acl`` is the text of an
+    ``acl_file``, ``passwords`` (user: password) replace anonymous access."""
+    broker = Mosquitto(port or free_port())
     with tempfile.TemporaryDirectory(prefix="mosquitto-") as workspace:
+        # Started as root, Mosquitto reads these files as user mosquitto.
+        Path(workspace).chmod(0o755)
         config = Path(workspace) / "mosquitto.conf"
-        config.write_text(
-            f"listener {broker.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "log_dest stdout\nlog_type error\nlog_type warning\n"
-        )
+        lines = [f"listener {broker.port} 127.0.0.1", f"allow_anonymous {'false' if passwords else 'true'}",
+                 "persistence false", "log_dest stdout", "log_type error", "log_type warning"]
+        if acl is not None:
+            (Path(workspace) / "acl").write_text(acl)
+            lines.append(f"acl_file {Path(workspace) / 'acl'}")
+        if passwords:
+            password_file = Path(workspace) / "passwords"
+            password_file.touch()
+            for user, password in passwords.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(password_file), user, password], check=True,
+                               capture_output=True)
+            password_file.chmod(0o644)  # hashed test passwords
+            lines.append(f"password_file {password_file}")
+        config.write_text("\n".join(lines) + "\n")
         process = subprocess.Popen(
             [mosquitto_command(), "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )

@@ -11,6 +11,7 @@ param maximumClientSessionsPerAuthenticationName int
 param maximumSessionExpiryInHours int
 param routeTopicResourceId string
 param deviceIdEnrichmentKey string
+param clientRoleEnrichmentKey string
 
 resource namespace 'Microsoft.EventGrid/namespaces@2025-02-15' = {
   name: name
@@ -38,6 +39,14 @@ resource namespace 'Microsoft.EventGrid/namespaces@2025-02-15' = {
             // CloudEvent extension attribute carrying the device id (the client's authentication name).
             key: deviceIdEnrichmentKey
             value: '\${client.authenticationName}'
+          }
+          {
+            // CloudEvent extension attribute carrying the publisher's client attribute
+            // `role` ('edge-device' for every device); "" for what the app publishes with
+            // HTTP Publish (no client resource, no attributes). The hub subscriptions
+            // filter on it (eventgrid.bicep).
+            key: clientRoleEnrichmentKey
+            value: '\${client.attributes.role}'
           }
         ]
         static: [

@@ -1,18 +1,40 @@
 // Event Grid namespace with the MQTT broker.
 //
 // Devices authenticate with a client certificate (thumbprint match); their
-// authentication name is the device id. Topic spaces use
-// ${client.authenticationName} so that a device may only
+// authentication name is the device id. Their topic spaces use
+// ${client.authenticationName} and ${client.attributes.group}, so that a device may only
 //   publish   devices/{id}/telemetry, devices/{id}/inference,
 //             devices/{id}/commands/+/response
-//   subscribe devices/{id}/commands/#
-// Every published message is routed to the namespace topic `device-messages`
-// (CloudEvents, with a routing enrichment `deviceid`), from which three push
-// subscriptions deliver to the Event Hubs, filtered by subject (= MQTT topic),
-// with the namespace's system-assigned identity (Azure Event Hubs Data Sender
-// on each hub). What they cannot deliver within their retries and time to live
-// is dead-lettered, with the same identity, to the routing dead-letter
-// container (Storage Blob Data Contributor on that container only).
+//   subscribe devices/{id}/commands/+, broadcast/#, groups/{its group}/broadcast/#
+// ("Topic Spaces in Azure Event Grid": "Topic templates support MQTT wildcards (+ and #)
+// and the following variables: ${client.authenticationName} ... ${client.attributes.x}";
+// "A variable can represent a portion of a segment or an entire segment but can't
+// cover more than one segment").
+//
+// The function app publishes commands and broadcasts with HTTP Publish. "The Microsoft
+// Entra Object ID becomes the MQTT client ID" and "The identity used to make the HTTP
+// Publish request must have the Azure RBAC role EventGrid TopicSpaces Publisher" ("HTTP
+// Publish of MQTT messages", "Publish MQTT messages via HTTP"): the app is no client
+// resource, has no authentication name of a device and no attributes, so a template
+// with ${client.authenticationName} never matches the topics it must publish. It gets
+// a topic space of its own, `cloud-publish`, with plain wildcard templates and no
+// permission binding (no client group may use it); its role is scoped to that topic
+// space alone (app/rbac.bicep; "You can use these roles to provide permissions at
+// subscription, resource group, Event Grid namespace, or Event Grid topic space scope").
+//
+// Every published message, HTTP Publish included ("Messages flow through the Event Grid
+// routing and enrichment pipeline"), is routed to the namespace topic `device-messages`
+// (CloudEvents, with routing enrichments `deviceid` and `clientrole`), from which three
+// push subscriptions deliver to the Event Hubs with the namespace's system-assigned
+// identity (Azure Event Hubs Data Sender on each hub). Each subscription takes only
+// messages a device published (`clientrole` = the devices' role attribute; the app has
+// no attributes, so the enrichment is "" for everything it publishes: "if a dynamic
+// enrichment pointed to a client attribute ... that doesn't exist, the enrichment will
+// include the specified key with an empty string for a value", "Enrichments for MQTT
+// routed messages") and only its stream's topics (subject = MQTT topic). What they
+// cannot deliver within their retries and time to live is dead-lettered, with the same
+// identity, to the routing dead-letter container (Storage Blob Data Contributor on that
+// container only).
 // The system topic of the namespace carries the client life cycle events; its
 // subscription to the `client_lifecycle` function is created after the code is
 // deployed (infra/eventgrid-subscription.bicep, azd postdeploy hook).
@@ -38,6 +60,8 @@ var deviceClientGroupName = 'edge-devices'
 var deviceRoleAttribute = 'edge-device'
 var routeTopicName = 'device-messages'
 var deviceIdEnrichmentKey = 'deviceid'
+// Routing enrichment ${client.attributes.role}: 'edge-device' for a device, '' for the app.
+var clientRoleEnrichmentKey = 'clientrole'
 
 // Built-in role: Azure Event Hubs Data Sender.
 var eventHubsDataSenderRoleId = '2b629674-e913-4c01-ae53-ef4638d8f975'
@@ -45,6 +69,15 @@ var eventHubsDataSenderRoleId = '2b629674-e913-4c01-ae53-ef4638d8f975'
 var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
 // Which MQTT topics go to which hub: the subject of a routed message is its MQTT topic.
+// Among the topics a device may publish (its topic spaces below), the suffix tells the
+// stream apart: devices/{id}/telemetry, devices/{id}/inference,
+// devices/{id}/commands/{commandId}/response. The topics the app publishes
+// (devices/{id}/commands/{name}, broadcast/{name}, groups/{group}/broadcast/{name}) are
+// kept out by the publisher, not by the topic: subject filters cannot count segments and
+// compare without case ("All string comparisons aren't case-sensitive", "Event filters for
+// subscriptions to Azure Event Grid namespace topics"), so no suffix or substring rule can
+// tell a command named `telemetry` to device `x` (devices/x/commands/telemetry) from the
+// telemetry of a device named `commands` (devices/commands/telemetry).
 var routes = [
   {
     subscription: 'to-telemetry'
@@ -115,9 +148,45 @@ resource deviceCommands 'Microsoft.EventGrid/namespaces/topicSpaces@2025-02-15' 
   parent: namespace
   name: 'device-commands'
   properties: {
-    description: 'Commands to a device; the cloud publishes them with HTTP Publish.'
+    description: 'Commands to a device (devices/{id}/commands/{name}); not its own responses one level below.'
     topicTemplates: [
-      'devices/\${client.authenticationName}/commands/#'
+      // `+`, not `#`: devices/{id}/commands/# would also match the device's own
+      // devices/{id}/commands/{commandId}/response ("#: which matches zero or more
+      // segments at the end of the topic"; "+: which matches a single segment").
+      'devices/\${client.authenticationName}/commands/+'
+    ]
+  }
+}
+
+resource deviceBroadcasts 'Microsoft.EventGrid/namespaces/topicSpaces@2025-02-15' = {
+  parent: namespace
+  name: 'device-broadcasts'
+  properties: {
+    description: 'Broadcasts to every device, and to the devices of the group in their client attribute `group`.'
+    topicTemplates: [
+      'broadcast/#'
+      // "a topic template area/${client.attributes.area}/telemetry enables only the clients
+      // with the client attribute area:section1 to publish on the MQTT topic
+      // area/section1/telemetry": a device without a `group` attribute gets no group topic.
+      'groups/\${client.attributes.group}/broadcast/#'
+    ]
+  }
+}
+
+// What the function app publishes with HTTP Publish, authorized by its RBAC role
+// (EventGrid TopicSpaces Publisher, scoped here: app/rbac.bicep). No permission binding
+// names this topic space: no MQTT client may publish or subscribe through it. `+` matches
+// exactly one level, so the app cannot publish a device's response
+// (devices/{id}/commands/{commandId}/response), telemetry or inference.
+resource cloudPublish 'Microsoft.EventGrid/namespaces/topicSpaces@2025-02-15' = {
+  parent: namespace
+  name: 'cloud-publish'
+  properties: {
+    description: 'Commands and broadcasts the function app publishes (HTTP Publish, Azure RBAC); no client group is bound.'
+    topicTemplates: [
+      'devices/+/commands/+'
+      'broadcast/+'
+      'groups/+/broadcast/+'
     ]
   }
 }
@@ -160,6 +229,17 @@ resource subscribeCommands 'Microsoft.EventGrid/namespaces/permissionBindings@20
     description: 'Devices subscribe to their own commands.'
     clientGroupName: deviceGroup.name
     topicSpaceName: deviceCommands.name
+    permission: 'Subscriber'
+  }
+}
+
+resource subscribeBroadcasts 'Microsoft.EventGrid/namespaces/permissionBindings@2025-02-15' = {
+  parent: namespace
+  name: 'devices-subscribe-broadcasts'
+  properties: {
+    description: 'Devices subscribe to broadcasts to all and to their own group.'
+    clientGroupName: deviceGroup.name
+    topicSpaceName: deviceBroadcasts.name
     permission: 'Subscriber'
   }
 }
@@ -264,7 +344,16 @@ resource hubSubscriptions 'Microsoft.EventGrid/namespaces/topics/eventSubscripti
         includedEventTypes: [
           'MQTT.EventPublished'
         ]
+        // Several filters: all must match; several values of one filter: any may.
         filters: [
+          {
+            // Published by a device (client group edge-devices), not by the app.
+            operatorType: 'StringIn'
+            key: clientRoleEnrichmentKey
+            values: [
+              deviceRoleAttribute
+            ]
+          }
           {
             operatorType: 'StringBeginsWith'
             key: 'subject'
@@ -343,6 +432,7 @@ module routing 'eventgrid-routing.bicep' = {
     maximumSessionExpiryInHours: maximumSessionExpiryInHours
     routeTopicResourceId: routeTopic.id
     deviceIdEnrichmentKey: deviceIdEnrichmentKey
+    clientRoleEnrichmentKey: clientRoleEnrichmentKey
   }
   dependsOn: [
     hubSubscriptions
@@ -399,7 +489,7 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
 output name string = namespace.name
 output id string = namespace.id
 output mqttHostname string = namespace.properties.topicSpacesConfiguration.hostname
-output commandsTopicSpaceName string = deviceCommands.name
+output cloudPublishTopicSpaceName string = cloudPublish.name
 output deviceClientGroupName string = deviceGroup.name
 output routeTopicName string = routeTopic.name
 output systemTopicName string = systemTopic.name

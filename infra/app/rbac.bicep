@@ -8,7 +8,7 @@
 //   Storage Table Data Contributor  table service    devices, alerts, commands, fleetjobs, appmeta, modelstats, broadcasts
 //   Azure Event Hubs Data Receiver  each ingest hub  Event Hubs triggers
 //   Azure Event Hubs Data Sender    alerts hub       alert output
-//   EventGrid TopicSpaces Publisher commands topic space  HTTP Publish of commands
+//   EventGrid TopicSpaces Publisher cloud-publish topic space  HTTP Publish of commands and broadcasts
 //   Monitoring Metrics Publisher    Application Insights  telemetry with Entra ID auth
 // Developer (only when grantDeveloperAccess): the same data access minus host
 // ownership, for `func start` against the deployed resources.
@@ -25,7 +25,8 @@ param eventHubNamespaceName string
 param ingestHubNames string[]
 param alertsHubName string
 param eventGridNamespaceName string
-param commandsTopicSpaceName string
+@description('The topic space of what the app publishes (eventgrid.bicep `cloud-publish`); no client group is bound to it.')
+param cloudPublishTopicSpaceName string
 param applicationInsightsName string
 
 var roles = {
@@ -73,9 +74,9 @@ resource eventGridNamespace 'Microsoft.EventGrid/namespaces@2025-02-15' existing
   name: eventGridNamespaceName
 }
 
-resource commandsTopicSpace 'Microsoft.EventGrid/namespaces/topicSpaces@2025-02-15' existing = {
+resource cloudPublishTopicSpace 'Microsoft.EventGrid/namespaces/topicSpaces@2025-02-15' existing = {
   parent: eventGridNamespace
-  name: commandsTopicSpaceName
+  name: cloudPublishTopicSpaceName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -141,14 +142,18 @@ resource appAlertsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
+// HTTP Publish: "The identity used to make the HTTP Publish request must have the Azure
+// RBAC role EventGrid TopicSpaces Publisher"; scoped to the one topic space whose
+// templates are the app's topics (devices/+/commands/+, broadcast/+,
+// groups/+/broadcast/+), not to the namespace, so the app can publish nothing else.
 resource appCommandsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(commandsTopicSpace.id, appPrincipalId, roles.eventGridTopicSpacesPublisher)
-  scope: commandsTopicSpace
+  name: guid(cloudPublishTopicSpace.id, appPrincipalId, roles.eventGridTopicSpacesPublisher)
+  scope: cloudPublishTopicSpace
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridTopicSpacesPublisher)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'HTTP Publish of commands to devices/{id}/commands/{name}.'
+    description: 'HTTP Publish of commands (devices/{id}/commands/{name}) and broadcasts (broadcast/{name}, groups/{group}/broadcast/{name}).'
   }
 }
 
@@ -212,12 +217,12 @@ resource devAlertsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 }
 
 resource devCommandsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withDeveloper) {
-  name: guid(commandsTopicSpace.id, developerPrincipalId, roles.eventGridTopicSpacesPublisher)
-  scope: commandsTopicSpace
+  name: guid(cloudPublishTopicSpace.id, developerPrincipalId, roles.eventGridTopicSpacesPublisher)
+  scope: cloudPublishTopicSpace
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridTopicSpacesPublisher)
     principalId: developerPrincipalId
     principalType: developerPrincipalType
-    description: 'Local run: HTTP Publish of commands.'
+    description: 'Local run: HTTP Publish of commands and broadcasts.'
   }
 }

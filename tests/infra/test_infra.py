@@ -31,6 +31,7 @@ from .bicep_check import (
     parse,
     syntax_errors,
 )
+from .broker_model import literal_scope, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -667,9 +668,15 @@ def test_topic_spaces_confine_each_device_to_its_own_topics() -> None:
         f"devices/{device}/inference",
         f"devices/{device}/commands/+/response",
     }
-    assert permissions["Subscriber"] == {f"devices/{device}/commands/#"}
-    for templates in spaces.values():
-        assert all(t.startswith(f"devices/{device}/") for t in templates)
+    # commands/+ and not commands/#: that would match the device's own responses one level below.
+    assert permissions["Subscriber"] == {
+        f"devices/{device}/commands/+",
+        "broadcast/#",
+        "groups/${client.attributes.group}/broadcast/#",
+    }
+    for templates in permissions.values():
+        assert all(t.startswith((f"devices/{device}/", "broadcast/", "groups/${client.attributes.group}/"))
+                   for t in templates)
 
 
 def test_routing_enriches_with_the_device_id() -> None:
@@ -695,7 +702,9 @@ def test_push_subscriptions_deliver_to_the_hubs_with_the_namespace_identity() ->
     assert literal(push, "destination.endpointType") == "EventHub"
     filters = prop(subs.body, "properties.filtersConfiguration.filters")
     assert filters is not None
-    assert {literal(f, "key") for f in filters.items} == {"subject"}
+    keys = {str(resolve(f.get("key"), literal_scope(bicep(INFRA / "app" / "eventgrid.bicep"))))  # type: ignore[arg-type]
+            for f in filters.items}
+    assert keys == {"subject", "clientrole"}  # the MQTT topic and the publisher's role (test_command_path.py)
     routes = bicep(INFRA / "app" / "eventgrid.bicep").variables["routes"]
     assert {str(literal(r, "suffix")) for r in routes.items} == {"/telemetry", "/inference", "/response"}
     assert {prop(r, "hub").text for r in routes.items} == {  # type: ignore[union-attr]
