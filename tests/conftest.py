@@ -59,7 +59,8 @@ def run(loop: asyncio.AbstractEventLoop) -> Runner[Any]:
 def app_env(azurite: Azurite, mosquitto: Mosquitto, run: Runner[Any]) -> Iterator[Azurite]:
     """The app's settings pointed at the session's services."""
     saved = dict(os.environ)
-    os.environ.update({"DataStorage": azurite.connection_string, "MQTT_BROKER_URL": mosquitto.url,
+    os.environ.update({"DataStorage": azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
+                       "MQTT_BROKER_URL": mosquitto.url,
                        "FLAPPING_DISCONNECTS": "3", "FLAPPING_WINDOW_SECONDS": "600"})
     reset_settings()
     yield azurite

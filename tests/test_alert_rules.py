@@ -372,7 +372,8 @@ def test_health_names_an_invalid_alert_rules(run: Any, caplog: pytest.LogCapture
 def test_validating_alert_rules_in_health_imports_no_pydantic() -> None:
     script = ("import sys, shared.meta.health as h; print(h.settings_check()); "
               "print(sorted(m for m in sys.modules if m.startswith(('pydantic', 'azure.eventhub'))))")
-    env = {"ALERT_RULES": json.dumps([T]), "DataStorage": "UseDevelopmentStorage=true"}
+    env = {"ALERT_RULES": json.dumps([T]), "DataStorage": "UseDevelopmentStorage=true",
+           "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.split("\n")[:2] == ["ok", "[]"]

@@ -4,14 +4,12 @@ to command_responses as Event Grid would; over both transports."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 
 from tests.harness import changed_settings, deliver, http_request, json_of, user_function
@@ -25,22 +23,30 @@ T0 = datetime.now(UTC) - timedelta(hours=1)
 @pytest.fixture(params=["mqtt", "eventgrid"])
 def transport(request: Any, app_env: Any, mosquitto: Mosquitto, run: Any) -> Iterator[str]:
     """The app publishing through the MQTT transport, or through HTTP Publish to a
-    stand-in of the Event Grid broker that checks each request and forwards it."""
-    from shared.commands.transport import reset_transport
+    stand-in of the Event Grid broker that checks each request and forwards it (the
+    Entra token comes from a test credential: nothing here can issue one)."""
+    from shared.commands import transport as transports
 
+    run(transports.reset_transport())
     if request.param == "mqtt":
-        run(reset_transport())
         yield "mqtt"
-        run(reset_transport())
+        run(transports.reset_transport())
         return
-    from tools.httppublish import run_http_publish
+    from shared.commands.eventgrid_transport import EventGridTransport
+    from tests.test_transports import GRANTS, TOKEN, RecordingCredential
+    from tools.httppublish import run_httppublish
 
-    with run_http_publish(mosquitto.url) as stand_in, changed_settings(run, {
-            "COMMAND_TRANSPORT": "eventgrid", "EVENTGRID_MQTT_HOSTNAME": stand_in.hostname}):
-        run(reset_transport())
-        stand_in.install(run)
-        yield "eventgrid"
-        run(reset_transport())
+    stand_in = run_httppublish(mosquitto.url, GRANTS)
+    server = run(stand_in.__aenter__())
+    try:
+        with changed_settings(run, {"COMMAND_TRANSPORT": "eventgrid",
+                                    "EVENTGRID_MQTT_HOSTNAME": "evgns-edge.westeurope-1.ts.eventgrid.azure.net"}):
+            transports._transport = EventGridTransport(  # the process's transport, pointed at the stand-in
+                "evgns-edge.westeurope-1.ts.eventgrid.azure.net", RecordingCredential(TOKEN), base_url=server.url)
+            yield "eventgrid"
+            run(transports.reset_transport())
+    finally:
+        run(stand_in.__aexit__(None, None, None))
 
 
 @pytest.fixture
@@ -115,3 +121,278 @@ def test_a_silent_device_lets_the_command_expire_on_time(run: Any, mosquitto: Mo
         assert command(run, device.device_id, sent["commandId"])["status"] == "expired"
     finally:
         device.disconnect()
+
+
+def registered(run: Any, *, state: str = "Enabled", attributes: dict[str, Any] | None = None) -> str:
+    """A device in the registry that has never connected."""
+    device_id = f"off-{uuid.uuid4().hex[:8]}"
+    deliver(run, ev.created_or_updated(device_id, T0, state=state, attributes=attributes or {}))
+    return device_id
+
+
+def test_commands_for_an_offline_device_wait_and_go_out_in_order_when_it_connects(
+        run: Any, mosquitto: Mosquitto, router: ResponseRouter, transport: str) -> None:
+    device = Device(registered(run), mosquitto.url)
+    first = json_of(send(run, device.device_id, {"name": "first"}))
+    short = json_of(send(run, device.device_id, {"name": "short", "timeoutSeconds": 1}))
+    dropped = json_of(send(run, device.device_id, {"name": "dropped"}))
+    last = json_of(send(run, device.device_id, {"name": "last"}))
+    assert {c["status"] for c in (first, short, dropped, last)} == {"pending"}
+    cancel = run(user_function("cancel_command")(http_request(
+        "POST", "cancel", route_params={"deviceId": device.device_id, "commandId": dropped["commandId"]})))
+    assert json_of(cancel)["status"] == "cancelled"
+    time.sleep(1.2)  # "short" is overdue by now
+    device.connect()  # subscribe first, then the broker reports the session
+    try:
+        deliver(run, ev.connected(device.device_id, 1, datetime.now(UTC)))
+        received = device.wait_for(2)
+        time.sleep(0.3)
+        assert [r.payload["name"] for r in device.commands] == ["first", "last"], "in order, none skipped twice"
+        assert run(router.deliver(expect=2)) == 2
+        statuses = {c["name"]: command(run, device.device_id, c["commandId"])["status"]
+                    for c in (first, short, dropped, last)}
+        assert statuses == {"first": "succeeded", "short": "expired", "dropped": "cancelled", "last": "succeeded"}
+        assert len(received) == 2
+        deliver(run, ev.disconnected(device.device_id, 1, datetime.now(UTC)),
+                ev.connected(device.device_id, 2, datetime.now(UTC)))
+        time.sleep(0.3)
+        assert len(device.commands) == 2, "a later connect publishes nothing again"
+    finally:
+        device.disconnect()
+
+
+@pytest.mark.parametrize("body, status, detail", [
+    ({"name": "telemetry"}, 400, "reserved"),
+    ({"name": "Response"}, 400, "reserved"),
+    ({"name": "bad name!"}, 400, "name"),
+    ({"name": "x", "timeoutSeconds": 0}, 400, "timeoutSeconds"),
+    ({"name": "x", "timeoutSeconds": "5"}, 400, "timeoutSeconds"),
+    ({"name": "x", "extra": 1}, 400, "extra"),
+    ({"name": "x", "payload": "y" * 300_000}, 413, "bytes"),
+])
+def test_a_bad_request_is_a_problem_that_says_why(run: Any, app_env: Any, body: dict[str, Any], status: int,
+                                                   detail: str) -> None:
+    response = send(run, registered(run), body)
+    assert response.status_code == status, response.get_body()
+    assert response.mimetype == "application/problem+json" and detail in json_of(response)["detail"]
+
+
+def test_unknown_disabled_deleted_and_uncommandable_devices_are_refused(run: Any, app_env: Any) -> None:
+    assert send(run, "nobody-here", {"name": "x"}).status_code == 404
+    assert send(run, registered(run, state="Disabled"), {"name": "x"}).status_code == 409
+    gone = registered(run)
+    deliver(run, ev.deleted(gone, T0 + timedelta(minutes=5)))
+    assert "deleted" in json_of(send(run, gone, {"name": "x"}))["detail"]
+    assert send(run, "a+b", {"name": "x"}).status_code == 400
+
+
+def test_an_offline_device_is_refused_under_the_reject_policy(run: Any, app_env: Any) -> None:
+    with changed_settings(run, {"OFFLINE_COMMAND_POLICY": "reject"}):
+        response = send(run, registered(run), {"name": "x"})
+    assert response.status_code == 409 and "offline" in json_of(response)["detail"]
+
+
+def test_an_idempotency_key_makes_one_command_however_often_and_concurrently_it_comes(
+        run: Any, mosquitto: Mosquitto, transport: str) -> None:
+    import asyncio
+
+    device = online(run, mosquitto, "silent")
+    try:
+        handler = user_function("send_command")
+
+        def request(body: dict[str, Any]) -> Any:
+            return http_request("POST", "x", route_params={"deviceId": device.device_id}, body=body,
+                                headers={"Idempotency-Key": "order-42"})
+
+        async def eight() -> list[Any]:
+            return list(await asyncio.gather(*(handler(request({"name": "open"})) for _ in range(8))))
+
+        responses = run(eight())
+        assert sorted(r.status_code for r in responses) == [200] * 7 + [202]
+        assert len({json_of(r)["commandId"] for r in responses}) == 1
+        again = run(handler(request({"name": "open"})))
+        assert again.status_code == 200 and json_of(again)["idempotencyKey"] == "order-42"
+        assert run(handler(request({"name": "close"}))).status_code == 409
+        time.sleep(0.3)
+        assert len(device.wait_for(1)) == 1, "published once"
+    finally:
+        device.disconnect()
+
+
+def test_a_broker_that_cannot_be_reached_is_a_503_and_the_command_is_failed(run: Any, app_env: Any) -> None:
+    from shared.commands.transport import reset_transport
+    from tools.services import free_port
+
+    device = registered(run)
+    deliver(run, ev.connected(device, 1, T0 + timedelta(minutes=1)))  # the registry says connected
+    with changed_settings(run, {"MQTT_BROKER_URL": f"mqtt://127.0.0.1:{free_port()}"}):
+        run(reset_transport())
+        response = send(run, device, {"name": "x"})
+        run(reset_transport())
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    listed = json_of(run(user_function("list_commands")(http_request(
+        "GET", "x", route_params={"deviceId": device}))))["items"]
+    assert [(c["status"], c["error"]["reason"] != "") for c in listed] == [("failed", True)]
+
+
+def test_cancel_is_409_once_terminal_and_a_late_answer_is_kept_without_changing_it(
+        run: Any, mosquitto: Mosquitto, router: ResponseRouter, transport: str) -> None:
+    device = online(run, mosquitto, "succeed")
+    try:
+        sent = json_of(send(run, device.device_id, {"name": "slow"}))
+        device.wait_for(1)
+
+        def cancel() -> Any:
+            return run(user_function("cancel_command")(http_request(
+                "POST", "x", route_params={"deviceId": device.device_id, "commandId": sent["commandId"]})))
+
+        assert json_of(cancel())["status"] == "cancelled"
+        assert cancel().status_code == 409
+        assert run(router.deliver(expect=1)) == 1
+        late = command(run, device.device_id, sent["commandId"])
+        assert late["status"] == "cancelled" and late["lateResponse"]["status"] == "succeeded"
+    finally:
+        device.disconnect()
+
+
+def test_answers_that_are_duplicated_spoofed_or_unknown_change_nothing(run: Any, mosquitto: Mosquitto,
+                                                                       transport: str) -> None:
+    from tools.eventhub_factory import Partition, routed_body
+    from tools.invoke import InvocationContext
+
+    device = online(run, mosquitto, "silent")
+    try:
+        sent = json_of(send(run, device.device_id, {"name": "x"}))
+        cid = sent["commandId"]
+        answer = {"commandId": cid, "status": "succeeded", "result": {"n": 1}}
+        hub = Partition(f"responses-{uuid.uuid4().hex[:6]}", "0")
+        hub.publish([
+            routed_body(answer, topic=f"devices/{device.device_id}/commands/{cid}/response", at=T0),
+            routed_body(answer | {"status": "failed"}, topic=f"devices/intruder/commands/{cid}/response", at=T0),
+            routed_body({"commandId": "0196c3c2-0000-7000-8000-000000000000", "status": "failed"},
+                        topic=f"devices/{device.device_id}/commands/0196c3c2-0000-7000-8000-000000000000/response",
+                        at=T0),
+            routed_body({"commandId": cid, "status": "maybe"},
+                        topic=f"devices/{device.device_id}/commands/{cid}/response", at=T0),
+            routed_body(answer | {"status": "failed"}, topic=f"devices/{device.device_id}/commands/{cid}/response",
+                        at=T0),
+        ])
+        run(user_function("command_responses")(hub.deliver(), InvocationContext("command_responses")))
+        run(user_function("command_responses")(hub.deliver(), InvocationContext("command_responses")))
+        done = command(run, device.device_id, cid)
+        assert (done["status"], done["result"]) == ("succeeded", {"n": 1})
+        assert done["lateResponse"]["status"] == "failed", "the second, different answer is kept as late"
+        letters = dead_letter_reasons(run, hub.hub)
+        assert any("spoofed" in r for r in letters) and any("no command" in r for r in letters), letters
+        assert any("status" in r for r in letters) and len(letters) == 3
+    finally:
+        device.disconnect()
+
+
+def dead_letter_reasons(run: Any, hub: str) -> list[str]:
+    import orjson
+
+    from shared.platform.storage import data_store
+    from shared.platform.storage_names import DEADLETTER_CONTAINER
+
+    async def read() -> list[str]:
+        container = await data_store().container(DEADLETTER_CONTAINER)
+        reasons = []
+        async for blob in container.list_blobs(name_starts_with="command-responses/"):
+            letter = orjson.loads(await (await container.download_blob(blob.name)).readall())
+            if letter["eventHub"]["hub"] == hub:
+                reasons.append(letter["reason"])
+        return reasons
+
+    return run(read())  # type: ignore[no-any-return]
+
+
+def fleet(run: Any, body: dict[str, Any]) -> Any:
+    return run(user_function("send_fleet_command")(http_request("POST", "commands", body=body)))
+
+
+def job(run: Any, job_id: str) -> dict[str, Any]:
+    response = run(user_function("get_fleet_command")(http_request("GET", "x", route_params={"jobId": job_id})))
+    assert response.status_code == 200, response.get_body()
+    return json_of(response)  # type: ignore[no-any-return]
+
+
+def test_a_fleet_job_of_50_devices_tracks_every_command(run: Any, mosquitto: Mosquitto, router: ResponseRouter,
+                                                         transport: str) -> None:
+    devices = [online(run, mosquitto, "succeed" if n % 3 else "reject") for n in range(30)]
+    offline = [registered(run) for _ in range(20)]
+    try:
+        response = fleet(run, {"name": "update", "payload": {"v": 2},
+                               "target": {"deviceIds": [d.device_id for d in devices] + offline + ["nobody"]}})
+        assert response.status_code == 202, response.get_body()
+        created = json_of(response)
+        assert created["total"] == 51 and created["fanout"] == "done"
+        for device in devices:
+            device.wait_for(1)
+        assert run(router.deliver(expect=30)) == 30
+        counts = job(run, created["jobId"])["counts"]
+        assert counts == {"succeeded": 20, "rejected": 10, "pending": 20, "failed": 1}
+        again = fleet(run, {"name": "update", "target": {"deviceIds": ["nobody"]}})
+        assert json_of(again)["counts"] == {"failed": 1}
+    finally:
+        for device in devices:
+            device.disconnect()
+
+
+def test_a_fleet_job_of_2000_devices_by_attribute_continues_through_the_queue(run: Any, app_env: Any) -> None:
+    import asyncio
+
+    from tools.invoke import drain_queue
+
+    line = f"line-{uuid.uuid4().hex[:6]}"
+    handler = user_function("client_lifecycle")
+    events = [ev.created_or_updated(f"{line}-{n:04d}", T0, attributes={"line": line, "type": "camera"})
+              for n in range(2000)]
+    events.append(ev.created_or_updated(f"{line}-other", T0, attributes={"line": line, "type": "plc"}))
+
+    async def register() -> None:
+        for i in range(0, len(events), 64):
+            await asyncio.gather(*(handler(ev.to_function_event(e)) for e in events[i:i + 64]))
+
+    run(register())
+    response = fleet(run, {"name": "snapshot", "target": {"attributes": {"line": line, "type": "camera"}}})
+    assert response.status_code == 202, response.get_body()
+    created = json_of(response)
+    assert created["total"] == 2000 and created["fanout"] == "running"
+    assert created["counts"]["queued"] == 2000 - 200, "the 202 did not wait for the whole fleet"
+    handled = run(drain_queue("fleet-fanout", "fleet_fanout"))
+    assert handled == 18
+    done = job(run, created["jobId"])
+    assert done["counts"] == {"pending": 2000} and done["fanout"] == "done"
+
+
+def test_a_broadcast_reaches_its_group_only_and_is_listed(run: Any, mosquitto: Mosquitto, transport: str) -> None:
+    group = f"g{uuid.uuid4().hex[:6]}"
+    inside = Device(f"in-{uuid.uuid4().hex[:6]}", mosquitto.url, group=group)
+    other = Device(f"out-{uuid.uuid4().hex[:6]}", mosquitto.url, group=group + "x")
+    for device in (inside, other):
+        device.connect()
+    try:
+        def broadcast(body: dict[str, Any]) -> Any:
+            return run(user_function("send_broadcast")(http_request("POST", "broadcasts", body=body)))
+
+        response = broadcast({"name": "maintenance", "payload": {"window": "02:00"}, "ttlSeconds": 600,
+                              "group": group})
+        assert response.status_code == 202, response.get_body()
+        sent = json_of(response)
+        assert sent["topic"] == f"groups/{group}/broadcast/maintenance" and sent["issuedBy"] == "function-key"
+        [received] = inside.wait_for(1, what="broadcasts")
+        assert received.payload["broadcastId"] == sent["broadcastId"]
+        assert 595 <= received.properties["MessageExpiryInterval"] <= 600
+        assert json_of(broadcast({"name": "notice"}))["topic"] == "broadcast/notice"
+        inside.wait_for(2, what="broadcasts")
+        other.wait_for(1, what="broadcasts")
+        time.sleep(0.2)
+        assert [b.topic for b in other.broadcasts] == ["broadcast/notice"], "another group's broadcast never came"
+        listed = json_of(run(user_function("list_broadcasts")(http_request("GET", "broadcasts",
+                                                                           params={"limit": "2"}))))["items"]
+        assert [b["name"] for b in listed] == ["notice", "maintenance"]
+        assert broadcast({"name": "x", "ttlSeconds": 0}).status_code == 400
+    finally:
+        for device in (inside, other):
+            device.disconnect()

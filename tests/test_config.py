@@ -18,6 +18,7 @@ from shared.alerts.settings import AlertSettings
 from shared.commands.settings import CommandSettings
 from shared.lifecycle.settings import LifecycleSettings
 from shared.platform.errors import ConfigurationError
+from shared.platform.host_storage import HostStorageSettings
 from shared.platform.settings import (
     AZURITE_CONNECTION_STRING,
     SettingsError,
@@ -171,7 +172,7 @@ def test_settings_are_validated_once_per_process_until_reset(monkeypatch: pytest
 def test_health_validates_every_settings_class() -> None:
     import shared.meta.health  # noqa: F401 - importing health registers every capability's class
 
-    assert set(registered()) == {StorageSettings, *CAPABILITY_CLASSES}
+    assert set(registered()) == {StorageSettings, HostStorageSettings, *CAPABILITY_CLASSES}
 
 
 # --- through the functions, as the worker calls them -----------------------------

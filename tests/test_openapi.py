@@ -62,7 +62,7 @@ def test_every_operation_lists_the_problems_it_can_answer(name: str) -> None:
     statuses = set(op["responses"])
     problem_json = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     assert any(s.startswith("2") for s in statuses)
-    assert ("400" in statuses) == bool(op.get("parameters")), "400 where it takes parameters"
+    assert ("400" in statuses) == bool(op.get("parameters") or op.get("requestBody")), "400 where it takes input"
     assert ("404" in statuses) == ("{" in path), "404 where the path names a resource"
     if op["security"]:
         assert "content" not in op["responses"]["401"], "the host answers 401, with no body guaranteed"
@@ -92,8 +92,17 @@ def allows_null(node: Any) -> bool:
     return "null" in (kinds if isinstance(kinds, list) else [kinds]) or ("default" in node and node["default"] is None)
 
 
-def test_nothing_in_the_document_is_null_because_absent_optionals_are_left_out() -> None:
-    assert not [node for node in walk(DOCUMENT["components"]) if allows_null(node)]
+def test_no_response_schema_is_null_because_absent_optionals_are_left_out() -> None:
+    responses = {name: schema for name, schema in SCHEMAS.items() if not name.endswith("Input")}
+    assert not [node for node in walk(responses) if allows_null(node)]
+
+
+def test_request_bodies_are_described_as_they_are_validated() -> None:
+    for name in ("send_command", "send_fleet_command", "send_broadcast"):
+        _, _, op = OPERATIONS[name]
+        ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        schema = SCHEMAS[ref.rsplit("/", 1)[1]]
+        assert schema["additionalProperties"] is False and "name" in schema["required"], name
 
 
 def test_fixed_shapes_admit_no_other_property_and_free_form_values_do() -> None:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -68,7 +69,7 @@ class Device:
     decide: Callable[[Received], Behaviour] | None = None  # overrides ``behaviour`` per command
 
     def __post_init__(self) -> None:
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.device_id,
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id,
                                    protocol=mqtt.MQTTv5)
         self._client.on_message = self._on_message
         self._ready = threading.Event()
@@ -78,7 +79,7 @@ class Device:
     def connect(self, timeout: float = 10) -> None:
         """Connect, subscribe, and return once the broker confirmed the subscriptions."""
         host, port = _address(self.broker_url)
-        connect = Properties(PacketTypes.CONNECT)
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = 3600
         self._ready.clear()
         self._client.connect(host, port, clean_start=False, properties=connect)
@@ -120,7 +121,7 @@ class Device:
             answer["error"] = {"message": f"{self.device_id} would not ({behaviour})"}
         topic = command.properties.get("ResponseTopic") or (
             f"devices/{self.device_id}/commands/{answer['commandId']}/response")
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if command.properties.get("CorrelationData"):
             props.CorrelationData = command.properties["CorrelationData"]
         props.ContentType = "application/json"
@@ -147,7 +148,7 @@ class ResponseRouter:
         self.partition = Partition(hub, "0", first_enqueued=datetime.now(UTC))
         self._pending: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"router-{id(self)}",
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"router-{id(self)}",
                                    protocol=mqtt.MQTTv5)
         self._ready = threading.Event()
         self._client.on_subscribe = lambda *args: self._ready.set()
@@ -167,13 +168,13 @@ class ResponseRouter:
         self._client.disconnect()
         self._client.loop_stop()
 
-    async def deliver(self, *, expect: int = 0, timeout: float = 10) -> int:
+    async def deliver(self, *, expect: int = 0, wait: float = 10) -> int:
         """Route the answers received so far (waiting for at least ``expect``) to
         ``command_responses`` as one batch; returns how many were routed."""
         from tools.eventhub_factory import routed_body
         from tools.invoke import InvocationContext, retry_policy, user_function
 
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         while True:
             with self._lock:
                 ready = len(self._pending)

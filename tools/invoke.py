@@ -161,3 +161,30 @@ def retry_policy(name: str) -> dict[str, Any]:
     """The retry policy a function declares (what the host applies to it)."""
     setting = FUNCTIONS[name].get_setting("retry_policy")
     return dict(setting.get_dict_repr()) if setting is not None else {}
+
+
+async def drain_queue(queue_name: str, function_name: str, *, max_messages: int = 1000) -> int:
+    """Do what the host's queue trigger does: take each message of ``queue_name``
+    (in ``AzureWebJobsStorage``), hand it to ``function_name`` as the worker builds
+    it (the library's converter), and delete it once the function succeeded.
+    Returns how many messages were handled."""
+    from azure.functions.meta import Datum
+    from azure.functions.queue import QueueMessageInConverter
+    from azure.storage.queue import TextBase64DecodePolicy
+    from azure.storage.queue.aio import QueueClient
+
+    handled = 0
+    async with QueueClient.from_connection_string(os.environ["AzureWebJobsStorage"], queue_name,
+                                                  message_decode_policy=TextBase64DecodePolicy()) as queue:
+        while handled < max_messages:
+            batch = [m async for m in queue.receive_messages(max_messages=32, visibility_timeout=60)]
+            if not batch:
+                return handled
+            for message in batch:
+                decoded = QueueMessageInConverter.decode(Datum(message.content, "string"), trigger_metadata={
+                    "Id": Datum(message.id, "string"), "DequeueCount": Datum(message.dequeue_count, "int"),
+                    "PopReceipt": Datum(message.pop_receipt, "string")})
+                await user_function(function_name)(decoded)
+                await queue.delete_message(message)
+                handled += 1
+    return handled

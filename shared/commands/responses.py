@@ -89,7 +89,8 @@ async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
     except ValidationError as exc:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
                   for e in exc.errors(include_url=False, include_context=False, include_input=False)][:20]
-        raise InvalidInput(f"invalid command response: {errors[0]['loc']}: {errors[0]['msg']}", errors) from None
+        where = ".".join(str(part) for part in errors[0]["loc"]) or "the response"
+        raise InvalidInput(f"invalid command response: {where}: {errors[0]['msg']}", errors) from None
     if raw.topic is not None:
         topic_device, topic_command = raw.topic.split("/")[1], raw.topic.split("/")[3]
         if response.command_id != topic_command:

@@ -22,6 +22,7 @@ from shared.alerts.settings import AlertSettings
 from shared.commands.settings import CommandSettings
 from shared.lifecycle.settings import LifecycleSettings
 from shared.platform.errors import ConfigurationError, is_transient
+from shared.platform.host_storage import HostStorageSettings
 from shared.platform.settings import settings_problems
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, DEVICES_TABLE
@@ -30,7 +31,7 @@ from shared.streams.settings import StreamSettings
 log = logging.getLogger(__name__)
 
 # Importing a settings class registers it; health validates every registered one.
-CAPABILITY_SETTINGS = (AlertSettings, CommandSettings, LifecycleSettings, StreamSettings)
+CAPABILITY_SETTINGS = (AlertSettings, CommandSettings, HostStorageSettings, LifecycleSettings, StreamSettings)
 
 TIMEOUT_SECONDS = 5.0
 PROBE_TTL_SECONDS = 5.0  # read at each call, so tests can shorten it
