@@ -396,3 +396,50 @@ def test_a_broadcast_reaches_its_group_only_and_is_listed(run: Any, mosquitto: M
     finally:
         for device in (inside, other):
             device.disconnect()
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_an_answer_the_expiry_timer_and_a_cancel_at_once_leave_one_terminal_status(
+        run: Any, mosquitto: Mosquitto, transport: str, attempt: int) -> None:
+    import asyncio
+
+    from tools.eventhub_factory import Partition, routed_body
+    from tools.invoke import InvocationContext
+
+    device = online(run, mosquitto, "silent")
+    try:
+        sent = json_of(send(run, device.device_id, {"name": "race", "timeoutSeconds": 1}))
+        cid = sent["commandId"]
+        time.sleep(1.1)
+        hub = Partition(f"race-{uuid.uuid4().hex[:6]}", "0")
+        hub.publish([routed_body({"commandId": cid, "status": "succeeded"},
+                                 topic=f"devices/{device.device_id}/commands/{cid}/response", at=T0)])
+
+        async def at_once() -> None:
+            await asyncio.gather(
+                user_function("command_responses")(hub.deliver(), InvocationContext("command_responses")),
+                user_function("command_expiry")(None),
+                user_function("cancel_command")(http_request(
+                    "POST", "x", route_params={"deviceId": device.device_id, "commandId": cid})))
+
+        run(at_once())
+        final = command(run, device.device_id, cid)
+        assert final["status"] in ("succeeded", "expired", "cancelled")
+        assert ("lateResponse" in final) == (final["status"] != "succeeded"), "the answer is never lost"
+        run(at_once())  # all of it again: a terminal status never changes
+        assert command(run, device.device_id, cid)["status"] == final["status"]
+    finally:
+        device.disconnect()
+
+
+def test_the_expiry_timer_reads_only_what_is_due(run: Any, app_env: Any) -> None:
+    from tests.harness import storage_requests
+
+    device = registered(run)
+    for _ in range(30):  # pending for a day: not due
+        send(run, device, {"name": "later", "timeoutSeconds": 86400})
+    run(user_function("command_expiry")(None))  # clear what earlier tests left due
+    with storage_requests(run) as requests:
+        run(user_function("command_expiry")(None))
+    commands_requests = requests.to("/commands")
+    assert len(commands_requests) == 1, "one range query of the due minutes, nothing per command"
