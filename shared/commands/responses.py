@@ -26,7 +26,7 @@ from shared.commands.store import CommandStore
 from shared.platform.deadletter import write_dead_letter
 from shared.platform.errors import InvalidInput
 from shared.platform.storage import DataStore, data_store
-from shared.streams.batch import Origin, partition_context
+from shared.streams.batch import Origin, origin_of, partition_context
 from shared.streams.envelopes import unwrap_body
 from shared.streams.limits import DEFAULT_LIMITS
 
@@ -45,17 +45,13 @@ async def handle_responses(events: Sequence[Any], *, hub: str, retry_count: int 
     changed = 0
     try:
         for event in sorted(events, key=lambda e: e.sequence_number or 0):
-            enqueued = event.enqueued_time or now
-            enqueued = enqueued.replace(tzinfo=UTC) if enqueued.tzinfo is None else enqueued.astimezone(UTC)
-            offset = str(event.offset) if event.offset is not None else None
-            origin = Origin(hub, partition, int(event.sequence_number or 0), offset, enqueued)
-            changed += await _one(store, origin, event.get_body(), now)
+            changed += await _one(store, origin_of(event, hub=hub, partition=partition, now=now),
+                                  event.get_body(), now)
     except Exception:
         if max_retry_count == 0 or retry_count < max_retry_count:
             raise
         log.exception("giving up on command responses %s/%s after the last retry", hub, partition)
-        await asyncio.gather(*(_dead_letter(store, Origin(hub, partition, int(e.sequence_number or 0),
-                                                         str(e.offset), now), e.get_body(),
+        await asyncio.gather(*(_dead_letter(store, origin_of(e, hub=hub, partition=partition, now=now), e.get_body(),
                                             "internal: not processed after the last retry", [], None, now)
                                for e in events))
     return changed

@@ -48,6 +48,15 @@ class Event:
     results: list[Accepted | Rejected]
 
 
+def origin_of(event: Any, *, hub: str, partition: str, now: datetime) -> Origin:
+    """Where ``event`` (a ``func.EventHubEvent``) sits. The host hands enqueued times
+    as naive UTC and offsets as numbers."""
+    enqueued = event.enqueued_time or now
+    enqueued = enqueued.replace(tzinfo=UTC) if enqueued.tzinfo is None else enqueued.astimezone(UTC)
+    offset = str(event.offset) if event.offset is not None else None
+    return Origin(hub, partition, int(event.sequence_number or 0), offset, enqueued)
+
+
 def partition_context(events: Sequence[Any]) -> dict[str, Any]:
     """The batch's ``PartitionContext`` as the host gives it (``PartitionId``,
     ``EventHubName``, ...), the same on every event; empty when there is none."""
@@ -73,11 +82,7 @@ def read_batch(stream: Stream, events: Sequence[Any], *, hub: str, limits: Strea
         sequence = event.sequence_number
         if sequence is None:
             raise InvalidInput("an Event Hub event without a sequence number cannot be archived exactly once")
-        enqueued = event.enqueued_time or now
-        if enqueued.tzinfo is None:
-            enqueued = enqueued.replace(tzinfo=UTC)  # the host's metadata is UTC
-        offset = str(event.offset) if event.offset is not None else None  # the host sends a number
-        origin = Origin(hub, partition, int(sequence), offset, enqueued.astimezone(UTC))
+        origin = origin_of(event, hub=hub, partition=partition, now=now)
         body = event.get_body()
         try:
             results = decode(stream, body, limits, now=origin.enqueued_time)
