@@ -182,7 +182,7 @@ async def _one_device_each(router: ResponseRouter) -> tuple[list[dict[str, Any]]
           "then the devices' answers routed to command_responses:")
     silent = json_of(await _send(SENSOR, {"name": "calibrate", "payload": {"reference": 21.0},
                                           "timeoutSeconds": SILENT_TIMEOUT_SECONDS}))
-    print(_line(silent, "202 ") + f"timeoutSeconds {SILENT_TIMEOUT_SECONDS}")
+    print(f"{_line(silent, '202 ')}      timeoutSeconds {SILENT_TIMEOUT_SECONDS}")
     direct = [json_of(await _send("camera-017", {"name": "set-exposure", "payload": {"ev": 0.7}})),
               json_of(await _send("gateway-west", {"name": "reboot", "payload": {"delaySeconds": 5}}))]
     await router.deliver(expect=len(direct))
