@@ -8,8 +8,11 @@ they were connected, go through ``telemetry_ingest`` and ``inference_ingest`` as
 Event Hub batches of two partitions per hub, bad and spoofed messages included, and
 a range of one partition is delivered again; it prints what was archived,
 dead-lettered and alerted, and checks that every message sent is in exactly one
-place (exit status 1 if not). Runs on embedded defaults; no setting or cloud
-resource is needed.
+place. Then Mosquitto starts and the connected devices come online as MQTT v5
+clients: commands, a queue for an offline device, an idempotent retry, a fleet job
+and broadcasts go to them (:mod:`tools.demo_commands`), and every command must end
+in the status its device's behaviour implies. Exit status 1 when either check
+fails. Runs on embedded defaults; no setting or cloud resource is needed.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def scripted_day(start: datetime) -> list[dict[str, Any]]:
     def at(hours: float) -> datetime:
         return start + timedelta(hours=hours)
 
-    fleet = {"camera-017": {"site": "plant-3", "type": "camera"}, "camera-018": {"site": "plant-3", "type": "camera"},
+    inspection = {"site": "plant-3", "type": "camera", "group": "inspection"}  # the group: broadcasts, later
+    fleet = {"camera-017": inspection, "camera-018": inspection,
              "plc-line2-04": {"site": "plant-3", "type": "plc"}, "gateway-west": {"site": "plant-1", "type": "gateway"},
              "sensor-ü-7": {"site": "plant-1", "type": "sensor"}, "camera-099": {"site": "plant-1", "type": "camera"}}
     events = [ev.created_or_updated(d, at(0), created_on=at(0) - timedelta(days=30), attributes=a)
@@ -429,7 +433,10 @@ async def streams(start: datetime, events: list[dict[str, Any]]) -> bool:
 
 
 async def day(start: datetime) -> bool:
-    return await streams(start, await replay(start))
+    from tools.demo_commands import commands
+
+    streamed = await streams(start, await replay(start))
+    return await commands() and streamed
 
 
 def main() -> None:
