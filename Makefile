@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BICEP_TYPES_DIR ?= $(if $(wildcard ../shared/bicep-types),$(abspath ../shared/bicep-types),)
 export BICEP_TYPES_DIR
 
-.PHONY: setup demo test lint bench start clean services-check
+.PHONY: setup demo test lint bench start serve clean services-check
 
 setup: $(VENV)/.installed node_modules/.installed services-check
 
@@ -41,6 +41,10 @@ bench: setup
 # Azurite on its standard ports and the Functions host, where Core Tools are installed.
 start: setup
 	tools/start.sh
+
+# Without Core Tools: a stand-in for the host serving the HTTP API, against Azurite and Mosquitto.
+serve: setup
+	$(PY) -m tools.serve --port 7071
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

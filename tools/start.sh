@@ -6,7 +6,8 @@ if ! command -v func >/dev/null; then
   cat >&2 <<'MSG'
 Azure Functions Core Tools (`func`) are not installed. Install v4 from
 https://learn.microsoft.com/azure/azure-functions/functions-run-local, or run
-`make demo`, which calls the functions in-process against Azurite.
+`make demo`, which calls the functions in-process against Azurite, or
+`make serve`, a stand-in for the host that serves the HTTP API on port 7071.
 MSG
   exit 1
 fi
