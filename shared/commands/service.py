@@ -12,6 +12,7 @@ finds it and publishes the device's pending commands in creation order.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from dataclasses import dataclass
@@ -73,7 +74,12 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
     store = data_store()
     registry = DeviceRegistry(store)
     now = now or datetime.now(UTC)
-    found = await registry.entity(device_id)
+    command = Command(command_id=new_command_id(now), device_id=device_id, name=request.name,
+                      payload=request.payload, status="pending", created_at=now,
+                      expires_at=now + timedelta(seconds=request.timeout_seconds),
+                      idempotency_key=idempotency_key, job_id=job_id, issued_by=issued_by)
+    # The command's index rows are harmless without it: written while the device is read.
+    found, _ = await asyncio.gather(registry.entity(device_id), CommandStore(store).locate(command))
     if found is None:
         raise NotFound(f"no device {device_id!r} in the registry")
     record, _ = found
@@ -83,17 +89,15 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
         raise HttpProblem(409, f"device {device_id!r} is disabled")
     if not record.device.connected and settings.offline_command_policy == "reject":
         raise HttpProblem(409, f"device {device_id!r} is offline and OFFLINE_COMMAND_POLICY is reject")
-    command = Command(command_id=new_command_id(now), device_id=device_id, name=request.name,
-                      payload=request.payload, status="pending", created_at=now,
-                      expires_at=now + timedelta(seconds=request.timeout_seconds),
-                      idempotency_key=idempotency_key, job_id=job_id, issued_by=issued_by)
     body = request.model_dump(mode="json", by_alias=True)
     try:
-        command, created = await CommandStore(store).create(command, body=body)
+        command, created, etag = await CommandStore(store).create(command, body=body)
     except KeyConflict as exc:
         raise HttpProblem(409, str(exc)) from None
     if not created:
         return Sent(command, False)
+    if record.device.connected:  # as read a moment ago: publish without reading the row again
+        return Sent(await publish(store, command, now, etag=etag), True)
     return Sent(await _publish_or_queue(store, command, now), True)
 
 
@@ -111,7 +115,7 @@ async def _publish_or_queue(store: DataStore, command: Command, now: datetime) -
     return await publish(store, command, now)  # the row kept changing: try the device as it is
 
 
-async def publish(store: DataStore, command: Command, now: datetime) -> Command:
+async def publish(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
     """Publish a stored command and record the outcome: ``sent``, or ``failed`` and a
     502/503 problem (the command is kept, with the reason)."""
     from shared.commands.transport import PublishError, transport
@@ -122,13 +126,15 @@ async def publish(store: DataStore, command: Command, now: datetime) -> Command:
     except PublishError as exc:
         reason = exc.reason
         await commands.change(command.device_id, command.command_id,
-                              lambda c: transitions.publish_failed(c, reason, now))
+                              lambda c: transitions.publish_failed(c, reason, now),
+                              known=(command, etag) if etag else None)
         log.warning("publishing command %s to %r failed: %s", command.command_id, command.device_id, reason)
         status = 503 if exc.transient else 502
         headers = {"Retry-After": str(exc.retry_after or 5)} if exc.transient else None
         raise HttpProblem(status, f"the command was stored but could not be published: {exc.reason} "
                                   f"(command {command.command_id} is failed)", headers=headers) from None
-    result, _ = await commands.change(command.device_id, command.command_id, lambda c: transitions.sent(c, now))
+    result, _ = await commands.change(command.device_id, command.command_id, lambda c: transitions.sent(c, now),
+                                      known=(command, etag) if etag else None)
     return result or command
 
 

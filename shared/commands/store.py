@@ -92,7 +92,8 @@ class CommandStore:
     def __init__(self, store: DataStore) -> None:
         self._store = store
 
-    async def create(self, command: Command, *, body: dict[str, Any] | None = None) -> tuple[Command, bool]:
+    async def create(self, command: Command, *,
+                     body: dict[str, Any] | None = None) -> tuple[Command, bool, str | None]:
         """Store a new command (with its idempotency key, atomically); returns the
         command and True, or, when the key was used already, the command it made
         and False. 409 (InvalidInput is not it: KeyConflict) when the key came
@@ -100,19 +101,21 @@ class CommandStore:
         from azure.data.tables import TableTransactionError
 
         table = await self._store.table(COMMANDS_TABLE)
-        await self._locate(command)
         operations: list[tuple[str, dict[str, Any]]] = [("create", _entity(command))]
         if command.idempotency_key is not None:
             operations.insert(0, ("create", {
                 "PartitionKey": device_key(command.device_id), "RowKey": _key_row(command.idempotency_key),
                 "commandId": command.command_id, "bodyHash": body_hash(body or {})}))
+        if len(operations) == 1:  # no key: a plain insert costs less than a transaction of one
+            written = await table.create_entity(operations[0][1])
+            return command, True, str(written["etag"])
         try:
-            await table.submit_transaction(operations)
+            results = await table.submit_transaction(operations)
         except TableTransactionError as exc:
             if command.idempotency_key is None or exc.status_code != 409:
                 raise
-            return await self._by_key(command, body or {}), False
-        return command, True
+            return await self._by_key(command, body or {}), False, None
+        return command, True, str(results[-1]["etag"])
 
     async def _by_key(self, command: Command, body: dict[str, Any]) -> Command:
         assert command.idempotency_key is not None
@@ -125,9 +128,11 @@ class CommandStore:
             raise CommandContention("the command of an idempotency key is missing")
         return original
 
-    async def _locate(self, command: Command) -> None:
+    async def locate(self, command: Command) -> None:
         """Where the command is (for answers) and when it is due (for the timer),
-        written before the command: an index row without its command is harmless."""
+        written before the command (while the device is read): an index row without
+        its command is harmless (the timer forgets a due row whose command is missing;
+        a request refused with 404 or 409 leaves a small ``~id|`` row behind)."""
         table = await self._store.table(COMMANDS_TABLE)
         await asyncio.gather(
             table.upsert_entity({"PartitionKey": "~id|" + command.command_id, "RowKey": "",
@@ -155,27 +160,32 @@ class CommandStore:
         except ResourceNotFoundError:
             return None
 
-    async def change(self, device_id: str, command_id: str,
-                     decide: Callable[[Command], Command | None]) -> tuple[Command | None, bool]:
+    async def change(self, device_id: str, command_id: str, decide: Callable[[Command], Command | None], *,
+                     known: tuple[Command, str] | None = None) -> tuple[Command | None, bool]:
         """Apply ``decide`` to the stored command, conditionally on its ETag, until
         it wins or declines; returns the command as it now stands (None if there is
-        none) and whether this call changed it."""
+        none) and whether this call changed it. ``known``: the command and its row's
+        ETag as the caller just wrote them, which saves the first read (a 412 reads it
+        again)."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
         table = await self._store.table(COMMANDS_TABLE)
         for attempt in range(MAX_ATTEMPTS):
-            try:
-                entity = await table.get_entity(device_key(device_id), command_row(command_id))
-            except ResourceNotFoundError:
-                return None, False
-            current = _command(entity)
+            if known is not None and attempt == 0:
+                current, etag = known
+            else:
+                try:
+                    entity = await table.get_entity(device_key(device_id), command_row(command_id))
+                except ResourceNotFoundError:
+                    return None, False
+                current, etag = _command(entity), str(entity.metadata["etag"])
             new = decide(current)
             if new is None:
                 return current, False
             try:
-                await table.update_entity(_entity(new), mode=UpdateMode.REPLACE, etag=entity.metadata["etag"],
+                await table.update_entity(_entity(new), mode=UpdateMode.REPLACE, etag=etag,
                                           match_condition=MatchConditions.IfNotModified)
             except ResourceModifiedError:
                 await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
