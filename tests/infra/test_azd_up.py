@@ -546,6 +546,8 @@ def test_the_workspace_cap_is_an_azd_variable_with_a_safe_default() -> None:
     assert template(MAIN_BICEP).params["logDailyQuotaGb"].default.literal == 1  # type: ignore[union-attr]
     monitoring = next(m for m in template(MAIN_BICEP).modules if m.path == "app/monitoring.bicep")
     assert monitoring.body.get("params").get("dailyQuotaGb").text == "logDailyQuotaGb"  # type: ignore[union-attr]
+    docs = DEPLOY_MD.read_text(encoding="utf-8")
+    assert "LOG_DAILY_QUOTA_GB" in docs
 
 
 # --------------------------------------------------------------------------- 6. first device, sessions, Event Hubs, azd
@@ -591,11 +593,20 @@ def test_the_evaluator_takes_only_the_branch_chosen_and_refuses_what_it_cannot_r
         evaluate(source, "call")
 
 
-def test_sessions_per_device_is_an_azd_variable() -> None:
+def test_sessions_per_device_is_an_azd_variable_and_the_connect_example_keeps_to_it() -> None:
     assert variables(parameters_file())["maximumClientSessionsPerAuthenticationName"] == [
         "EVENTGRID_MAX_SESSIONS_PER_DEVICE"]
     assert azd_values({})["maximumClientSessionsPerAuthenticationName"] == 1
     assert azd_values({"EVENTGRID_MAX_SESSIONS_PER_DEVICE": "2"})["maximumClientSessionsPerAuthenticationName"] == 2
+    docs = DEPLOY_MD.read_text(encoding="utf-8")
+    assert "EVENTGRID_MAX_SESSIONS_PER_DEVICE" in docs
+    # With one session per device, the example never runs two MQTT clients of one device at once:
+    # no mosquitto client is left running in the background.
+    statements = [s for block in re.findall(r"```sh\n(.*?)```", docs, re.DOTALL)
+                  for s in re.sub(r"\\\n\s*", " ", block).splitlines()]
+    clients = [s for s in statements if s.startswith("mosquitto_")]
+    assert clients
+    assert [s for s in clients if s.rstrip().endswith("&")] == []
 
 
 def test_the_event_hubs_namespace_sets_no_kafka_flag() -> None:
@@ -612,3 +623,16 @@ def test_azure_yaml_requires_an_azd_that_honours_funcignore() -> None:
     match = re.search(r'^requiredVersions:\n  azd: "?>=\s*([0-9]+)\.([0-9]+)\.([0-9]+)"?$', text, re.MULTILINE)
     assert match, "azure.yaml needs requiredVersions.azd"
     assert tuple(int(g) for g in match.groups()) >= (1, 18, 0)  # .funcignore: azure-dev 1.18.0 (#5383)
+
+
+# --------------------------------------------------------------------------- docs agree
+
+
+def test_the_docs_list_every_variable_azd_maps() -> None:
+    docs = DEPLOY_MD.read_text(encoding="utf-8")
+    table = docs[docs.index("## Parameters"):docs.index("## Cost drivers")]
+    for name, refs in variables(parameters_file()).items():
+        for variable in refs:
+            if variable not in AZD_VARIABLES - {"AZURE_LOCATION"}:
+                assert f"`{variable}`" in table, f"{variable} ({name}) is not in the Parameters table"
+    assert re.search(r"azd env set ALERT_RULES\s", docs) is None
