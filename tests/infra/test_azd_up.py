@@ -28,7 +28,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,8 @@ from hypothesis import strategies as st
 from .azd_model import AZD_VARIABLES, ParametersError, load_parameters, variables
 from .bicep_check import BicepFile, Resource, check_source, parse
 from .bicep_eval import DeploymentFailed, Unsupported, evaluate
-from .test_infra import BUILTIN_ROLES, type_index
+from .test_infra import bicep as template
+from .test_infra import role_of, type_index
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -52,11 +52,6 @@ DEPLOY_MD = ROOT / "docs" / "deploy.md"
 
 # Quotes, backslashes, newlines, a tab, non-ASCII, and what looks like a substitution.
 HOSTILE = '[{"name": "quote\\"d", "path": "C:\\\\x", "note": "line one\nline two\tend", "é": "${HOME}"}]'
-
-
-@cache
-def template(path: Path) -> BicepFile:
-    return parse(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
 
 
 def parameters_file() -> dict[str, Any]:
@@ -465,7 +460,6 @@ def test_the_lifecycle_subscription_delivers_every_life_cycle_event_to_client_li
 
 # --------------------------------------------------------------------------- 4. storage data roles at documented scopes
 
-STORAGE_DATA_ROLES = {role for role, name in BUILTIN_ROLES.items() if name.startswith("Storage ") and " Data " in name}
 # "Assign an Azure role for access to blob / queue / table data": a container, a queue, a
 # table, the storage account, the resource group or the subscription.
 DOCUMENTED_SCOPES = {
@@ -474,23 +468,6 @@ DOCUMENTED_SCOPES = {
     "Microsoft.Storage/storageAccounts/queueServices/queues",
     "Microsoft.Storage/storageAccounts/tableServices/tables",
 }
-
-
-def role_id(assignment: Resource, bicep: BicepFile) -> str:
-    text = assignment.body.get("properties").get("roleDefinitionId").text  # type: ignore[union-attr]
-    found = re.search(r"([0-9a-f]{8}-[0-9a-f-]{27})", text)
-    if found:
-        return found.group(1)
-    ref = re.search(r",\s*([A-Za-z0-9_.]+)\s*\)\s*$", text)
-    assert ref, text
-    name = ref.group(1)
-    if name.startswith("roles."):
-        roles = bicep.variables["roles"]
-        value = roles.get(name.removeprefix("roles."))
-    else:
-        value = bicep.variables.get(name)
-    assert value is not None and value.is_literal, text
-    return str(value.literal)
 
 
 def scope_type(assignment: Resource, bicep: BicepFile) -> str:
@@ -507,7 +484,8 @@ def test_storage_data_roles_are_assigned_at_documented_scopes(path: Path) -> Non
     for assignment in bicep.resources:
         if assignment.type_name != "Microsoft.Authorization/roleAssignments":
             continue
-        if role_id(assignment, bicep) in STORAGE_DATA_ROLES:
+        role = role_of(assignment, bicep)
+        if role.startswith("Storage ") and " Data " in role:
             assert scope_type(assignment, bicep) in DOCUMENTED_SCOPES, (
                 f"{path.name}: {assignment.symbol} is scoped to a {scope_type(assignment, bicep)}")
 

@@ -740,13 +740,16 @@ ROUTING_DEADLETTER_CONTAINER = "routing-deadletter"
 
 
 def role_of(assignment: Resource, template: BicepFile) -> str:
-    """The built-in role an assignment grants, its id written literally or in a variable."""
+    """The built-in role an assignment grants, its id written literally, in a variable or
+    in a member of an object variable (``roles.storageBlobDataOwner``)."""
     role = prop(assignment.body, "properties.roleDefinitionId")
     assert role is not None
-    match = re.search(r",\s*'?([A-Za-z0-9-]+)'?\s*\)$", role.text)
+    match = re.search(r",\s*'?([A-Za-z0-9-]+)(?:\.([A-Za-z0-9]+))?'?\s*\)$", role.text)
     assert match, role.text
-    ref = match.group(1)
+    ref, member = match.groups()
     variable = template.variables.get(ref)
+    if variable is not None and member:
+        variable = variable.get(member)
     return BUILTIN_ROLES[str(variable.literal) if variable is not None else ref]
 
 
