@@ -77,7 +77,7 @@ param eventGridCapacity int = 1
 
 @minValue(1)
 @maxValue(100)
-@description('Concurrent MQTT sessions allowed per authentication name (device id).')
+@description('EVENTGRID_MAX_SESSIONS_PER_DEVICE: concurrent MQTT sessions allowed per authentication name (device id). 1: a second connection with the same certificate cannot run beside the first.')
 param maximumClientSessionsPerAuthenticationName int = 1
 
 @minValue(1)
@@ -88,10 +88,10 @@ param maximumSessionExpiryInHours int = 1
 @description('Device clients to register (certificate thumbprint authentication). name = the MQTT client authentication name = device id.')
 param deviceClients deviceClient[] = []
 
-@description('Optional first device: its authentication name (device id). Empty: none.')
+@description('Optional first device (FIRST_DEVICE_NAME): its authentication name (device id). Empty: none. Needs firstDeviceThumbprint.')
 param firstDeviceName string = ''
 
-@description('Optional first device: SHA-256 thumbprint of its client certificate (hex, no colons).')
+@description('Optional first device (FIRST_DEVICE_THUMBPRINT): SHA-256 thumbprint of its client certificate (hex, no colons). Needs firstDeviceName.')
 param firstDeviceThumbprint string = ''
 
 // Function app
@@ -115,8 +115,8 @@ param instanceMemoryMB int = 2048
 @description('OFFLINE_COMMAND_POLICY: hold commands for an offline device (queue) or answer 409 (reject).')
 param offlineCommandPolicy string = 'queue'
 
-@description('ALERT_RULES: JSON list of alert rules; empty = the app\'s documented defaults.')
-param alertRules string = ''
+@description('ALERT_RULES (a JSON list of alert rules) encoded in base64 (ALERT_RULES_BASE64): azd writes environment values into main.parameters.json without JSON escaping, so JSON itself cannot travel there. Empty: the app\'s documented defaults.')
+param alertRulesBase64 string = ''
 
 @minValue(1)
 @maxValue(10)
@@ -132,7 +132,8 @@ param flappingWindowSeconds int = 600
 @maxValue(730)
 param logRetentionDays int = 30
 
-@description('Daily ingestion cap of the Log Analytics workspace in GB (-1 = no cap).')
+@description('LOG_DAILY_QUOTA_GB: daily ingestion cap of the Log Analytics workspace in GB (-1 = no cap). Application Insights writes to the same workspace: when the cap is reached, ingestion stops for everything, Application Insights included, until the daily reset.')
+@minValue(-1)
 param logDailyQuotaGb int = 1
 
 // ----------------------------------------------------------------------------- types
@@ -176,15 +177,27 @@ var dataTables = [
   'broadcasts'
 ]
 
-var allDeviceClients = concat(
-  deviceClients,
-  empty(firstDeviceName) ? [] : [
-    {
-      name: firstDeviceName
-      thumbprints: [firstDeviceThumbprint]
-    }
-  ]
-)
+// The first device needs both its name and its certificate's thumbprint: a client without
+// a thumbprint (allowedThumbprints: ['']) is one that no certificate can ever match. The
+// deployment stops with the message instead (`fail`, evaluated only in the branch taken).
+var firstDevice = empty(firstDeviceName) && empty(firstDeviceThumbprint)
+  ? []
+  : [
+      {
+        name: !empty(firstDeviceName)
+          ? firstDeviceName
+          : fail('FIRST_DEVICE_THUMBPRINT is set but FIRST_DEVICE_NAME is empty: set both (docs/deploy.md, Onboarding a device) or neither.')
+        thumbprints: [
+          !empty(firstDeviceThumbprint)
+            ? firstDeviceThumbprint
+            : fail('FIRST_DEVICE_NAME is set but FIRST_DEVICE_THUMBPRINT is empty: set the SHA-256 thumbprint of the device certificate (docs/deploy.md, Onboarding a device), or unset FIRST_DEVICE_NAME.')
+        ]
+      }
+    ]
+var allDeviceClients = concat(deviceClients, firstDevice)
+
+// ALERT_RULES as the function app reads it.
+var alertRules = empty(alertRulesBase64) ? '' : base64ToString(alertRulesBase64)
 
 var developerPrincipalId = grantDeveloperAccess ? principalId : ''
 
@@ -304,7 +317,6 @@ module functionApp 'app/function.bicep' = {
     flappingWindowSeconds: flappingWindowSeconds
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
 
@@ -316,6 +328,7 @@ module rbac 'app/rbac.bicep' = {
     developerPrincipalId: developerPrincipalId
     developerPrincipalType: principalType
     storageAccountName: storage.outputs.name
+    tableNames: dataTables
     eventHubNamespaceName: eventHubs.outputs.name
     ingestHubNames: [
       telemetryHubName
@@ -366,3 +379,54 @@ output EVENTGRID_NAMESPACE_NAME string = eventGrid.outputs.name
 output EVENTGRID_MQTT_HOSTNAME string = eventGrid.outputs.mqttHostname
 output EVENTGRID_LIFECYCLE_SYSTEM_TOPIC_NAME string = eventGrid.outputs.systemTopicName
 output EVENTGRID_DEVICE_CLIENT_GROUP string = eventGrid.outputs.deviceClientGroupName
+
+// ----------------------------------------------------------------------------- the life cycle subscription (azd postdeploy hook)
+
+// The subscription of `client_lifecycle` to the MQTT client life cycle events of the
+// namespace's system topic. Event Grid checks that an Azure Function destination exists
+// when the subscription is created, so it cannot be part of this deployment (the code is
+// deployed afterwards): the postdeploy hook (infra/hooks/postdeploy.sh, .ps1) PUTs this
+// body to this URL with azd's own token, without the Azure CLI or the Bicep CLI.
+var lifecycleSubscriptionName = 'client-lifecycle-to-function'
+
+output EVENTGRID_LIFECYCLE_SUBSCRIPTION_URL string = '${environment().resourceManager}${skip(eventGrid.outputs.systemTopicId, 1)}/eventSubscriptions/${lifecycleSubscriptionName}?api-version=2025-02-15'
+output EVENTGRID_LIFECYCLE_SUBSCRIPTION object = {
+  properties: {
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Microsoft.EventGrid.MQTTClientSessionConnected'
+        'Microsoft.EventGrid.MQTTClientSessionDisconnected'
+        'Microsoft.EventGrid.MQTTClientCreatedOrUpdated'
+        'Microsoft.EventGrid.MQTTClientDeleted'
+      ]
+    }
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${functionApp.outputs.id}/functions/client_lifecycle'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    // Up to 30 attempts within 24 hours, then the dead-letter container.
+    retryPolicy: {
+      maxDeliveryAttempts: 30
+      eventTimeToLiveInMinutes: 1440
+    }
+    // Dead letters are written with the system topic's identity (Storage Blob Data
+    // Contributor on this container, app/eventgrid.bicep): the account accepts no shared keys.
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: storage.outputs.id
+          blobContainerName: lifecycleDeadLetterContainerName
+        }
+      }
+    }
+  }
+}

@@ -37,7 +37,7 @@
 // container only).
 // The system topic of the namespace carries the client life cycle events; its
 // subscription to the `client_lifecycle` function is created after the code is
-// deployed (infra/eventgrid-subscription.bicep, azd postdeploy hook).
+// deployed (main.bicep's output EVENTGRID_LIFECYCLE_SUBSCRIPTION, azd postdeploy hook).
 
 param location string
 param tags object
@@ -493,3 +493,4 @@ output cloudPublishTopicSpaceName string = cloudPublish.name
 output deviceClientGroupName string = deviceGroup.name
 output routeTopicName string = routeTopic.name
 output systemTopicName string = systemTopic.name
+output systemTopicId string = systemTopic.id

@@ -35,7 +35,6 @@ resource namespace 'Microsoft.EventHub/namespaces@2024-01-01' = {
     minimumTlsVersion: '1.2'
     publicNetworkAccess: 'Enabled'
     isAutoInflateEnabled: false
-    kafkaEnabled: false
   }
 }
 

@@ -1,6 +1,11 @@
 // The function app on Flex Consumption (Linux, Python 3.12), running as its
 // user-assigned identity. Every connection is identity-based: no keys or
 // connection strings are stored in the app settings.
+//
+// Its logs go to Application Insights only, filtered by host.json. No diagnostic
+// setting sends FunctionAppLogs to Log Analytics: on Flex Consumption those ignore
+// host.json's levels, and they would fill the workspace that Application Insights
+// writes to, whose daily cap then stops Application Insights too (docs/deploy.md, Cost drivers).
 
 param location string
 param tags object
@@ -24,7 +29,6 @@ param flappingWindowSeconds int = 600
 param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
 param pythonVersion string = '3.12'
-param logAnalyticsWorkspaceId string = ''
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
   name: identityName
@@ -155,20 +159,6 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
     properties: {
       allow: false
     }
-  }
-}
-
-resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(logAnalyticsWorkspaceId)) {
-  name: 'to-log-analytics'
-  scope: site
-  properties: {
-    workspaceId: logAnalyticsWorkspaceId
-    logs: [
-      {
-        category: 'FunctionAppLogs'
-        enabled: true
-      }
-    ]
   }
 }
 

@@ -1,17 +1,27 @@
 // Least-privilege role assignments, each scoped to the narrowest resource.
 //
+// Storage data roles take the scopes the storage docs list: a container, a queue, a table,
+// the account, the resource group or the subscription ("Assign an Azure role for access
+// to blob / queue / table data"). The service level (blobServices/default,
+// queueServices/default, tableServices/default) is not one of them.
+//
 // Function app identity:
 //   Storage Blob Data Owner         storage account  Functions host (AzureWebJobsStorage with identity:
 //                                                    leases, Event Hubs checkpoints, keys) - required by
 //                                                    the host; also covers the app's archive containers
-//   Storage Queue Data Contributor  queue service    Functions host queue use (AzureWebJobsStorage)
-//   Storage Table Data Contributor  table service    devices, alerts, commands, fleetjobs, appmeta, modelstats, broadcasts
+//   Storage Queue Data Contributor  storage account  Functions host queues (AzureWebJobsStorage): the
+//                                                    fleet-fanout queue of the fleet_fanout trigger
+//   Storage Table Data Contributor  storage account  app tables (devices, alerts, commands, fleetjobs, appmeta,
+//                                                    modelstats, broadcasts) and the host's diagnostic events
+//                                                    table (AzureWebJobsStorage), which the host creates and
+//                                                    deletes by month: no table scope can name it beforehand
 //   Azure Event Hubs Data Receiver  each ingest hub  Event Hubs triggers
 //   Azure Event Hubs Data Sender    alerts hub       alert output
 //   EventGrid TopicSpaces Publisher cloud-publish topic space  HTTP Publish of commands and broadcasts
 //   Monitoring Metrics Publisher    Application Insights  telemetry with Entra ID auth
 // Developer (only when grantDeveloperAccess): the same data access minus host
-// ownership, for `func start` against the deployed resources.
+// ownership, for `func start` against the deployed resources (whose host storage stays
+// in Azurite): blob data on the account, table data on each app table.
 
 param appPrincipalId string
 param developerPrincipalId string = ''
@@ -21,6 +31,8 @@ param developerPrincipalId string = ''
 ])
 param developerPrincipalType string = 'User'
 param storageAccountName string
+@description('The app\'s tables (DataStorage), created by app/storage.bicep.')
+param tableNames string[]
 param eventHubNamespaceName string
 param ingestHubNames string[]
 param alertsHubName string
@@ -45,14 +57,17 @@ var withDeveloper = !empty(developerPrincipalId)
 resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
   name: storageAccountName
 
-  resource queueService 'queueServices' existing = {
-    name: 'default'
-  }
-
   resource tableService 'tableServices' existing = {
     name: 'default'
   }
 }
+
+resource appTables 'Microsoft.Storage/storageAccounts/tableServices/tables@2024-01-01' existing = [
+  for table in tableNames: {
+    parent: storage::tableService
+    name: table
+  }
+]
 
 resource eventHubNamespace 'Microsoft.EventHub/namespaces@2024-01-01' existing = {
   name: eventHubNamespaceName
@@ -97,24 +112,24 @@ resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 resource appQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage::queueService.id, appPrincipalId, roles.storageQueueDataContributor)
-  scope: storage::queueService
+  name: guid(storage.id, appPrincipalId, roles.storageQueueDataContributor)
+  scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'Functions host queues (AzureWebJobsStorage).'
+    description: 'Functions host queues (AzureWebJobsStorage): fleet-fanout.'
   }
 }
 
 resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage::tableService.id, appPrincipalId, roles.storageTableDataContributor)
-  scope: storage::tableService
+  name: guid(storage.id, appPrincipalId, roles.storageTableDataContributor)
+  scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'App tables (DataStorage).'
+    description: 'App tables (DataStorage) and the Functions host diagnostic events table (AzureWebJobsStorage).'
   }
 }
 
@@ -181,16 +196,18 @@ resource devBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01'
   }
 }
 
-resource devTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withDeveloper) {
-  name: guid(storage::tableService.id, developerPrincipalId, roles.storageTableDataContributor)
-  scope: storage::tableService
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
-    principalId: developerPrincipalId
-    principalType: developerPrincipalType
-    description: 'Local run: app tables.'
+resource devTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (table, i) in tableNames: if (withDeveloper) {
+    name: guid(appTables[i].id, developerPrincipalId, roles.storageTableDataContributor)
+    scope: appTables[i]
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+      principalId: developerPrincipalId
+      principalType: developerPrincipalType
+      description: 'Local run: app table ${table}.'
+    }
   }
-}
+]
 
 resource devHubReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for (hub, i) in ingestHubNames: if (withDeveloper) {

@@ -2,7 +2,10 @@
 # uses the deployed storage, Event Hubs and Event Grid with your Azure CLI login
 # (DefaultAzureCredential). Host state (AzureWebJobsStorage) stays in Azurite.
 # Your account needs data roles: `azd env set GRANT_DEVELOPER_ACCESS true; azd provision`.
-# An existing local.settings.json is kept as local.settings.json.bak.
+# local.settings.json is written anew on every run. The first time the hook finds a
+# local.settings.json and no local.settings.json.bak, it keeps that file as
+# local.settings.json.bak; it never overwrites the .bak, so your own file survives any
+# number of runs.
 $ErrorActionPreference = 'Stop'
 
 if (-not $env:EVENTHUB_FULLY_QUALIFIED_NAMESPACE) {
@@ -15,8 +18,24 @@ function Get-Setting([string]$name, [string]$default) {
     if ($value) { return $value } else { return $default }
 }
 
-if (Test-Path 'local.settings.json') {
-    Copy-Item 'local.settings.json' 'local.settings.json.bak' -Force
+# ALERT_RULES travels base64-encoded (docs/deploy.md, Parameters), as main.bicep decodes it.
+$alertRules = ''
+$encoded = (Get-Setting 'ALERT_RULES_BASE64' '') -replace '\s', ''
+if ($encoded) {
+    try {
+        $alertRules = (New-Object System.Text.UTF8Encoding($false, $true)).GetString([Convert]::FromBase64String($encoded))
+    } catch {
+        Write-Error 'postprovision: ALERT_RULES_BASE64 must be base64 of UTF-8 text (docs/deploy.md, Parameters); local.settings.json not written.'
+        exit 1
+    }
+}
+if ($env:ALERT_RULES) {
+    Write-Warning 'postprovision: ALERT_RULES in the azd environment is not used; set ALERT_RULES_BASE64 (docs/deploy.md, Parameters).'
+}
+
+if ((Test-Path 'local.settings.json') -and -not (Test-Path 'local.settings.json.bak')) {
+    Copy-Item 'local.settings.json' 'local.settings.json.bak'
+    Write-Host 'postprovision: kept your local.settings.json as local.settings.json.bak.'
 }
 
 $values = [ordered]@{
@@ -37,7 +56,7 @@ $values = [ordered]@{
     MQTT_USERNAME                               = ''
     MQTT_PASSWORD                               = ''
     OFFLINE_COMMAND_POLICY                      = (Get-Setting 'OFFLINE_COMMAND_POLICY' 'queue')
-    ALERT_RULES                                 = (Get-Setting 'ALERT_RULES' '')
+    ALERT_RULES                                 = $alertRules
     FLAPPING_DISCONNECTS                        = (Get-Setting 'FLAPPING_DISCONNECTS' '5')
     FLAPPING_WINDOW_SECONDS                     = (Get-Setting 'FLAPPING_WINDOW_SECONDS' '600')
     MAX_FUTURE_SECONDS                          = '300'

@@ -3,7 +3,10 @@
 # uses the deployed storage, Event Hubs and Event Grid with your Azure CLI login
 # (DefaultAzureCredential). Host state (AzureWebJobsStorage) stays in Azurite.
 # Your account needs data roles: `azd env set GRANT_DEVELOPER_ACCESS true && azd provision`.
-# An existing local.settings.json is kept as local.settings.json.bak.
+# local.settings.json is written anew on every run. The first time the hook finds a
+# local.settings.json and no local.settings.json.bak, it keeps that file as
+# local.settings.json.bak; it never overwrites the .bak, so your own file survives any
+# number of runs.
 set -eu
 
 if [ -z "${EVENTHUB_FULLY_QUALIFIED_NAMESPACE:-}" ]; then
@@ -17,15 +20,30 @@ if [ -z "$PYTHON" ]; then
   exit 0
 fi
 
-if [ -f local.settings.json ]; then
+if [ -f local.settings.json ] && [ ! -e local.settings.json.bak ]; then
   cp local.settings.json local.settings.json.bak
+  echo "postprovision: kept your local.settings.json as local.settings.json.bak."
 fi
 
 "$PYTHON" - <<'PY'
+import base64
+import binascii
 import json
 import os
+import sys
 
 env = os.environ.get
+# ALERT_RULES travels base64-encoded (docs/deploy.md, Parameters), as main.bicep decodes it.
+encoded = "".join(env("ALERT_RULES_BASE64", "").split())
+try:
+    alert_rules = base64.b64decode(encoded, validate=True).decode("utf-8")
+except (binascii.Error, UnicodeDecodeError):
+    sys.exit("postprovision: ALERT_RULES_BASE64 must be base64 of UTF-8 text (docs/deploy.md, Parameters); "
+             "local.settings.json not written.")
+if env("ALERT_RULES"):
+    print("postprovision: note: ALERT_RULES in the azd environment is not used; set ALERT_RULES_BASE64 "
+          "(docs/deploy.md, Parameters).", file=sys.stderr)
+
 blob = env("AZURE_STORAGE_BLOB_ENDPOINT", "")
 table = env("AZURE_STORAGE_TABLE_ENDPOINT", "")
 values = {
@@ -46,7 +64,7 @@ values = {
     "MQTT_USERNAME": "",
     "MQTT_PASSWORD": "",
     "OFFLINE_COMMAND_POLICY": env("OFFLINE_COMMAND_POLICY") or "queue",
-    "ALERT_RULES": env("ALERT_RULES", ""),
+    "ALERT_RULES": alert_rules,
     "FLAPPING_DISCONNECTS": env("FLAPPING_DISCONNECTS") or "5",
     "FLAPPING_WINDOW_SECONDS": env("FLAPPING_WINDOW_SECONDS") or "600",
     "MAX_FUTURE_SECONDS": "300",

@@ -252,7 +252,7 @@ def settings_param_value(name: str) -> str:
 
 def test_bicep_files_exist() -> None:
     names = {p.relative_to(INFRA).as_posix() for p in BICEP_FILES}
-    assert {"main.bicep", "eventgrid-subscription.bicep"} <= names
+    assert "main.bicep" in names
     assert any(n.startswith("app/") for n in names)
     assert (INFRA / "main.parameters.json").is_file()
     assert (INFRA / "abbreviations.json").is_file()
@@ -305,11 +305,10 @@ def test_no_registry_modules() -> None:
 def test_bicep_build() -> None:  # pragma: no cover - needs the CLI
     bicep_cli = shutil.which("bicep")
     assert bicep_cli is not None
-    for target in (MAIN_BICEP, INFRA / "eventgrid-subscription.bicep"):
-        result = subprocess.run(
-            [bicep_cli, "build", str(target), "--stdout"], capture_output=True, text=True, check=False
-        )
-        assert result.returncode == 0, result.stderr
+    result = subprocess.run(
+        [bicep_cli, "build", str(MAIN_BICEP), "--stdout"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
 
 
 # --------------------------------------------------------------------------- the checker cannot be fooled
@@ -552,7 +551,7 @@ def test_hub_names_match_the_app_defaults() -> None:
     passed_group = prop(params, "consumerGroupName")
     assert passed_group is not None
     assert passed_group.text == "functionsConsumerGroupName"
-    alert_rules = main.params["alertRules"].default
+    alert_rules = main.params["alertRulesBase64"].default
     assert alert_rules is not None
     assert alert_rules.literal == ""
 
@@ -721,14 +720,16 @@ def test_device_clients_use_certificate_thumbprints() -> None:
 
 
 def test_lifecycle_subscription() -> None:
+    """The system topic; its subscription is an output of main.bicep that the postdeploy
+    hook creates (test_azd_up.py checks both against the type and the hook)."""
     (systopic,) = resources_of("Microsoft.EventGrid/systemTopics")
     assert literal(systopic.body, "properties.topicType") == "Microsoft.EventGrid.Namespaces"
-    (sub,) = resources_of("Microsoft.EventGrid/systemTopics/eventSubscriptions")
-    assert set(string_items(prop(sub.body, "properties.filter.includedEventTypes"))) == LIFECYCLE_EVENT_TYPES
-    assert literal(sub.body, "properties.destination.endpointType") == "AzureFunction"
-    assert "client_lifecycle" in bicep(INFRA / "eventgrid-subscription.bicep").params["functionName"].default.text  # type: ignore[union-attr]
-    assert prop(sub.body, "properties.retryPolicy.maxDeliveryAttempts") is not None
-    dead = prop(sub.body, "properties.deadLetterWithResourceIdentity")
+    assert resources_of("Microsoft.EventGrid/systemTopics/eventSubscriptions") == []
+    subscription = bicep(MAIN_BICEP).outputs["EVENTGRID_LIFECYCLE_SUBSCRIPTION"]
+    assert set(string_items(prop(subscription, "properties.filter.includedEventTypes"))) == LIFECYCLE_EVENT_TYPES
+    assert literal(subscription, "properties.destination.endpointType") == "AzureFunction"
+    assert "/functions/client_lifecycle" in prop(subscription, "properties.destination.properties.resourceId").text  # type: ignore[union-attr]
+    dead = prop(subscription, "properties.deadLetterWithResourceIdentity")
     assert literal(dead, "deadLetterDestination.endpointType") == "StorageBlob"
 
 
@@ -739,13 +740,16 @@ ROUTING_DEADLETTER_CONTAINER = "routing-deadletter"
 
 
 def role_of(assignment: Resource, template: BicepFile) -> str:
-    """The built-in role an assignment grants, its id written literally or in a variable."""
+    """The built-in role an assignment grants, its id written literally, in a variable or
+    in a member of an object variable (``roles.storageBlobDataOwner``)."""
     role = prop(assignment.body, "properties.roleDefinitionId")
     assert role is not None
-    match = re.search(r",\s*'?([A-Za-z0-9-]+)'?\s*\)$", role.text)
+    match = re.search(r",\s*'?([A-Za-z0-9-]+)(?:\.([A-Za-z0-9]+))?'?\s*\)$", role.text)
     assert match, role.text
-    ref = match.group(1)
+    ref, member = match.groups()
     variable = template.variables.get(ref)
+    if variable is not None and member:
+        variable = variable.get(member)
     return BUILTIN_ROLES[str(variable.literal) if variable is not None else ref]
 
 
@@ -837,8 +841,10 @@ def test_hooks_exist_for_both_shells() -> None:
             script = INFRA / "hooks" / f"{hook}.{ext}"
             assert script.is_file()
             assert f"./infra/hooks/{hook}.{ext}" in text
-    assert "eventgrid-subscription.bicep" in (INFRA / "hooks" / "postdeploy.sh").read_text(encoding="utf-8")
-    assert "eventgrid-subscription.bicep" in (INFRA / "hooks" / "postdeploy.ps1").read_text(encoding="utf-8")
+    for ext in ("sh", "ps1"):
+        text = (INFRA / "hooks" / f"postdeploy.{ext}").read_text(encoding="utf-8")
+        assert "EVENTGRID_LIFECYCLE_SUBSCRIPTION_URL" in text
+        assert "azd auth token" in text
 
 
 def test_hooks_use_outputs_that_exist() -> None:
@@ -846,19 +852,23 @@ def test_hooks_use_outputs_that_exist() -> None:
     builtin = {"AZURE_SUBSCRIPTION_ID", "AZURE_ENV_NAME"}
     settings_env = {
         "OFFLINE_COMMAND_POLICY",
-        "ALERT_RULES",
+        "ALERT_RULES_BASE64",
+        "ALERT_RULES",  # only to say that it is not used any more
         "FLAPPING_DISCONNECTS",
         "FLAPPING_WINDOW_SECONDS",
         "GRANT_DEVELOPER_ACCESS",
     }
+    # The postdeploy hook's pace (the tests run it without waiting).
+    tuning = {"POSTDEPLOY_ATTEMPTS", "POSTDEPLOY_RETRY_SECONDS", "POSTDEPLOY_POLL_SECONDS", "POSTDEPLOY_POLLS"}
     for script in sorted((INFRA / "hooks").iterdir()):
         text = script.read_text(encoding="utf-8")
         names = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", text))
         names |= set(re.findall(r"\$env:([A-Z][A-Z0-9_]+)", text))
         names |= set(re.findall(r"env\(\"([A-Z][A-Z0-9_]+)\"", text))
-        names |= set(re.findall(r"Get-Setting '([A-Z][A-Z0-9_]+)'", text))
+        names |= set(re.findall(r"Get-(?:Setting|Number) '([A-Z][A-Z0-9_]+)'", text))
         names -= {"PYTHON"}
-        unknown = sorted(n for n in names if n not in outputs | builtin | settings_env and not n.startswith("LASTEXIT"))
+        unknown = sorted(n for n in names
+                         if n not in outputs | builtin | settings_env | tuning and not n.startswith("LASTEXIT"))
         assert unknown == [], f"{script.name}: {unknown}"
 
 
