@@ -4,11 +4,11 @@ Each body goes through the streams' envelopes (a routed CloudEvent, a plain
 message, an array), then one model: ``{"commandId", "status": "succeeded" |
 "failed" | "rejected", "result"?, "error"?}``. The device comes from the topic
 ``devices/{deviceId}/commands/{commandId}/response``, which the broker
-authenticates; the command is found by the topic's command id (and the payload's,
-which must agree). An answer for a command of another device is rejected as
-spoofed; one for a command we never made, or a malformed one, is dead-lettered
-like a stream message. An answer completes a ``pending`` or ``sent`` command; after
-a terminal status it is kept as ``lateResponse``; a duplicate changes nothing.
+authenticates; the command is found under that device by the topic's command id
+(and the payload's, which must agree), so an answer for another device's command
+is not found and is rejected as spoofed, like one for a command never sent; both,
+and malformed answers, are dead-lettered like stream messages. An answer completes
+a ``pending`` or ``sent`` command; after a terminal status it is kept as ``lateResponse``; a duplicate changes nothing.
 """
 
 from __future__ import annotations
@@ -95,16 +95,17 @@ async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
         topic_device = raw.device_id or (raw.payload or {}).get("deviceId")
         if not isinstance(topic_device, str):
             raise InvalidInput("a command response needs its topic or a deviceId")
-    commands = CommandStore(store)
-    owner = await commands.device_of(response.command_id)
-    if owner is None:
-        raise InvalidInput(f"no command {response.command_id!r} was ever sent")
-    if owner != topic_device:
-        raise InvalidInput(f"device {topic_device!r} answered command {response.command_id!r} of another "
-                           "device; rejected as spoofed")
-    command, changed = await commands.change(
-        owner, response.command_id,
-        lambda c: transitions.answered(c, response.status, response.result, response.error, now))
+    # The command is looked up under the answering device: another device's command
+    # (spoofed) is not found there, just like one never sent.
+    try:
+        command, changed = await CommandStore(store).change(
+            topic_device, response.command_id,
+            lambda c: transitions.answered(c, response.status, response.result, response.error, now))
+    except InvalidInput:  # not an id this API issues
+        command, changed = None, False
+    if command is None:
+        raise InvalidInput(f"no command {response.command_id!r} of device {topic_device!r}: never sent, or "
+                           "another device's (an answer for it is rejected as spoofed)")
     if command is not None and command.job_id:
         await sync_job_member(store, command)
     return int(changed)

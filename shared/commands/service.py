@@ -79,16 +79,21 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
                       expires_at=now + timedelta(seconds=request.timeout_seconds),
                       idempotency_key=idempotency_key, job_id=job_id, issued_by=issued_by)
     # The command's index rows are harmless without it: written while the device is read.
-    found, _ = await asyncio.gather(registry.entity(device_id), CommandStore(store).locate(command))
-    if found is None:
+    device, _ = await asyncio.gather(registry.standing(device_id), CommandStore(store).locate(command))
+    if device is None:
         raise NotFound(f"no device {device_id!r} in the registry")
-    record, _ = found
-    if record.device.deleted:
+    if device.deleted:
         raise HttpProblem(409, f"device {device_id!r} is deleted")
-    if record.device.state == "Disabled":
+    if device.state == "Disabled":
         raise HttpProblem(409, f"device {device_id!r} is disabled")
-    if not record.device.connected and settings.offline_command_policy == "reject":
+    if not device.connected and settings.offline_command_policy == "reject":
         raise HttpProblem(409, f"device {device_id!r} is offline and OFFLINE_COMMAND_POLICY is reject")
+    if device.connected:
+        # Stored as sent, then published: one write instead of two. A worker that dies
+        # in between leaves a command that says sent and expires on time; a failed
+        # publish makes it failed (the publish comes after the write, so an answer
+        # always finds the command).
+        command = command.model_copy(update={"status": "sent", "sent_at": now})
     body = request.model_dump(mode="json", by_alias=True)
     try:
         command, created, etag = await CommandStore(store).create(command, body=body)
@@ -96,7 +101,7 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
         raise HttpProblem(409, str(exc)) from None
     if not created:
         return Sent(command, False)
-    if record.device.connected:  # as read a moment ago: publish without reading the row again
+    if command.status == "sent":
         return Sent(await publish(store, command, now, etag=etag), True)
     return Sent(await _publish_or_queue(store, command, now), True)
 
@@ -104,13 +109,12 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
 async def _publish_or_queue(store: DataStore, command: Command, now: datetime) -> Command:
     registry = DeviceRegistry(store)
     for _ in range(MAX_MARK_ATTEMPTS):
-        found = await registry.entity(command.device_id)
-        if found is None:
+        device = await registry.standing(command.device_id)
+        if device is None:
             break
-        record, etag = found
-        if record.device.connected:
+        if device.connected:
             return await publish(store, command, now)
-        if record.pending_commands or await registry.set_pending_commands(command.device_id, True, etag):
+        if device.pending_commands or await registry.set_pending_commands(command.device_id, True, device.etag):
             return command  # the device's next connect publishes it
     return await publish(store, command, now)  # the row kept changing: try the device as it is
 
@@ -133,6 +137,8 @@ async def publish(store: DataStore, command: Command, now: datetime, *, etag: st
         headers = {"Retry-After": str(exc.retry_after or 5)} if exc.transient else None
         raise HttpProblem(status, f"the command was stored but could not be published: {exc.reason} "
                                   f"(command {command.command_id} is failed)", headers=headers) from None
+    if command.status == "sent":
+        return command  # recorded as sent before the publish
     result, _ = await commands.change(command.device_id, command.command_id, lambda c: transitions.sent(c, now),
                                       known=(command, etag) if etag else None)
     return result or command
@@ -145,11 +151,8 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
     registry, commands = DeviceRegistry(store), CommandStore(store)
     delivered: list[Command] = []
     for _ in range(MAX_MARK_ATTEMPTS):
-        found = await registry.entity(device_id)
-        if found is None:
-            return delivered
-        record, etag = found
-        if not record.device.connected or not record.pending_commands:
+        device = await registry.standing(device_id)
+        if device is None or not device.connected or not device.pending_commands:
             return delivered
         at = now or datetime.now(UTC)
         for command in await commands.pending(device_id):
@@ -160,7 +163,7 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
                 delivered.append(await publish(store, command, at))
             except HttpProblem:
                 return delivered  # recorded as failed; the mark stays for the next connect
-        if await registry.set_pending_commands(device_id, False, etag):
+        if await registry.set_pending_commands(device_id, False, device.etag):
             return delivered
     return delivered
 

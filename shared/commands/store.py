@@ -10,9 +10,7 @@ Table ``commands``:
 * an idempotency key: same partition, ``RowKey`` = ``k|`` + SHA-256 of the key;
   ``commandId`` and ``bodyHash``. It is inserted in ONE transaction with its
   command: of concurrent requests with one key, exactly one creates a command.
-* where a command is: ``PartitionKey`` = ``~id|`` + command id (no device key starts
-  with ``~``), for answers that must be checked against the command's device.
-* what is due: ``PartitionKey`` = ``~due|`` + the minute the command expires
+* what is due: ``PartitionKey`` = ``~due|`` (no device key starts with ``~``) + the minute the command expires
   (``yyyyMMddHHmm``), ``RowKey`` = the command id; ``deviceId``. The expiry timer
   reads the minutes that have passed, so its cost grows with the commands due.
 
@@ -129,27 +127,11 @@ class CommandStore:
         return original
 
     async def locate(self, command: Command) -> None:
-        """Where the command is (for answers) and when it is due (for the timer),
-        written before the command (while the device is read): an index row without
-        its command is harmless (the timer forgets a due row whose command is missing;
-        a request refused with 404 or 409 leaves a small ``~id|`` row behind)."""
+        """When the command is due (for the timer), written before the command (while
+        the device is read): a due row without its command is forgotten by the timer."""
         table = await self._store.table(COMMANDS_TABLE)
-        await asyncio.gather(
-            table.upsert_entity({"PartitionKey": "~id|" + command.command_id, "RowKey": "",
-                                 "deviceId": command.device_id}),
-            table.upsert_entity({"PartitionKey": due_partition(command.expires_at), "RowKey": command.command_id,
-                                 "deviceId": command.device_id}),
-        )
-
-    async def device_of(self, command_id: str) -> str | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        table = await self._store.table(COMMANDS_TABLE)
-        try:
-            entity = await table.get_entity("~id|" + command_id, "")
-        except ResourceNotFoundError:
-            return None
-        return str(entity["deviceId"])
+        await table.upsert_entity({"PartitionKey": due_partition(command.expires_at), "RowKey": command.command_id,
+                                   "deviceId": command.device_id})
 
     async def get(self, device_id: str, command_id: str) -> Command | None:
         from azure.core.exceptions import ResourceNotFoundError

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -48,6 +49,17 @@ CONNECTED_PARTITION = "~connected"
 MAX_ATTEMPTS = 8
 # Table storage limits a string property to 64 KiB of UTF-16.
 MAX_PROPERTY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A device as commands see it, and its registry row's ETag."""
+
+    connected: bool
+    deleted: bool
+    state: str
+    pending_commands: bool
+    etag: str
 
 
 class ConcurrencyError(RuntimeError):
@@ -173,16 +185,18 @@ class DeviceRegistry:
             await self._unindex(event.device_id, our_index_etag)  # written, then not needed after all
         return before, after
 
-    async def entity(self, device_id: str) -> tuple[DeviceRecord, str] | None:
-        """The device's entry and its row's ETag (for a write conditional on it)."""
+    async def standing(self, device_id: str) -> Standing | None:
+        """What commands need of a device, from its row's columns (no model is built)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         table = await self._store.table(DEVICES_TABLE)
         try:
-            entity = await table.get_entity(device_key(device_id), REGISTRY_ROW)
+            entity = await table.get_entity(device_key(device_id), REGISTRY_ROW,
+                                            select=["connected", "deleted", "state", "pendingCommands"])
         except ResourceNotFoundError:
             return None
-        return _record(entity), str(entity.metadata["etag"])
+        return Standing(bool(entity.get("connected")), bool(entity.get("deleted")), str(entity.get("state")),
+                        bool(entity.get("pendingCommands")), str(entity.metadata["etag"]))
 
     async def set_pending_commands(self, device_id: str, pending: bool, etag: str) -> bool:
         """Mark (or clear) that commands wait for the device, if its row is still at
