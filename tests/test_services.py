@@ -28,7 +28,7 @@ def test_mosquitto_speaks_mqtt_v5_with_properties(mosquitto: Mosquitto) -> None:
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
     try:
-        client.subscribe("devices/cam-1/commands/#", qos=1)
+        client.subscribe("devices/cam-1/commands/+", qos=1)  # as devices do: not their own answers
         assert subscribed.wait(5), "the broker did not acknowledge the subscription"
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.CorrelationData = b"cmd-1"
