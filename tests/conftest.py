@@ -46,7 +46,18 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     """One long-lived loop for every async function, as the worker has."""
     event_loop = asyncio.new_event_loop()
     yield event_loop
-    event_loop.run_until_complete(reset_data_store())
+
+    async def close_clients() -> None:  # what the worker process would hold until it exits
+        from shared.alerts.forward import reset_alert_hub
+        from shared.commands.transport import reset_transport
+        from shared.platform.host_storage import reset_queues
+
+        await reset_data_store()
+        await reset_queues()
+        await reset_transport()
+        await reset_alert_hub()
+
+    event_loop.run_until_complete(close_clients())
     event_loop.close()
 
 
