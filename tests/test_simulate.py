@@ -14,7 +14,7 @@ from tools.simulate.fleet import behaviours
 from tools.simulate.report import Report, percentile, reason_kind
 
 ROOT = Path(__file__).resolve().parent.parent
-FAULTS = ["--bad", "--spoofed", "--redeliver", "--reorder", "--drop"]
+FAULTS = ["--bad", "--spoofed", "--redeliver", "--reorder", "--drop", "--pause-storage", "--pause-broker"]
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def test_a_short_simulation_with_every_fault_keeps_every_invariant_and_exits_0(
         simulated: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     done, report = simulated
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Paused 2 service(s) for 2 s." in done.stdout
     assert [c["name"] for c in report["checks"]] == [
         "every message accounted for exactly once", "the registry's connection states equal the simulator's",
         "every command in the status its device's behaviour implies", "the broadcast reached every device"]
@@ -40,7 +41,7 @@ def test_a_short_simulation_with_every_fault_keeps_every_invariant_and_exits_0(
 def test_every_fault_happened_and_every_message_is_archived_or_dead_lettered(
         simulated: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
     _, report = simulated
-    assert report["faults"] == ["bad", "spoofed", "redeliver", "reorder", "drop"]
+    assert report["faults"] == [flag.removeprefix("--") for flag in FAULTS]
     assert report["published"]["bad"] > 0 and report["published"]["spoofed"] > 0
     streams = report["streams"]
     assert sum(s["sent"] for s in streams.values()) == sum(report["published"].values())
@@ -96,3 +97,9 @@ def test_the_help_names_every_fault_flag() -> None:
     done = subprocess.run([sys.executable, "-m", "tools.simulate", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=True)
     assert all(flag in done.stdout for flag in FAULTS)
+
+
+def test_a_pause_of_a_service_the_simulator_did_not_start_is_refused() -> None:
+    done = subprocess.run([sys.executable, "-m", "tools.simulate", "--broker", "mqtt://127.0.0.1:1", "--pause-broker"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "--pause-broker pauses the Mosquitto the simulator starts" in done.stderr

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -62,15 +64,39 @@ def parser() -> argparse.ArgumentParser:
     faults.add_argument("--redeliver", action="store_true", help="overlapping redeliveries of partitions")
     faults.add_argument("--reorder", action="store_true", help="life cycle events duplicated and shuffled")
     faults.add_argument("--drop", action="store_true", help="a tenth of the devices drop and reconnect")
+    faults.add_argument("--pause-storage", action="store_true", help="Azurite paused (SIGSTOP) for 2 s")
+    faults.add_argument("--pause-broker", action="store_true", help="Mosquitto paused (SIGSTOP) for 2 s")
     p.add_argument("--storage", metavar="CONNECTION_STRING", help="use this storage (default: Azurite in memory)")
     p.add_argument("--broker", metavar="mqtt://HOST[:PORT]", help="use this broker (default: Mosquitto)")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON to PATH too")
     return p
 
 
-async def run(options: Options) -> Report:
-    import os
+@contextlib.contextmanager
+def services(storage: str | None, broker: str | None) -> Iterator[tuple[list[str], dict[str, int]]]:
+    """As :func:`tools.serve.services`, also yielding the started services' processes
+    (``storage``, ``broker``) for the pause faults."""
+    from shared.platform.settings import reset_settings
+    from tools.services import run_azurite, run_mosquitto
 
+    with contextlib.ExitStack() as stack:
+        lines, pids = [], {}
+        if storage is None:
+            azurite = stack.enter_context(run_azurite())
+            storage, pids["storage"] = azurite.connection_string, azurite.pid
+            lines.append(f"Azurite (in memory) on 127.0.0.1: blob {azurite.blob_port}, queue {azurite.queue_port}, "
+                         f"table {azurite.table_port}")
+        if broker is None:
+            mosquitto = stack.enter_context(run_mosquitto())
+            broker, pids["broker"] = mosquitto.url, mosquitto.pid
+            lines.append(f"Mosquitto (MQTT v5) on {broker}")
+        os.environ.update({"DataStorage": storage, "AzureWebJobsStorage": storage, "MQTT_BROKER_URL": broker,
+                           "COMMAND_TRANSPORT": "mqtt"})
+        reset_settings()
+        yield lines, {name: pid for name, pid in pids.items() if pid is not None}
+
+
+async def run(options: Options, pids: dict[str, int]) -> Report:
     from shared.commands.transport import reset_transport
     from shared.platform.host_storage import reset_queues
     from shared.platform.storage import reset_data_store
@@ -80,7 +106,8 @@ async def run(options: Options) -> Report:
     try:
         async with run_server(port=0, key=key, timer_period=1.0, queue_period=0.5) as server:
             print(f"API server on {server.url} (x-functions-key: {key})", flush=True)
-            return await simulate(options, server_url=server.url, key=key, broker_url=os.environ["MQTT_BROKER_URL"])
+            return await simulate(options, server_url=server.url, key=key,
+                                  broker_url=os.environ["MQTT_BROKER_URL"], pids=pids)
     finally:
         await reset_transport()
         await reset_queues()
@@ -88,16 +115,20 @@ async def run(options: Options) -> Report:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tools.serve import services
-
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.pause_storage and args.storage:
+        p.error("--pause-storage pauses the Azurite the simulator starts: not with --storage")
+    if args.pause_broker and args.broker:
+        p.error("--pause-broker pauses the Mosquitto the simulator starts: not with --broker")
     options = Options(devices=args.devices, rate=args.rate, duration=args.duration, commands=args.commands,
                       shares=args.behaviours, seed=args.seed, bad=args.bad, spoofed=args.spoofed,
-                      redeliver=args.redeliver, reorder=args.reorder, drop=args.drop)
+                      redeliver=args.redeliver, reorder=args.reorder, drop=args.drop,
+                      pause_storage=args.pause_storage, pause_broker=args.pause_broker)
     logging.basicConfig(level=logging.WARNING, format="  [app log] %(message)s", stream=sys.stderr)
-    with services(args.storage, args.broker) as lines:
+    with services(args.storage, args.broker) as (lines, pids):
         print("\n".join(lines), flush=True)
-        report = asyncio.run(run(options))
+        report = asyncio.run(run(options, pids))
     print(report.text(), flush=True)
     if args.json:
         args.json.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))

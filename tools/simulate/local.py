@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ from tools.simulate.stand_in import StandIn
 OPERATOR = {"X-MS-CLIENT-PRINCIPAL-NAME": "simulator@contoso.com"}
 COMMAND_TIMEOUT_SECONDS = 3  # a silent device's command expires this soon (command_expiry runs every second)
 SETTLE_SECONDS = 20  # at most, for the last messages and the commands' answers
+PROGRESS_SECONDS = 1.0
+PAUSE_SECONDS = 2.0  # --pause-storage, --pause-broker
 GROUPS = ("line-a", "line-b")
 BROADCAST = {"name": "shift-change", "payload": {"shift": "B"}, "ttlSeconds": 600}
 
@@ -43,10 +47,13 @@ class Options:
     redeliver: bool = False
     reorder: bool = False
     drop: bool = False
+    pause_storage: bool = False
+    pause_broker: bool = False
 
     @property
     def faults(self) -> list[str]:
-        return [name for name in ("bad", "spoofed", "redeliver", "reorder", "drop") if getattr(self, name)]
+        return [name.replace("_", "-") for name in ("bad", "spoofed", "redeliver", "reorder", "drop",
+                                                    "pause_storage", "pause_broker") if getattr(self, name)]
 
 
 class Api:
@@ -77,7 +84,8 @@ def _log(line: str) -> None:
     print(line, flush=True)
 
 
-async def simulate(options: Options, *, server_url: str, key: str | None, broker_url: str) -> Report:
+async def simulate(options: Options, *, server_url: str, key: str | None, broker_url: str,
+                   pids: dict[str, int] | None = None) -> Report:
     """The simulation against the served app; the report with its checks."""
     rng = random.Random(options.seed)
     headers = OPERATOR | ({"x-functions-key": key} if key else {})
@@ -89,7 +97,7 @@ async def simulate(options: Options, *, server_url: str, key: str | None, broker
     try:
         async with aiohttp.ClientSession(headers=headers) as session:
             api = Api(session, server_url)
-            await _run(options, api, broker_url, stand_in, fleet, assigned, rng, report)
+            await _run(options, api, broker_url, stand_in, fleet, assigned, rng, report, pids or {})
     finally:
         for device in fleet:
             if device.online:
@@ -99,7 +107,7 @@ async def simulate(options: Options, *, server_url: str, key: str | None, broker
 
 
 async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, fleet: list[SimDevice],
-               assigned: list[Behaviour], rng: random.Random, report: Report) -> None:
+               assigned: list[Behaviour], rng: random.Random, report: Report, pids: dict[str, int]) -> None:
     start = datetime.now(UTC)
     for index, behaviour in enumerate(assigned):
         device = SimDevice(f"sim-{index:03d}", broker_url, behaviour=behaviour,
@@ -117,6 +125,7 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
 
     stop = asyncio.Event()
     flusher = asyncio.create_task(stand_in.run(stop))
+    progress = asyncio.create_task(_progress(fleet, stand_in, stop))
     began = time.monotonic()
     until = began + options.duration
     tally = Publishing()
@@ -130,6 +139,11 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
         if options.drop:
             await asyncio.sleep(options.duration * 0.2)
             report.dropped = await _drop(fleet, stand_in, rng)
+        paused = [pids[name] for name, wanted in (("storage", options.pause_storage),
+                                                  ("broker", options.pause_broker)) if wanted]
+        if paused:
+            await asyncio.sleep(max(0.0, began + options.duration * 0.3 - time.monotonic()))
+            await _pause(paused)
         await asyncio.sleep(max(0.0, began + options.duration * 0.4 - time.monotonic()))
         commands = await _commands(options, api, fleet)
         report.broadcasts = await _broadcast(api)
@@ -138,7 +152,7 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
         settled = await _settle(api, stand_in, fleet, commands, tally.total)
     finally:
         stop.set()
-        await flusher
+        await asyncio.gather(flusher, progress)
     await stand_in.flush()
     if options.redeliver:  # a new instance is handed an overlapping half of the busiest partition again
         busiest = max((log for (s, _), log in stand_in.partitions.items() if s == "telemetry"),
@@ -192,6 +206,22 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
                  if broadcast_missing else [])
 
 
+async def _progress(fleet: list[SimDevice], stand_in: StandIn, stop: asyncio.Event) -> None:
+    """A progress line every second (``rich`` is not among the dependencies)."""
+    began = time.monotonic()
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
+            return
+        except TimeoutError:
+            pass
+        stored = sum(1 for topic, _ in stand_in.stored_at if not topic.endswith("/response"))
+        _log(f"  {time.monotonic() - began:5.1f} s: published {sum(len(d.sent) for d in fleet)}, routed "
+             f"{stand_in.routed['telemetry'] + stand_in.routed['inference']}, stored {stored}, responses "
+             f"{stand_in.routed['command-responses']}, life cycle events {stand_in.lifecycle_events}, "
+             f"online {sum(d.online for d in fleet)}/{len(fleet)}")
+
+
 def _throughput(fleet: list[SimDevice], stand_in: StandIn) -> float:
     """Stream messages stored per second, from the first publish to the last batch stored."""
     sent = [at for d in fleet for key, at in d.sent.items() if not key[0].endswith("/response")]
@@ -219,6 +249,18 @@ async def _drop(fleet: list[SimDevice], stand_in: StandIn, rng: random.Random) -
         stand_in.session_started(device.device_id)
     _log(f"{len(dropped)} devices dropped their connection and reconnected.")
     return len(dropped)
+
+
+async def _pause(pids: list[int]) -> None:
+    """The processes stopped (SIGSTOP) for :data:`PAUSE_SECONDS`, then continued."""
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        _log(f"Paused {len(pids)} service(s) for {PAUSE_SECONDS:g} s.")
+        await asyncio.sleep(PAUSE_SECONDS)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 async def _commands(options: Options, api: Api, fleet: list[SimDevice]) -> list[dict[str, Any]]:
