@@ -45,11 +45,14 @@ def test_every_fault_happened_and_every_message_is_archived_or_dead_lettered(
     assert report["published"]["bad"] > 0 and report["published"]["spoofed"] > 0
     streams = report["streams"]
     assert sum(s["sent"] for s in streams.values()) == sum(report["published"].values())
+    # QoS 1: a message sent again after a lost connection is routed twice, and stored twice.
+    assert sum(s["routed"] for s in streams.values()) == \
+        sum(s["sent"] for s in streams.values()) + report["brokerDuplicates"]
     for figures in streams.values():
-        assert figures["sent"] == figures["routed"] == figures["archived"] + figures["deadLettered"]
+        assert figures["routed"] == figures["archived"] + figures["deadLettered"]
     reasons = streams["telemetry"]["deadLetterReasons"]
-    assert sum(reasons.values()) == report["published"]["bad"] + report["published"]["spoofed"]
-    assert reasons["deviceId '…' differs from the device '…' that published on the topic"] == \
+    assert sum(reasons.values()) >= report["published"]["bad"] + report["published"]["spoofed"]
+    assert reasons["deviceId '…' differs from the device '…' that published on the topic"] >= \
         report["published"]["spoofed"]
     assert report["redeliveries"] > 0 and report["droppedConnections"] == 1
     assert report["lifecycle"]["duplicates"] > 0 and report["lifecycle"]["outOfOrder"] > 0

@@ -42,6 +42,7 @@ class Report:
     published: dict[str, int] = field(default_factory=dict)  # by kind: ok, bad, spoofed
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)
     redeliveries: int = 0
+    broker_duplicates: int = 0  # QoS 1 messages the broker passed on twice (sent again after a lost connection)
     dropped: int = 0
     lifecycle: dict[str, int] = field(default_factory=dict)
     commands: dict[str, int] = field(default_factory=dict)
@@ -61,7 +62,8 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {"devices": self.devices, "ratePerDevice": self.rate, "durationSeconds": self.duration,
                 "faults": self.faults, "behaviours": self.behaviours, "published": self.published,
-                "streams": self.streams, "redeliveries": self.redeliveries, "droppedConnections": self.dropped,
+                "streams": self.streams, "redeliveries": self.redeliveries,
+                "brokerDuplicates": self.broker_duplicates, "droppedConnections": self.dropped,
                 "lifecycle": self.lifecycle, "commands": self.commands, "broadcasts": self.broadcasts,
                 "alerts": self.alerts, "latencyMs": self.latency_ms, "throughputPerSecond": self.throughput,
                 "checks": [{"name": c.name, "ok": c.ok, "problems": c.problems} for c in self.checks],
@@ -77,7 +79,8 @@ class Report:
             reasons = "; ".join(f"{n} {r}" for r, n in sorted(figures["deadLetterReasons"].items()))
             lines.append(f"  {stream:<10} {figures['sent']:>6} {figures['routed']:>6} {figures['archived']:>8} "
                          f"{figures['deadLettered']:>13}  {reasons}")
-        lines += [f"Redelivered overlapping ranges: {self.redeliveries}; dropped connections: {self.dropped}",
+        lines += [f"Redelivered overlapping ranges: {self.redeliveries}; dropped connections: {self.dropped}; "
+                  f"messages the broker passed on twice (QoS 1): {self.broker_duplicates}",
                   f"Life cycle events delivered: {self.lifecycle.get('events', 0)} "
                   f"({self.lifecycle.get('duplicates', 0)} duplicates, {self.lifecycle.get('outOfOrder', 0)} "
                   "out of order)",
