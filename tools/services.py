@@ -5,6 +5,7 @@ started it. Used by the tests, ``make demo`` and ``make start``."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -57,6 +58,7 @@ class Azurite:
     blob_port: int
     queue_port: int
     table_port: int
+    pid: int | None = None  # the process, when started here (the simulator pauses it)
 
     @property
     def connection_string(self) -> str:
@@ -100,7 +102,7 @@ def run_azurite(*, fixed_ports: bool = False) -> Iterator[Azurite]:
     with tempfile.TemporaryDirectory(prefix="azurite-") as workspace:
         process = _start_azurite(ports, workspace, in_memory=True)
         try:
-            yield ports
+            yield dataclasses.replace(ports, pid=process.pid)
         finally:
             _stop(process)
 
@@ -139,6 +141,7 @@ def run_restartable_azurite() -> Iterator[RestartableAzurite]:
 @dataclass(frozen=True)
 class Mosquitto:
     port: int
+    pid: int | None = None  # the process, when started here (the simulator pauses it)
 
     @property
     def url(self) -> str:
@@ -182,6 +185,6 @@ def run_mosquitto(*, port: int | None = None, acl: str | None = None,
         )
         try:
             _wait_for_ports(process, [broker.port], "Mosquitto")
-            yield broker
+            yield dataclasses.replace(broker, pid=process.pid)
         finally:
             _stop(process)

@@ -1,0 +1,10 @@
+"""The fleet simulator, local mode (``python -m tools.simulate``).
+
+Simulated devices are real MQTT v5 clients against a local Mosquitto; a local
+stand-in for Event Grid routing and Event Hubs (:mod:`tools.simulate.stand_in`)
+hands their messages and their connects and disconnects to the app's functions in
+process; the operator's commands and broadcast go through the local API server
+(:mod:`tools.serve`) over real HTTP. The final report checks the invariants: every
+message accounted for exactly once, the registry's connection states equal the
+simulator's, every command in the status its device's behaviour implies.
+"""

@@ -1,0 +1,319 @@
+"""One local simulation: services, the app's API server, the fleet, the stand-in, the
+operator's requests over HTTP, then the report and its checks."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from shared.platform.timestamps import format_timestamp
+from tools.demo import misplaced, places
+from tools.demo_commands import IMPLIED, unexpected
+from tools.edge import Behaviour
+from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, SimDevice, behaviours, publish_for
+from tools.simulate.report import Report, percentile, reason_kind
+from tools.simulate.stand_in import StandIn
+
+OPERATOR = {"X-MS-CLIENT-PRINCIPAL-NAME": "simulator@contoso.com"}
+COMMAND_TIMEOUT_SECONDS = 3  # a silent device's command expires this soon (command_expiry runs every second)
+SETTLE_SECONDS = 20  # at most, for the last messages and the commands' answers
+PROGRESS_SECONDS = 1.0
+PAUSE_SECONDS = 2.0  # --pause-storage, --pause-broker
+GROUPS = ("line-a", "line-b")
+BROADCAST = {"name": "shift-change", "payload": {"shift": "B"}, "ttlSeconds": 600}
+
+
+@dataclass(frozen=True)
+class Options:
+    devices: int = 20
+    rate: float = 1.0
+    duration: float = 10.0
+    commands: int | None = None  # default: one per two devices, four at least
+    shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
+    seed: int = 7
+    bad: bool = False
+    spoofed: bool = False
+    redeliver: bool = False
+    reorder: bool = False
+    drop: bool = False
+    pause_storage: bool = False
+    pause_broker: bool = False
+
+    @property
+    def faults(self) -> list[str]:
+        return [name.replace("_", "-") for name in ("bad", "spoofed", "redeliver", "reorder", "drop",
+                                                    "pause_storage", "pause_broker") if getattr(self, name)]
+
+
+class Api:
+    """The operator's side: the local API server over real HTTP, with the function key."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session, self.url = session, url
+
+    async def call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
+                   ) -> tuple[int, Any]:
+        async with self.session.request(method, f"{self.url}/api/{path}", json=body, params=params) as response:
+            return response.status, await response.json(content_type=None) if response.content_length != 0 else None
+
+    async def pages(self, path: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        query = dict(params or {})
+        while True:
+            status, page = await self.call("GET", path, params=query)
+            if status != 200:
+                raise RuntimeError(f"GET /api/{path} answered {status}")
+            items += page["items"]
+            if not page.get("continuationToken"):
+                return items
+            query["continuationToken"] = page["continuationToken"]
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+async def simulate(options: Options, *, server_url: str, key: str | None, broker_url: str,
+                   pids: dict[str, int] | None = None) -> Report:
+    """The simulation against the served app; the report with its checks."""
+    rng = random.Random(options.seed)
+    headers = OPERATOR | ({"x-functions-key": key} if key else {})
+    stand_in = StandIn(broker_url, rng=rng, redeliver=options.redeliver, reorder=options.reorder)
+    fleet: list[SimDevice] = []
+    assigned = behaviours(options.devices, options.shares, rng)
+    report = Report(devices=options.devices, rate=options.rate, duration=options.duration, faults=options.faults,
+                    behaviours=dict(Counter(assigned)))
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+            api = Api(session, server_url)
+            await _run(options, api, broker_url, stand_in, fleet, assigned, rng, report, pids or {})
+    finally:
+        for device in fleet:
+            if device.online:
+                device.disconnect()
+        stand_in.close()
+    return report
+
+
+async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, fleet: list[SimDevice],
+               assigned: list[Behaviour], rng: random.Random, report: Report, pids: dict[str, int]) -> None:
+    start = datetime.now(UTC)
+    for index, behaviour in enumerate(assigned):
+        device = SimDevice(f"sim-{index:03d}", broker_url, behaviour=behaviour,
+                           group=GROUPS[index % len(GROUPS)])
+        fleet.append(device)
+        stand_in.created(device.device_id, {"type": "camera", "group": device.group})
+    await stand_in.flush()
+    for device in fleet:  # the client connects and subscribes; then the broker reports the session
+        await asyncio.to_thread(device.connect)
+        stand_in.session_started(device.device_id)
+    await stand_in.flush()
+    _log(f"{len(fleet)} devices online ({', '.join(f'{n} {b}' for b, n in report.behaviours.items())}); "
+         f"publishing {options.rate:g} messages/s each for {options.duration:g} s; faults: "
+         f"{', '.join(options.faults) or 'none'}.")
+
+    stop = asyncio.Event()
+    flusher = asyncio.create_task(stand_in.run(stop))
+    progress = asyncio.create_task(_progress(fleet, stand_in, stop))
+    began = time.monotonic()
+    until = began + options.duration
+    tally = Publishing()
+    ids = [d.device_id for d in fleet]
+    faults = Faults(bad=options.bad, spoofed=options.spoofed)
+    publishers = [asyncio.create_task(publish_for(d, i, rate=options.rate, until=until, faults=faults,
+                                                  others=[x for x in ids if x != d.device_id],
+                                                  rng=random.Random(rng.random()), tally=tally))
+                  for i, d in enumerate(fleet)]
+    try:
+        if options.drop:
+            await asyncio.sleep(options.duration * 0.2)
+            report.dropped = await _drop(fleet, stand_in, rng)
+        paused = [pids[name] for name, wanted in (("storage", options.pause_storage),
+                                                  ("broker", options.pause_broker)) if wanted]
+        if paused:
+            await asyncio.sleep(max(0.0, began + options.duration * 0.3 - time.monotonic()))
+            await _pause(paused)
+        await asyncio.sleep(max(0.0, began + options.duration * 0.4 - time.monotonic()))
+        commands = await _commands(options, api, fleet)
+        report.broadcasts = await _broadcast(api)
+        await asyncio.gather(*publishers)
+        report.published = dict(tally.kinds)
+        settled = await _settle(api, stand_in, fleet, commands, tally.total)
+    finally:
+        stop.set()
+        await asyncio.gather(flusher, progress)
+    await stand_in.flush()
+    if options.redeliver:  # a new instance is handed an overlapping half of the busiest partition again
+        busiest = max((log for (s, _), log in stand_in.partitions.items() if s == "telemetry"),
+                      key=lambda log: len(log.log))
+        span = len(busiest.log)
+        await stand_in.replay(busiest, range(busiest.first_sequence + span // 4,
+                                             busiest.first_sequence + 3 * span // 4 + 1))
+    online = {d.device_id: d.online for d in fleet}
+    registry_online = {d["deviceId"]: d["connected"] for d in await api.pages("devices")}
+    for device in fleet:
+        device.disconnect()
+        stand_in.session_ended(device.device_id)
+    await stand_in.flush()
+    registry_offline = {d["deviceId"]: d["connected"] for d in await api.pages("devices")}
+
+    found, both = await places()
+    report.streams = {stream: {"sent": sum(1 for d in fleet for (topic, _) in d.sent if topic.endswith(stream)),
+                               "routed": stand_in.routed[stream], "archived": len(lines),
+                               "deadLettered": len(letters),
+                               "deadLetterReasons": dict(Counter(reason_kind(letter["reason"]) for letter in letters))}
+                      for stream, (lines, letters) in both.items()}
+    report.redeliveries = stand_in.redeliveries
+    report.lifecycle = {"events": stand_in.lifecycle_events, "duplicates": stand_in.lifecycle_duplicates,
+                        "outOfOrder": stand_in.lifecycle_shuffled}
+    report.commands = dict(Counter(c["status"] for c in settled))
+    # An alert's timestamp is the start of its window: list a day back, the fleet's only.
+    alerts = await api.pages("alerts", {"since": format_timestamp(start - timedelta(days=1)), "limit": "1000"})
+    report.alerts = dict(Counter(a["rule"] for a in alerts if a["deviceId"] in ids))
+    latencies = [1000 * (stand_in.stored_at[key] - at) for d in fleet for key, at in d.sent.items()
+                 if key in stand_in.stored_at and not key[0].endswith("/response")]
+    report.latency_ms = {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)}
+    report.throughput = _throughput(fleet, stand_in)
+
+    # Each message published reached the app (QoS 1: at least once; a client that lost its
+    # connection sends its unacknowledged messages again, and the broker routes them again),
+    # and each event routed is in exactly one place.
+    unrouted = [key for d in fleet for key in d.sent if not key[0].endswith("/response")
+                and key not in stand_in.stored_at]
+    routed = sum(stand_in.routed[s] for s in ("telemetry", "inference"))
+    report.broker_duplicates = routed - sum(1 for topic, _ in stand_in.stored_at if not topic.endswith("/response"))
+    report.check("every message accounted for exactly once",
+                 misplaced(stand_in.expected, found)
+                 + ([f"{len(unrouted)} published never reached the app, e.g. {unrouted[0][0]}"] if unrouted else []))
+    report.check("the registry's connection states equal the simulator's",
+                 _differences(online, registry_online, "online")
+                 + _differences(dict.fromkeys(online, False), registry_offline, "after the fleet disconnected"))
+    by_device = {d.device_id: d.behaviour for d in fleet}
+    received = {d.device_id: [str(r.payload.get("commandId")) for r in d.commands] for d in fleet}
+    report.check("every command in the status its device's behaviour implies",
+                 unexpected(settled, by_device, received)
+                 + ([] if len(settled) == len(commands) else [f"{len(settled)} of {len(commands)} commands found"]))
+    broadcast_missing = [d.device_id for d in fleet if not any(b.payload.get("name") == BROADCAST["name"]
+                                                               for b in d.broadcasts)]
+    report.check("the broadcast reached every device",
+                 [f"{len(broadcast_missing)} devices did not receive it, e.g. {broadcast_missing[0]}"]
+                 if broadcast_missing else [])
+
+
+async def _progress(fleet: list[SimDevice], stand_in: StandIn, stop: asyncio.Event) -> None:
+    """A progress line every second (``rich`` is not among the dependencies)."""
+    began = time.monotonic()
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
+            return
+        except TimeoutError:
+            pass
+        stored = sum(1 for topic, _ in stand_in.stored_at if not topic.endswith("/response"))
+        _log(f"  {time.monotonic() - began:5.1f} s: published {sum(len(d.sent) for d in fleet)}, routed "
+             f"{stand_in.routed['telemetry'] + stand_in.routed['inference']}, stored {stored}, responses "
+             f"{stand_in.routed['command-responses']}, life cycle events {stand_in.lifecycle_events}, "
+             f"online {sum(d.online for d in fleet)}/{len(fleet)}")
+
+
+def _throughput(fleet: list[SimDevice], stand_in: StandIn) -> float:
+    """Stream messages stored per second, from the first publish to the last batch stored."""
+    sent = [at for d in fleet for key, at in d.sent.items() if not key[0].endswith("/response")]
+    stored = [at for key, at in stand_in.stored_at.items() if not key[0].endswith("/response")]
+    if not sent or not stored:
+        return 0.0
+    return round(len(stored) / max(max(stored) - min(sent), 1e-9), 1)
+
+
+def _differences(wanted: dict[str, bool], registry: dict[str, bool], when: str) -> list[str]:
+    wrong = sorted(d for d, up in wanted.items() if registry.get(d) != up)
+    return [f"{len(wrong)} devices differ ({when}), e.g. {wrong[0]}: simulator "
+            f"{'connected' if wanted[wrong[0]] else 'offline'}, registry {registry.get(wrong[0])}"] if wrong else []
+
+
+async def _drop(fleet: list[SimDevice], stand_in: StandIn, rng: random.Random) -> int:
+    """A tenth of the devices (one at least) lose their connection and reconnect."""
+    dropped = rng.sample(fleet, k=max(1, math.ceil(len(fleet) / 10)))
+    for device in dropped:
+        await asyncio.to_thread(device.disconnect)
+        stand_in.session_ended(device.device_id, "ConnectionLost")
+    await asyncio.sleep(0.3)
+    for device in dropped:
+        await asyncio.to_thread(device.connect)
+        stand_in.session_started(device.device_id)
+    _log(f"{len(dropped)} devices dropped their connection and reconnected.")
+    return len(dropped)
+
+
+async def _pause(pids: list[int]) -> None:
+    """The processes stopped (SIGSTOP) for :data:`PAUSE_SECONDS`, then continued."""
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        _log(f"Paused {len(pids)} service(s) for {PAUSE_SECONDS:g} s.")
+        await asyncio.sleep(PAUSE_SECONDS)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def _commands(options: Options, api: Api, fleet: list[SimDevice]) -> list[dict[str, Any]]:
+    """Commands to the devices in turn (so every behaviour is commanded), over HTTP."""
+    count = options.commands if options.commands is not None else max(4, len(fleet) // 2)
+    made = []
+    for number in range(count):
+        device = fleet[number % len(fleet)]
+        status, body = await api.call("POST", f"devices/{quote(device.device_id)}/commands",
+                                      {"name": "set-exposure", "payload": {"ev": number},
+                                       "timeoutSeconds": COMMAND_TIMEOUT_SECONDS})
+        if status != 202:
+            raise RuntimeError(f"POST a command to {device.device_id} answered {status}: {body}")
+        made.append(body)
+    _log(f"{len(made)} commands sent over HTTP.")
+    return made
+
+
+async def _broadcast(api: Api) -> int:
+    status, body = await api.call("POST", "broadcasts", BROADCAST)
+    if status != 202:
+        raise RuntimeError(f"POST /api/broadcasts answered {status}: {body}")
+    return 1
+
+
+FINAL = set(IMPLIED.values()) | {"cancelled"}
+
+
+async def _settle(api: Api, stand_in: StandIn, fleet: list[SimDevice], commands: list[dict[str, Any]],
+                  published: int) -> list[dict[str, Any]]:
+    """Wait until every message published reached the stand-in and every command is in a
+    final status (or :data:`SETTLE_SECONDS` passed); the commands as the API returns them."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    for _ in range(int(SETTLE_SECONDS / 0.1)):
+        if stand_in.received >= published + _answers(fleet):
+            break
+        await asyncio.sleep(0.1)
+    while True:
+        found = []
+        for command in commands:
+            device_id, command_id = command["deviceId"], command["commandId"]
+            status, body = await api.call("GET", f"devices/{quote(device_id)}/commands/{command_id}")
+            if status == 200:
+                found.append(body)
+        if all(c["status"] in FINAL for c in found) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.3)
+
+
+def _answers(fleet: list[SimDevice]) -> int:
+    return sum(len(d.commands) for d in fleet if d.behaviour != "silent")

@@ -1,0 +1,97 @@
+"""The simulation's final report: figures, the invariants checked, plain text and JSON."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def reason_kind(reason: str) -> str:
+    """A dead letter's reason without its particulars (values, positions), to count by."""
+    head = re.split(r"[:;]", reason, maxsplit=1)[0]
+    return re.sub(r" at character \d+", "", re.sub(r"'[^']*'", "'…'", head)).strip()
+
+
+def percentile(values: list[float], rank: float) -> float | None:
+    """The nearest-rank percentile of ``values`` (None when there are none)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(rank / 100 * len(ordered)) - 1)], 1)
+
+
+@dataclass
+class Check:
+    name: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class Report:
+    devices: int
+    rate: float
+    duration: float
+    faults: list[str]
+    behaviours: dict[str, int]
+    published: dict[str, int] = field(default_factory=dict)  # by kind: ok, bad, spoofed
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    redeliveries: int = 0
+    broker_duplicates: int = 0  # QoS 1 messages the broker passed on twice (sent again after a lost connection)
+    dropped: int = 0
+    lifecycle: dict[str, int] = field(default_factory=dict)
+    commands: dict[str, int] = field(default_factory=dict)
+    broadcasts: int = 0
+    alerts: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    throughput: float = 0.0  # messages stored per second
+    checks: list[Check] = field(default_factory=list)
+
+    def check(self, name: str, problems: list[str]) -> None:
+        self.checks.append(Check(name, problems))
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"devices": self.devices, "ratePerDevice": self.rate, "durationSeconds": self.duration,
+                "faults": self.faults, "behaviours": self.behaviours, "published": self.published,
+                "streams": self.streams, "redeliveries": self.redeliveries,
+                "brokerDuplicates": self.broker_duplicates, "droppedConnections": self.dropped,
+                "lifecycle": self.lifecycle, "commands": self.commands, "broadcasts": self.broadcasts,
+                "alerts": self.alerts, "latencyMs": self.latency_ms, "throughputPerSecond": self.throughput,
+                "checks": [{"name": c.name, "ok": c.ok, "problems": c.problems} for c in self.checks],
+                "ok": self.ok}
+
+    def text(self) -> str:
+        lines = [f"\nDevices: {self.devices} ({', '.join(f'{n} {b}' for b, n in self.behaviours.items())}), "
+                 f"{self.rate:g} messages/s each for {self.duration:g} s; faults: {', '.join(self.faults) or 'none'}",
+                 f"Published: {sum(self.published.values())} "
+                 f"({', '.join(f'{n} {k}' for k, n in sorted(self.published.items()))})",
+                 f"  {'stream':<10} {'sent':>6} {'routed':>6} {'archived':>8} {'dead-lettered':>13}  by reason"]
+        for stream, figures in self.streams.items():
+            reasons = "; ".join(f"{n} {r}" for r, n in sorted(figures["deadLetterReasons"].items()))
+            lines.append(f"  {stream:<10} {figures['sent']:>6} {figures['routed']:>6} {figures['archived']:>8} "
+                         f"{figures['deadLettered']:>13}  {reasons}")
+        lines += [f"Redelivered overlapping ranges: {self.redeliveries}; dropped connections: {self.dropped}; "
+                  f"messages the broker passed on twice (QoS 1): {self.broker_duplicates}",
+                  f"Life cycle events delivered: {self.lifecycle.get('events', 0)} "
+                  f"({self.lifecycle.get('duplicates', 0)} duplicates, {self.lifecycle.get('outOfOrder', 0)} "
+                  "out of order)",
+                  "Commands by status: " + (", ".join(f"{s} {n}" for s, n in sorted(self.commands.items()))
+                                            or "none"),
+                  f"Broadcasts: {self.broadcasts}",
+                  "Alerts: " + (", ".join(f"{r} {n}" for r, n in sorted(self.alerts.items())) or "none"),
+                  f"Latency, publish to stored: p50 {self.latency_ms.get('p50')} ms, "
+                  f"p95 {self.latency_ms.get('p95')} ms",
+                  f"Throughput: {self.throughput:g} messages stored per second", "Checks:"]
+        for check in self.checks:
+            lines.append(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}"
+                         + ("" if check.ok else ": " + "; ".join(check.problems)))
+        return "\n".join(lines)
