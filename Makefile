@@ -35,6 +35,10 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# A simulated fleet against the app (python -m tools.simulate --help): make simulate ARGS="--devices 50"
+simulate: setup
+	$(PY) -m tools.simulate $(ARGS)
+
 bench: setup
 	$(PY) -m tools.bench
 
