@@ -306,7 +306,7 @@ def test_any_client_authentication_name_is_stored_safely(run: Any, device_id: st
     body = device(run, device_id)
     assert body["deviceId"] == device_id
     assert body["connected"] is True
-    assert run(DeviceRegistry(data_store()).get(device_id)) is not None
+    assert run(DeviceRegistry(data_store()).record(device_id)) is not None
     assert all(c not in device_key(device_id) for c in "/\\#?\t'%")
 
 

@@ -20,7 +20,6 @@ Every change of a command is written conditionally on its row's ETag.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import hashlib
 import os
 import random
@@ -92,25 +91,23 @@ class CommandStore:
 
     async def create(self, command: Command, *,
                      body: dict[str, Any] | None = None) -> tuple[Command, bool, str | None]:
-        """Store a new command (with its idempotency key, atomically); returns the
-        command and True, or, when the key was used already, the command it made
-        and False. 409 (InvalidInput is not it: KeyConflict) when the key came
-        with another body."""
+        """Store a new command; returns it, True and its row's ETag. With an
+        idempotency key, the key's row and the command are inserted in one
+        transaction: when the key was used already, the command it made and False
+        come back instead (KeyConflict when the key came with another body)."""
         from azure.data.tables import TableTransactionError
 
         table = await self._store.table(COMMANDS_TABLE)
-        operations: list[tuple[str, dict[str, Any]]] = [("create", _entity(command))]
-        if command.idempotency_key is not None:
-            operations.insert(0, ("create", {
-                "PartitionKey": device_key(command.device_id), "RowKey": _key_row(command.idempotency_key),
-                "commandId": command.command_id, "bodyHash": body_hash(body or {})}))
-        if len(operations) == 1:  # no key: a plain insert costs less than a transaction of one
-            written = await table.create_entity(operations[0][1])
+        entity = _entity(command)
+        if command.idempotency_key is None:  # a plain insert costs less than a transaction of one
+            written = await table.create_entity(entity)
             return command, True, str(written["etag"])
+        key = {"PartitionKey": entity["PartitionKey"], "RowKey": _key_row(command.idempotency_key),
+               "commandId": command.command_id, "bodyHash": body_hash(body or {})}
         try:
-            results = await table.submit_transaction(operations)
+            results = await table.submit_transaction([("create", key), ("create", entity)])
         except TableTransactionError as exc:
-            if command.idempotency_key is None or exc.status_code != 409:
+            if exc.status_code != 409:
                 raise
             return await self._by_key(command, body or {}), False, None
         return command, True, str(results[-1]["etag"])
@@ -176,7 +173,7 @@ class CommandStore:
         raise CommandContention(f"command {command_id} changed concurrently {MAX_ATTEMPTS} times")
 
     async def page(self, device_id: str, *, status: str | None, limit: int,
-                   continuation_token: str | None) -> tuple[builtins.list[Command], str | None]:
+                   continuation_token: str | None) -> tuple[list[Command], str | None]:
         """A device's commands, newest first."""
         table = await self._store.table(COMMANDS_TABLE)
         query = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high"

@@ -42,7 +42,7 @@ from shared.platform.storage_names import DEVICES_TABLE
 
 if TYPE_CHECKING:  # the read path (get_device, list_devices) builds no model: pydantic is imported on writes
     from shared.lifecycle.events import LifecycleEvent
-    from shared.lifecycle.models import Device, DeviceRecord
+    from shared.lifecycle.models import DeviceRecord
 
 REGISTRY_ROW = "registry"
 CONNECTED_PARTITION = "~connected"
@@ -132,10 +132,6 @@ class DeviceRegistry:
             return _record(await table.get_entity(device_key(device_id), REGISTRY_ROW))
         except ResourceNotFoundError:
             return None
-
-    async def get(self, device_id: str) -> Device | None:
-        record = await self.record(device_id)
-        return record.device if record else None
 
     async def apply(self, event: LifecycleEvent) -> tuple[DeviceRecord | None, DeviceRecord]:
         """Apply ``event`` to its device's entry; returns the entry before and after."""

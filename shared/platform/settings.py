@@ -93,19 +93,6 @@ def mqtt_url(raw: str) -> str:
     return _url(raw, ("mqtt", "mqtts"))
 
 
-def json_list(raw: str) -> str:
-    """The raw text, once it is known to be a JSON list (its items are the reader's to check)."""
-    import orjson
-
-    try:
-        valid = isinstance(orjson.loads(raw), list)
-    except orjson.JSONDecodeError:
-        valid = False
-    if not valid:
-        raise Rule("must be a JSON list")
-    return raw
-
-
 # The well-known Azurite account; "UseDevelopmentStorage=true" means this.
 AZURITE_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"

@@ -122,18 +122,6 @@ async def write_latest(store: DataStore, telemetry: dict[str, Metrics],
     await asyncio.gather(*writes)
 
 
-def latest_of(entities: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """``telemetry`` and ``inference`` for ``get_device`` from the device's state rows."""
-    found: dict[str, Any] = {}
-    for entity in entities:
-        row = entity["RowKey"]
-        if row == TELEMETRY_ROW:
-            found["telemetry"] = orjson.loads(entity["doc"])
-        elif row.startswith(INFERENCE_ROW_PREFIX):
-            found.setdefault("inference", {})[row.removeprefix(INFERENCE_ROW_PREFIX)] = orjson.loads(entity["doc"])
-    return found
-
-
 def _stamp(moment: datetime) -> str:
     """RFC 3339 UTC with six fractional digits always: such texts sort as their times do."""
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
