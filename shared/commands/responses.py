@@ -24,7 +24,7 @@ from shared.commands.fleet import sync_job_member
 from shared.commands.models import CommandResponse
 from shared.commands.store import CommandStore
 from shared.platform.deadletter import write_dead_letter
-from shared.platform.errors import InvalidInput
+from shared.platform.errors import InvalidInput, validate
 from shared.platform.storage import DataStore, data_store
 from shared.streams.batch import Origin, origin_of, partition_context
 from shared.streams.envelopes import unwrap_body
@@ -76,17 +76,9 @@ async def _one(store: DataStore, origin: Origin, body: bytes, now: datetime) -> 
 
 
 async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
-    from pydantic import ValidationError
-
     if raw.error is not None:
         raise raw.error
-    try:
-        response = CommandResponse.model_validate(raw.payload)
-    except ValidationError as exc:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-                  for e in exc.errors(include_url=False, include_context=False, include_input=False)][:20]
-        where = ".".join(str(part) for part in errors[0]["loc"]) or "the response"
-        raise InvalidInput(f"invalid command response: {where}: {errors[0]['msg']}", errors) from None
+    response = validate(CommandResponse, raw.payload, what="command response")
     if raw.topic is not None:
         topic_device, topic_command = raw.topic.split("/")[1], raw.topic.split("/")[3]
         if response.command_id != topic_command:

@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from shared.platform.errors import InvalidInput
+from shared.platform.errors import InvalidInput, validate
 from shared.platform.keys import validate_device_id
 from shared.platform.models import Timestamp
 from shared.platform.timestamps import check_timestamp
@@ -112,11 +112,7 @@ def parse_lifecycle_event(event: Any) -> LifecycleEvent:
     data = event.get_json()
     if not isinstance(data, dict):
         raise InvalidInput("event data is not a JSON object")
-    try:
-        fields = _DATA_MODELS[kind].model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise InvalidInput(f"invalid {event_type} data", [dict(e) for e in errors]) from None
+    fields = validate(_DATA_MODELS[kind], data, what=f"{event_type} data")
     device_id = validate_device_id(fields.clientAuthenticationName)
     common: dict[str, Any] = {"kind": kind, "event_id": event_id, "event_type": event_type,
                               "device_id": device_id, "event_time": event_time}

@@ -37,3 +37,18 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, HttpResponseError):
         return exc.status_code is None or exc.status_code in TRANSIENT_STATUSES
     return False
+
+
+def validate(model: Any, data: Any, *, what: str, loc: tuple[str, ...] = ()) -> Any:
+    """``data`` as an instance of the pydantic ``model``; otherwise InvalidInput
+    saying ``invalid {what}: {where}: {why}`` with every field error (at most 20,
+    without the input, their ``loc`` under ``loc``)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": [*loc, *e["loc"]], "msg": str(e["msg"]).removeprefix("Value error, "), "type": e["type"]}
+                  for e in exc.errors(include_url=False, include_context=False, include_input=False)][:20]
+        where = ".".join(str(part) for part in errors[0]["loc"][len(loc):]) or what
+        raise InvalidInput(f"invalid {what}: {where}: {errors[0]['msg']}", errors) from None

@@ -20,7 +20,7 @@ from typing import Any
 import azure.functions as func
 import orjson
 
-from shared.platform.errors import ConfigurationError, InvalidInput, is_transient
+from shared.platform.errors import ConfigurationError, InvalidInput, is_transient, validate
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,7 @@ def request_json(req: func.HttpRequest, *, max_bytes: int) -> Any:
 
 def validated(model: Any, data: Any) -> Any:
     """``data`` as an instance of the pydantic ``model``; 400 with field errors otherwise."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [{"loc": ["body", *e["loc"]], "msg": str(e["msg"]).removeprefix("Value error, "), "type": e["type"]}
-                  for e in exc.errors(include_url=False, include_context=False, include_input=False)][:20]
-        first = errors[0]
-        where = ".".join(str(part) for part in first["loc"][1:]) or "body"
-        raise InvalidInput(f"invalid request: {where}: {first['msg']}", errors) from None
+    return validate(model, data, what="request", loc=("body",))
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
