@@ -23,10 +23,10 @@ from shared.commands import status as transitions
 from shared.commands.fleet import sync_job_member
 from shared.commands.models import CommandResponse
 from shared.commands.store import CommandStore
-from shared.platform.deadletter import write_dead_letter
 from shared.platform.errors import InvalidInput, validate
 from shared.platform.storage import DataStore, data_store
-from shared.streams.batch import Origin, origin_of, partition_context
+from shared.streams.batch import Origin, dead_letter, last_attempt, origin_of, partition_context
+from shared.streams.decode import Rejected
 from shared.streams.envelopes import unwrap_body
 from shared.streams.limits import DEFAULT_LIMITS
 
@@ -48,12 +48,12 @@ async def handle_responses(events: Sequence[Any], *, hub: str, retry_count: int 
             changed += await _one(store, origin_of(event, hub=hub, partition=partition, now=now),
                                   event.get_body(), now)
     except Exception:
-        if max_retry_count == 0 or retry_count < max_retry_count:
+        if not last_attempt(retry_count, max_retry_count):
             raise
         log.exception("giving up on command responses %s/%s after the last retry", hub, partition)
-        await asyncio.gather(*(_dead_letter(store, origin_of(e, hub=hub, partition=partition, now=now), e.get_body(),
-                                            "internal: not processed after the last retry", [], None, now)
-                               for e in events))
+        reason = "internal: not processed after the last retry"
+        await asyncio.gather(*(_dead_letter(store, origin_of(e, hub=hub, partition=partition, now=now),
+                                            Rejected(reason, [], e.get_body()), now) for e in events))
     return changed
 
 
@@ -61,7 +61,7 @@ async def _one(store: DataStore, origin: Origin, body: bytes, now: datetime) -> 
     try:
         messages = unwrap_body(body, "response", DEFAULT_LIMITS)
     except InvalidInput as exc:
-        await _dead_letter(store, origin, body, exc.reason, exc.errors, None, now)
+        await _dead_letter(store, origin, Rejected(exc.reason, exc.errors, body), now)
         return 0
     changed = 0
     for raw in messages:
@@ -71,7 +71,7 @@ async def _one(store: DataStore, origin: Origin, body: bytes, now: datetime) -> 
             import orjson
 
             element = orjson.dumps(raw.item) if raw.position is not None else body
-            await _dead_letter(store, origin, element, exc.reason, exc.errors, raw.position, now)
+            await _dead_letter(store, origin, Rejected(exc.reason, exc.errors, element, raw.position), now)
     return changed
 
 
@@ -103,10 +103,7 @@ async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
     return int(changed)
 
 
-async def _dead_letter(store: DataStore, origin: Origin, body: bytes, reason: str, errors: list[dict[str, Any]],
-                       position: int | None, now: datetime) -> None:
-    where = origin.to_json() | ({"position": position} if position is not None else {})
+async def _dead_letter(store: DataStore, origin: Origin, rejected: Rejected, now: datetime) -> None:
     log.warning("dead-lettering a command response %s/%s/%d: %s", origin.hub, origin.partition,
-                origin.sequence_number, reason)
-    await write_dead_letter(store, stream=STREAM, reason=reason, errors=errors, body=body,
-                            origin={"eventHub": where}, day=origin.enqueued_time, received_at=now)
+                origin.sequence_number, rejected.reason)
+    await dead_letter(store, STREAM, origin, rejected, now)

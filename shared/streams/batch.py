@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.platform.deadletter import write_dead_letter
 from shared.platform.errors import InvalidInput
+from shared.platform.storage import DataStore
 from shared.platform.timestamps import format_timestamp
 from shared.streams.decode import Accepted, Rejected, decode
 from shared.streams.envelopes import Stream
@@ -46,6 +48,20 @@ class Event:
     origin: Origin
     body: bytes
     results: list[Accepted | Rejected]
+
+
+def last_attempt(retry_count: int, max_retry_count: int) -> bool:
+    """Whether a failing invocation is its retry policy's last attempt (then the
+    batch goes to dead letters rather than fail); without a policy it is not."""
+    return max_retry_count > 0 and retry_count >= max_retry_count
+
+
+async def dead_letter(store: DataStore, stream: str, origin: Origin, rejected: Rejected, now: datetime) -> None:
+    """The dead letter of a rejected event body, or of one element of an array body."""
+    where = origin.to_json() | ({"position": rejected.position} if rejected.position is not None else {})
+    await write_dead_letter(store, stream=stream, reason=rejected.reason, errors=rejected.errors,
+                            body=rejected.body, origin={"eventHub": where}, day=origin.enqueued_time,
+                            received_at=now)
 
 
 def origin_of(event: Any, *, hub: str, partition: str, now: datetime) -> Origin:

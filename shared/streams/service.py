@@ -29,11 +29,10 @@ from typing import Any
 
 from shared.alerts.models import Alert
 from shared.alerts.store import AlertStore
-from shared.platform.deadletter import write_dead_letter
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import INFERENCE_CONTAINER, TELEMETRY_CONTAINER
 from shared.streams.archive import Archive, Segment
-from shared.streams.batch import Event, Origin, read_batch
+from shared.streams.batch import Event, dead_letter, last_attempt, read_batch
 from shared.streams.decode import Accepted, Rejected
 from shared.streams.envelopes import Stream
 from shared.streams.limits import StreamLimits
@@ -69,7 +68,7 @@ async def ingest(stream: Stream, events: Sequence[Any], *, retry_count: int = 0,
     try:
         return await _handle(store, stream, batch, now)
     except Exception as exc:
-        if retry_count < max_retry_count:
+        if not last_attempt(retry_count, max_retry_count):
             raise  # the host retries the batch (the function's retry policy)
         return await _give_up(store, stream, batch, exc, now)
 
@@ -79,7 +78,7 @@ async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: dat
     accepted = [r for e in batch for r in e.results if isinstance(r, Accepted)]
     report.accepted = len(accepted)
     rejections = [(e.origin, r) for e in batch for r in e.results if isinstance(r, Rejected)]
-    await asyncio.gather(*(_dead_letter(store, stream, origin, r, now) for origin, r in rejections))
+    await asyncio.gather(*(dead_letter(store, stream, origin, r, now) for origin, r in rejections))
     report.rejected = [r.reason for _, r in rejections]
     archive = Archive(store, stream, TELEMETRY_CONTAINER if stream == "telemetry" else INFERENCE_CONTAINER)
     segments = await archive.append(batch)
@@ -138,13 +137,6 @@ async def _alerts(store: DataStore, stream: Stream, accepted: list[Accepted], no
     return alerts
 
 
-async def _dead_letter(store: DataStore, stream: str, origin: Origin, rejected: Rejected, now: datetime) -> None:
-    where = origin.to_json() | ({"position": rejected.position} if rejected.position is not None else {})
-    await write_dead_letter(store, stream=stream, reason=rejected.reason, errors=rejected.errors,
-                            body=rejected.body, origin={"eventHub": where}, day=origin.enqueued_time,
-                            received_at=now)
-
-
 async def _give_up(store: DataStore, stream: Stream, batch: list[Event], exc: Exception, now: datetime) -> Report:
     """The last retry failed: every event of the batch that the archive does not
     hold yet (as far as its watermark says) to dead letters, whole."""
@@ -159,7 +151,7 @@ async def _give_up(store: DataStore, stream: Stream, batch: list[Event], exc: Ex
     log.error("giving up on %s events %s/%s %d-%d after the last retry; dead-lettering them: %r", stream,
               first.hub, first.partition, first.sequence_number, last.sequence_number, exc)
     try:
-        await asyncio.gather(*(_dead_letter(store, stream, e.origin, Rejected(reason, [], e.body), now)
+        await asyncio.gather(*(dead_letter(store, stream, e.origin, Rejected(reason, [], e.body), now)
                                for e in batch))
     except Exception:
         log.exception("LOST unless replayed: %s hub %s partition %s sequence numbers %d-%d could not be "
