@@ -20,7 +20,7 @@ import orjson
 
 from shared.commands.models import Broadcast, BroadcastRequest
 from shared.platform.http import HttpProblem
-from shared.platform.paging import decode_token, encode_token, token_scope
+from shared.platform.paging import query_page, token_scope
 from shared.platform.storage import data_store
 from shared.platform.storage_names import BROADCASTS_TABLE
 from shared.platform.timestamps import MAX_TIMESTAMP, format_timestamp
@@ -68,15 +68,7 @@ async def list_broadcasts(*, limit: int, continuation_token: str | None) -> tupl
     """The published broadcasts, newest first."""
     store = data_store()
     table = await store.table(BROADCASTS_TABLE)
-    scope = token_scope("list_broadcasts")
-    pages = table.query_entities("PartitionKey eq @pk and published eq @yes",
-                                 parameters={"pk": "b", "yes": True}, results_per_page=limit,
-                                 select=["doc"]).by_page(
-        continuation_token=await decode_token(store, scope, continuation_token))  # type: ignore[arg-type]
-    items: list[Broadcast] = []
-    async for page in pages:
-        items = [Broadcast.model_validate(orjson.loads(e["doc"])) async for e in page]
-        break
-    return items, await encode_token(store, scope, pages.continuation_token)  # type: ignore[attr-defined]
-
-
+    entities, token = await query_page(store, table, "PartitionKey eq @pk and published eq @yes",
+                                       {"pk": "b", "yes": True}, scope=token_scope("list_broadcasts"), limit=limit,
+                                       select=["doc"], continuation_token=continuation_token)
+    return [Broadcast.model_validate(orjson.loads(e["doc"])) for e in entities], token

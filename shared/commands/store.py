@@ -33,7 +33,7 @@ import orjson
 from shared.commands.models import Command
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import device_key
-from shared.platform.paging import decode_token, encode_token, token_scope
+from shared.platform.paging import query_page, token_scope
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import COMMANDS_TABLE
 from shared.platform.timestamps import MAX_TIMESTAMP
@@ -182,13 +182,9 @@ class CommandStore:
             query += " and status eq @status"
             parameters["status"] = status
         scope = token_scope("list_commands", deviceId=device_id, status=status)
-        pages = table.query_entities(query, parameters=parameters, results_per_page=limit, select=["doc"]).by_page(
-            continuation_token=await decode_token(self._store, scope, continuation_token))  # type: ignore[arg-type]
-        items: list[Command] = []
-        async for page in pages:
-            items = [_command(e) async for e in page]
-            break
-        return items, await encode_token(self._store, scope, pages.continuation_token)  # type: ignore[attr-defined]
+        entities, token = await query_page(self._store, table, query, parameters, scope=scope, limit=limit,
+                                           select=["doc"], continuation_token=continuation_token)
+        return [_command(e) for e in entities], token
 
     async def pending(self, device_id: str) -> list[Command]:
         """The device's pending commands, oldest first (the order they must go in)."""

@@ -36,7 +36,7 @@ import orjson
 
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import device_key
-from shared.platform.paging import decode_token, encode_token, token_scope
+from shared.platform.paging import query_page, token_scope
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import DEVICES_TABLE
 
@@ -241,15 +241,9 @@ class DeviceRegistry:
             if connected is False:
                 query += " and connected eq @connected"
                 parameters["connected"] = False
-        scope = token_scope("list_devices", connected=connected)
-        pages = table.query_entities(query, parameters=parameters, results_per_page=limit, select=select).by_page(
-            continuation_token=await decode_token(self._store, scope, continuation_token)  # type: ignore[arg-type]
-        )
-        entities: list[dict[str, Any]] = []
-        async for page in pages:
-            entities = [e async for e in page]
-            break
-        token = await encode_token(self._store, scope, pages.continuation_token)  # type: ignore[attr-defined]
+        entities, token = await query_page(self._store, table, query, parameters,
+                                           scope=token_scope("list_devices", connected=connected), limit=limit,
+                                           select=select, continuation_token=continuation_token)
         if not connected:
             return [str(e["doc"]).encode() for e in entities], token
         rows = await asyncio.gather(*(self._connected_doc(e["deviceId"]) for e in entities))

@@ -52,6 +52,20 @@ def token_scope(operation: str, **filters: str | int | bool | None) -> str:
     return orjson.dumps([operation, filters], option=orjson.OPT_SORT_KEYS).decode()
 
 
+async def query_page(store: DataStore, table: Any, query: str, parameters: dict[str, Any], *, scope: str,
+                     limit: int, select: list[str], continuation_token: str | None,
+                     ) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of ``query`` on ``table`` (a TableClient), from where ``continuation_token``
+    left off, and the token of the next page (None after the last), both bound to ``scope``."""
+    pages = table.query_entities(query, parameters=parameters, results_per_page=limit, select=select).by_page(
+        continuation_token=await decode_token(store, scope, continuation_token))
+    entities: list[dict[str, Any]] = []
+    async for page in pages:
+        entities = [e async for e in page]
+        break
+    return entities, await encode_token(store, scope, pages.continuation_token)
+
+
 async def encode_token(store: DataStore, scope: str, next_keys: NextKeys | None) -> str | None:
     """The token of the page after this one; None when this page was the last."""
     if not next_keys:
