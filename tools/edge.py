@@ -138,6 +138,43 @@ class Device:
         raise TimeoutError(f"{self.device_id} got {len(got)} {what}, not {count}, within {timeout} s")
 
 
+class Inbox:
+    """What Event Grid routing sees: an MQTT v5 client subscribed to ``topics`` (at
+    QoS 1) that keeps every message that arrives until it is taken."""
+
+    def __init__(self, broker_url: str, topics: list[str], *, client_id: str, timeout: float = 10) -> None:
+        self._pending: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *args: subscribed.set()
+        self._client.on_message = self._on_message
+        host, port = _address(broker_url)
+        self._client.connect(host, port)
+        self._client.loop_start()
+        self._client.subscribe([(topic, 1) for topic in topics])
+        if not subscribed.wait(timeout):
+            raise TimeoutError(f"{client_id} was not subscribed to {topics} within {timeout} s")
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self._lock:
+            self._pending.append((message.topic, bytes(message.payload)))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def take(self) -> list[tuple[str, bytes]]:
+        """Every (topic, payload) that arrived since the last take, in arrival order."""
+        with self._lock:
+            taken, self._pending = self._pending, []
+        return taken
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
 class ResponseRouter:
     """Devices' answers from the broker to ``command_responses``, as Event Grid
     routing delivers them (routed CloudEvents in Event Hub batches)."""
@@ -146,27 +183,10 @@ class ResponseRouter:
         from tools.eventhub_factory import Partition
 
         self.partition = Partition(hub, "0", first_enqueued=datetime.now(UTC))
-        self._pending: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"router-{id(self)}",
-                                   protocol=mqtt.MQTTv5)
-        self._ready = threading.Event()
-        self._client.on_subscribe = lambda *args: self._ready.set()
-        self._client.on_message = self._on_message
-        host, port = _address(broker_url)
-        self._client.connect(host, port)
-        self._client.loop_start()
-        self._client.subscribe("devices/+/commands/+/response", qos=1)
-        if not self._ready.wait(10):
-            raise TimeoutError("the router was not subscribed")
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        with self._lock:
-            self._pending.append((message.topic, bytes(message.payload)))
+        self._inbox = Inbox(broker_url, ["devices/+/commands/+/response"], client_id=f"router-{id(self)}")
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._inbox.close()
 
     async def deliver(self, *, expect: int = 0, wait: float = 10) -> int:
         """Route the answers received so far (waiting for at least ``expect``) to
@@ -175,14 +195,11 @@ class ResponseRouter:
         from tools.invoke import InvocationContext, retry_policy, user_function
 
         deadline = time.monotonic() + wait
-        while True:
-            with self._lock:
-                ready = len(self._pending)
-            if ready >= expect or time.monotonic() > deadline:
+        while True:  # messages arrive on paho's thread: look every 20 ms
+            if len(self._inbox) >= expect or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.02)
-        with self._lock:
-            taken, self._pending = self._pending, []
+        taken = self._inbox.take()
         if not taken:
             return 0
         now = datetime.now(UTC)

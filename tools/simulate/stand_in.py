@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from tools import event_factory as ev
 from tools.demo import Place, hub_partition
-from tools.edge import _address
+from tools.edge import Inbox
 from tools.eventhub_factory import Partition, routed_body
 from tools.invoke import InvocationContext, retry_policy, user_function
 
@@ -67,34 +63,16 @@ class StandIn:
         self.lifecycle_shuffled = 0
         self._sequence: dict[str, int] = {}
         self._lifecycle: list[dict[str, Any]] = []
-        self._pending: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
         self._flushing = asyncio.Lock()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"stand-in-{id(self)}",
-                                   protocol=mqtt.MQTTv5)
-        self._subscribed = threading.Event()
-        self._client.on_subscribe = lambda *args: self._subscribed.set()
-        self._client.on_message = self._on_message
-        host, port = _address(broker_url)
-        self._client.connect(host, port)
-        self._client.loop_start()
-        self._client.subscribe([(topic, 1) for topic in TOPICS])
-        if not self._subscribed.wait(10):
-            raise TimeoutError("the stand-in was not subscribed to the device topics within 10 s")
+        self._inbox = Inbox(broker_url, list(TOPICS), client_id=f"stand-in-{id(self)}")
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        with self._lock:
-            self._pending.append((message.topic, bytes(message.payload)))
+        self._inbox.close()
 
     @property
     def received(self) -> int:
         """Messages taken off the broker so far, routed or waiting for the next flush."""
-        with self._lock:
-            return sum(self.routed.values()) + len(self._pending)
+        return sum(self.routed.values()) + len(self._inbox)
 
     # ----------------------------------------------------------------- life cycle
 
@@ -131,8 +109,7 @@ class StandIn:
             for document in self._lifecycle_deliveries():
                 await handler(ev.to_function_event(document))
                 self.lifecycle_events += 1
-            with self._lock:
-                taken, self._pending = self._pending, []
+            taken = self._inbox.take()
             groups: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
             for topic, payload in taken:
                 stream = stream_of(topic)
