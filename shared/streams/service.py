@@ -80,7 +80,7 @@ async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: dat
     rejections = [(e.origin, r) for e in batch for r in e.results if isinstance(r, Rejected)]
     await asyncio.gather(*(dead_letter(store, stream, origin, r, now) for origin, r in rejections))
     report.rejected = [r.reason for _, r in rejections]
-    archive = Archive(store, stream, TELEMETRY_CONTAINER if stream == "telemetry" else INFERENCE_CONTAINER)
+    archive = _archive(store, stream)
     segments = await archive.append(batch)
     report.archived = sum(_lines_in(batch, s) for s in segments if s.created)
     if stream == "inference":
@@ -94,6 +94,10 @@ async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: dat
     if segments:
         await archive.advance(batch[0].origin.hub, batch[0].origin.partition, segments[-1].last)
     return report
+
+
+def _archive(store: DataStore, stream: Stream) -> Archive:
+    return Archive(store, stream, TELEMETRY_CONTAINER if stream == "telemetry" else INFERENCE_CONTAINER)
 
 
 def _covered(batch: list[Event], segment: Segment) -> list[Event]:
@@ -142,7 +146,7 @@ async def _give_up(store: DataStore, stream: Stream, batch: list[Event], exc: Ex
     hold yet (as far as its watermark says) to dead letters, whole."""
     first, last = batch[0].origin, batch[-1].origin
     try:
-        archive = Archive(store, stream, TELEMETRY_CONTAINER if stream == "telemetry" else INFERENCE_CONTAINER)
+        archive = _archive(store, stream)
         done = await archive.watermark(first.hub, first.partition)
     except Exception:  # noqa: BLE001 - storage is what failed: assume nothing is archived
         done = -1
