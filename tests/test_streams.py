@@ -388,3 +388,14 @@ def test_any_bodies_in_any_batches_end_in_exactly_one_place_and_replays_change_n
     after = (archived(run, log), sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in
                                         (dict(d, receivedAt=None) for d in dead_letters(run, log))))
     assert after == before, "a replay changes nothing"
+
+
+def test_a_last_retry_that_fails_after_the_archive_dead_letters_nothing_the_archive_holds(run: Any) -> None:
+    log = hub()
+    log.publish([telemetry("late", n) for n in range(4)])
+    ingest(run, "telemetry", log.deliver())  # archived, latest state written
+    last = int(retry_policy("telemetry_ingest")["max_retry_count"])
+    with failing_requests(run, "GET", "/devices(", times=10) as failed:  # a new process: it reads the state rows
+        ingest(run, "telemetry", log.deliver(), retry_count=last)  # ... and fails there, after the archive
+    assert failed, "the latest state was read and failed"
+    assert places(run, log) == Counter({(seq, None): 1 for seq in range(1000, 1004)})

@@ -150,7 +150,12 @@ async def _give_up(store: DataStore, stream: Stream, batch: list[Event], exc: Ex
         done = await archive.watermark(first.hub, first.partition)
     except Exception:  # noqa: BLE001 - storage is what failed: assume nothing is archived
         done = -1
-    batch = [e for e in batch if e.origin.sequence_number > done] or batch[-1:]
+    batch = [e for e in batch if e.origin.sequence_number > done]
+    if not batch:  # every message is archived already: only its latest state, statistics or alerts are missing
+        log.error("the last retry of %s events %s/%s %d-%d failed after the archive held them all; their latest "
+                  "state, statistics or alerts may be missing: %r", stream, first.hub, first.partition,
+                  first.sequence_number, last.sequence_number, exc)
+        return Report()
     reason = f"internal: not processed after the last retry ({type(exc).__name__})"
     log.error("giving up on %s events %s/%s %d-%d after the last retry; dead-lettering them: %r", stream,
               first.hub, first.partition, first.sequence_number, last.sequence_number, exc)
