@@ -38,6 +38,7 @@ DEFAULT_DIRECTORY = ROOT / ".simulate" / "certs"
 VALIDITY = timedelta(days=365)
 RENEW_BEFORE = timedelta(days=7)  # a certificate this close to its end is replaced
 CLIENT_NAME = re.compile(r"[A-Za-z0-9\-:._]{1,128}")  # Microsoft.EventGrid/namespaces/clients names
+CN_LENGTH = 64  # X.520's upper bound for a common name
 GROUP = re.compile(r"[A-Za-z0-9._-]{1,64}")  # as send_broadcast names groups
 
 ARM_URL = "https://management.azure.com"
@@ -47,6 +48,7 @@ CONCURRENCY = 8  # ARM's write limits are per subscription: a few requests at a 
 ATTEMPTS = 6  # per request, on 429, 5xx and dropped connections
 MAX_WAIT = 60.0  # seconds, the longest Retry-After honoured
 OPERATION_TIMEOUT = 600.0  # seconds a long-running operation may take
+POLL_SECONDS = 2.0  # between looks at an operation, unless its Retry-After says otherwise
 TERMINAL = {"Succeeded", "Failed", "Canceled"}
 
 
@@ -81,7 +83,9 @@ def ensure_certificates(device_ids: Sequence[str], directory: Path) -> list[Devi
     a pair that is there and valid for a week at least is kept (its thumbprint is
     what is registered), any other is made anew."""
     for device_id in device_ids:
-        check_device_id(device_id)
+        if len(check_device_id(device_id)) > CN_LENGTH:
+            raise ValueError(f"device id {device_id!r} is longer than {CN_LENGTH} characters, the most a "
+                             "certificate's common name holds (X.509), and the CN is the device id")
     directory.mkdir(parents=True, exist_ok=True)
     found = []
     for device_id in device_ids:
@@ -248,7 +252,7 @@ class _Arm:
             _check_state(device, state, response.body)
             return
         while time.monotonic() < deadline:
-            await asyncio.sleep(_retry_after(response.headers, default=1.0))
+            await asyncio.sleep(_retry_after(response.headers, default=POLL_SECONDS))
             if operation:
                 response = await self.request(device, "GET", urljoin(url, operation))
                 status = response.body.get("status") if isinstance(response.body, dict) else None
