@@ -218,10 +218,13 @@ class Inbox:
     """What Event Grid routing sees: an MQTT v5 client subscribed to ``topics`` (at
     QoS 1) that keeps every message that arrives until it is taken."""
 
-    def __init__(self, broker_url: str, topics: list[str], *, client_id: str, timeout: float = 10) -> None:
+    def __init__(self, broker_url: str, topics: list[str], *, client_id: str, timeout: float = 10,
+                 tls: TlsClient | None = None) -> None:
         self._pending: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if urlsplit(broker_url).scheme == "mqtts":
+            self._client.tls_set_context(_tls_context(client_id, tls))
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *args: subscribed.set()
         self._client.on_message = self._on_message
