@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import paho.mqtt.client as mqtt
 import paho.mqtt.publish as publish
 import pytest
 from cryptography import x509
@@ -103,7 +104,7 @@ def test_a_registered_device_connects_publishes_and_answers_a_command_over_tls(p
         host, port = _address(broker.url)
         command = {"commandId": "c-1", "name": "reboot"}
         publish.single("devices/sim-000/commands/reboot", orjson.dumps(command), qos=1, hostname=host, port=port,
-                       client_id="cloud-publisher", protocol=5,
+                       client_id="cloud-publisher", protocol=mqtt.MQTTv5,
                        tls={"ca_certs": str(pki.ca), "certfile": str(pki.devices["cloud"].certfile),
                             "keyfile": str(pki.devices["cloud"].keyfile)})
         (received,) = device.wait_for(1)
