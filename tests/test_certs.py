@@ -149,6 +149,15 @@ def test_a_device_id_event_grid_would_not_take_is_refused_before_anything_is_wri
     assert not (tmp_path / "certs").exists()
 
 
+@pytest.mark.parametrize("device_id", [".", ".."])
+def test_a_device_id_a_url_would_read_as_a_folder_is_refused(tmp_path: Path, device_id: str) -> None:
+    """``clients/..`` would be the namespace itself: a DELETE there must never be sent."""
+    with pytest.raises(ValueError, match="cannot name a client in a URL path"):
+        ensure_certificates([device_id], tmp_path)
+    with pytest.raises(ValueError, match="cannot name a client in a URL path"):
+        certs.client_url("http://127.0.0.1:9", "s", "g", "n", device_id)
+
+
 def test_every_name_event_grid_allows_is_taken_up_to_the_64_characters_a_common_name_holds(
     tmp_path: Path,
 ) -> None:

@@ -66,6 +66,8 @@ def check_device_id(device_id: str) -> str:
     if not isinstance(device_id, str) or not CLIENT_NAME.fullmatch(device_id):
         raise ValueError(f"device id {device_id!r} is not an Event Grid client name: "
                          "1-128 letters, digits, '-', ':', '.' or '_'")
+    if device_id in (".", ".."):  # a URL path would take it as this folder or the one above: the namespace
+        raise ValueError(f"device id {device_id!r} cannot name a client in a URL path")
     return device_id
 
 
@@ -158,7 +160,7 @@ class ArmError(RuntimeError):
 def client_url(arm_url: str, subscription_id: str, resource_group: str, namespace: str, device_id: str) -> str:
     for what, value in (("subscription id", subscription_id), ("resource group", resource_group),
                         ("namespace", namespace)):
-        if not value or "/" in value:
+        if not value or "/" in value or value in (".", ".."):
             raise ValueError(f"{what} {value!r} is not a name")
     path = "/".join(quote(part, safe="") for part in (
         "subscriptions", subscription_id, "resourceGroups", resource_group, "providers",
