@@ -402,3 +402,26 @@ def test_retry_after_is_read_as_seconds_or_a_date_and_capped() -> None:
     assert certs._retry_after({"Retry-After": "3600"}, default=2) == certs.MAX_WAIT
     assert certs._retry_after({"Retry-After": "soon"}, default=2) == 2
     assert certs._retry_after({}, default=2) == 2
+
+
+def test_register_and_delete_from_the_command_line_give_the_simulators_attributes(
+    tmp_path: Path, arm: ArmStandIn, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Signed in as DefaultAzureCredential would be (here the stub), the namespace from the flags."""
+    import azure.identity.aio
+
+    monkeypatch.setattr(azure.identity.aio, "DefaultAzureCredential", StubCredential)
+    monkeypatch.setattr(certs, "ARM_URL", arm.base)
+    flags = ["--devices", "3", "--dir", str(tmp_path), "--subscription", WHERE["subscription_id"],
+             "--resource-group", WHERE["resource_group"], "--namespace", WHERE["namespace"]]
+    assert certs.main(["register", *flags, "--group", "line-x", "--group", "line-y"]) == 0
+    assert "3 devices registered in evgns-x" in capsys.readouterr().out
+    attributes = {path.rsplit("/", 1)[1]: body["properties"]["attributes"] for path, body in arm.resources.items()}
+    assert attributes == {"sim-000": {"role": "edge-device", "type": "camera", "group": "line-x"},
+                          "sim-001": {"role": "edge-device", "type": "camera", "group": "line-y"},
+                          "sim-002": {"role": "edge-device", "type": "camera", "group": "line-x"}}
+    thumbprints = {path.rsplit("/", 1)[1]: body["properties"]["clientCertificateAuthentication"]["allowedThumbprints"]
+                   for path, body in arm.resources.items()}
+    assert thumbprints == {f"sim-00{n}": [openssl_thumbprint(tmp_path / f"sim-00{n}.pem")] for n in range(3)}
+    assert certs.main(["delete", *flags]) == 0
+    assert arm.resources == {}

@@ -417,13 +417,14 @@ async def _azure(args: argparse.Namespace, ids: list[str]) -> int:
                          "(run `azd provision`, or pass --env)")
     async with DefaultAzureCredential() as credential:
         if args.action == "delete":
-            await unregister_devices(ids, credential=credential, **where)
+            await unregister_devices(ids, credential=credential, arm_url=ARM_URL, **where)
             print(f"{len(ids)} devices deleted from {where['namespace']}")
             return 0
         groups = args.group or list(GROUPS)
         certificates = ensure_certificates(ids, args.dir)
         attributes = {d: {"type": args.type, "group": groups[i % len(groups)]} for i, d in enumerate(ids)}
-        await register_devices(certificates, attributes=attributes, credential=credential, **where)
+        await register_devices(certificates, attributes=attributes, credential=credential, arm_url=ARM_URL,
+                               **where)
         print(f"{len(ids)} devices registered in {where['namespace']}; certificates in {args.dir}")
     return 0
 
