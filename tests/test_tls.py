@@ -144,6 +144,14 @@ def test_a_device_whose_certificate_is_not_registered_is_refused_with_a_clear_er
     assert f"the broker did not accept the client certificate {pki.outsider.certfile}" in message
 
 
+def test_a_broker_that_refuses_the_connect_gives_its_reason() -> None:
+    """The MQTT refusal (a CONNACK with a failure reason), here for a missing password."""
+    with run_mosquitto(passwords={"someone": "secret"}) as closed:
+        device = Device("sim-000", closed.url, username="sim-000")
+        with pytest.raises(ConnectionRefusedError, match=r"sim-000: 127\.0\.0\.1:\d+ refused the connection: Not"):
+            device.connect()
+
+
 def test_a_broker_whose_certificate_the_device_does_not_trust_is_refused(pki: Pki, broker: Mosquitto) -> None:
     """With no ``cafile`` the device trusts the system's store (as for Event Grid),
     which does not hold the test CA."""

@@ -162,7 +162,7 @@ class Device:
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if not self._connected and self._refused is None:  # lost before CONNACK: TLS or the socket
             self._refused = self._last_error or str(reason)
-            if self.tls is not None:  # Mosquitto ends the TLS session; Event Grid answers Not authorized
+            if self.tls is not None:  # how Mosquitto refuses a certificate it does not trust
                 self._refused += (f" (the broker did not accept the client certificate {self.tls.certfile}:"
                                   " is it one the broker trusts, or the one registered for this device?)")
             self._ready.set()
