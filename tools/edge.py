@@ -34,6 +34,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from shared.commands.mqtt_transport import BrokerAddress
+
 Behaviour = Literal["succeed", "fail", "reject", "silent"]
 
 
@@ -54,14 +56,12 @@ class TlsClient:
     cafile: Path | None = None
 
 
-SCHEMES = {"mqtt": 1883, "mqtts": 8883}
-
-
 def _address(broker_url: str) -> tuple[str, int]:
-    parts = urlsplit(broker_url)
-    if parts.scheme not in SCHEMES:
+    """(host, port) of ``mqtt://host[:1883]`` or ``mqtts://host[:8883]``, as the app reads them."""
+    if urlsplit(broker_url).scheme not in ("mqtt", "mqtts"):
         raise ValueError(f"broker URL {broker_url!r}: the scheme must be mqtt:// or mqtts://")
-    return parts.hostname or "127.0.0.1", parts.port or SCHEMES[parts.scheme]
+    address = BrokerAddress.from_url(broker_url)
+    return address.host or "127.0.0.1", address.port
 
 
 def _properties(message: Any) -> dict[str, Any]:
