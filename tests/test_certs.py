@@ -381,6 +381,7 @@ def test_create_writes_the_simulators_devices_and_prints_their_thumbprints(
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["create", "--devices", "0"], "--devices must be 1 or more"),
+    (["create", "--devices", "1", "--dir", "/dev/null/certs"], "error: [Errno 20] Not a directory: '/dev/null/certs'"),
     (["create", "--devices", "2", "--prefix", "sim 1-"], "is not an Event Grid client name"),
     (["register", "--devices", "2", "--env", "no-such-env"],
      "no --subscription, --resource-group, --namespace given and no azd environment has them"),
@@ -390,7 +391,7 @@ def test_create_writes_the_simulators_devices_and_prints_their_thumbprints(
 def test_the_command_line_says_what_is_wrong(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    assert certs.main([*argv, "--dir", str(tmp_path / "certs")]) == 1
+    assert certs.main([argv[0], "--dir", str(tmp_path / "certs"), *argv[1:]]) == 1  # a --dir in argv wins
     assert message in capsys.readouterr().err
     assert not (tmp_path / "certs").exists()
 

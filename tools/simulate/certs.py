@@ -393,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{certificate.device_id} {certificate.thumbprint} {certificate.certfile}")
             return 0
         return asyncio.run(_azure(args, ids))
-    except (ValueError, ArmError) as error:
+    except (ValueError, ArmError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except ClientAuthenticationError as error:
