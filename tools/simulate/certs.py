@@ -88,7 +88,7 @@ def ensure_certificates(device_ids: Sequence[str], directory: Path) -> list[Devi
         if len(check_device_id(device_id)) > CN_LENGTH:
             raise ValueError(f"device id {device_id!r} is longer than {CN_LENGTH} characters, the most a "
                              "certificate's common name holds (X.509), and the CN is the device id")
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # the keys are in it
     found = []
     for device_id in device_ids:
         certfile, keyfile = directory / f"{device_id}.pem", directory / f"{device_id}.key"
