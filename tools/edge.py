@@ -18,11 +18,13 @@ routed CloudEvent in an Event Hub batch built by the library's own converter.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -31,6 +33,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from shared.commands.mqtt_transport import BrokerAddress
 
 Behaviour = Literal["succeed", "fail", "reject", "silent"]
 
@@ -42,9 +46,22 @@ class Received:
     properties: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class TlsClient:
+    """A device's X.509 client certificate and key (PEM files), and the CAs it trusts
+    for the broker's certificate (None: the system's store, as for Event Grid)."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+
+
 def _address(broker_url: str) -> tuple[str, int]:
-    parts = urlsplit(broker_url)
-    return parts.hostname or "127.0.0.1", parts.port or 1883
+    """(host, port) of ``mqtt://host[:1883]`` or ``mqtts://host[:8883]``, as the app reads them."""
+    if urlsplit(broker_url).scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"broker URL {broker_url!r}: the scheme must be mqtt:// or mqtts://")
+    address = BrokerAddress.from_url(broker_url)
+    return address.host or "127.0.0.1", address.port
 
 
 def _properties(message: Any) -> dict[str, Any]:
@@ -54,6 +71,19 @@ def _properties(message: Any) -> dict[str, Any]:
         if props is not None and hasattr(props, name):
             found[name] = getattr(props, name)
     return found
+
+
+def _tls_context(device_id: str, tls: TlsClient | None) -> ssl.SSLContext:
+    """TLS 1.2 or later, the broker's certificate checked (host name included)."""
+    cafile = str(tls.cafile) if tls is not None and tls.cafile is not None else None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+        if tls is not None:
+            context.load_cert_chain(tls.certfile, tls.keyfile)
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"{device_id}: cannot use the TLS files {tls}: {error}") from error
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # Event Grid accepts TLS 1.2 and later
+    return context
 
 
 @dataclass
@@ -67,29 +97,75 @@ class Device:
     commands: list[Received] = field(default_factory=list)
     broadcasts: list[Received] = field(default_factory=list)
     decide: Callable[[Received], Behaviour] | None = None  # overrides ``behaviour`` per command
+    tls: TlsClient | None = None  # a client certificate, over mqtts://
+    username: str | None = None  # Event Grid: the client's authentication name
 
     def __post_init__(self) -> None:
+        scheme = urlsplit(self.broker_url).scheme
+        _address(self.broker_url)  # a bad URL fails here, not on the first connect
+        if self.tls is not None and scheme != "mqtts":
+            raise ValueError(f"{self.device_id}: a client certificate needs an mqtts:// broker URL, "
+                             f"not {self.broker_url!r}")
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id,
                                    protocol=mqtt.MQTTv5)
+        if scheme == "mqtts":
+            self._client.tls_set_context(_tls_context(self.device_id, self.tls))
+        if self.username is not None:
+            self._client.username_pw_set(self.username)
         self._client.on_message = self._on_message
         self._ready = threading.Event()
+        self._refused: str | None = None  # why the broker would not have this connection
+        self._connected = False
+        self._last_error = ""
         self._client.on_subscribe = lambda *args: self._ready.set()
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_log = self._on_log
         self._lock = threading.Lock()
 
     def connect(self, timeout: float = 10) -> None:
-        """Connect, subscribe, and return once the broker confirmed the subscriptions."""
+        """Connect, subscribe, and return once the broker confirmed the subscriptions;
+        :class:`ConnectionRefusedError` (with the broker's or TLS's reason) when it
+        would not have the device."""
         host, port = _address(self.broker_url)
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = 3600
         self._ready.clear()
-        self._client.connect(host, port, clean_start=False, properties=connect)
+        self._refused, self._connected, self._last_error = None, False, ""
+        try:
+            self._client.connect(host, port, clean_start=False, properties=connect)
+        except ssl.SSLError as error:  # the broker's certificate, or a TLS 1.2 refusal
+            raise ConnectionRefusedError(f"{self.device_id}: TLS with {host}:{port} failed: {error}") from error
         self._client.loop_start()
         topics = [(f"devices/{self.device_id}/commands/+", 1), ("broadcast/#", 1)]
         if self.group:
             topics.append((f"groups/{self.group}/broadcast/#", 1))
         self._client.subscribe(topics)
-        if not self._ready.wait(timeout):
+        ready = self._ready.wait(timeout)
+        if self._refused is not None:
+            self._client.loop_stop()  # no reconnecting with what was refused
+            raise ConnectionRefusedError(f"{self.device_id}: {host}:{port} refused the connection: {self._refused}")
+        if not ready:
             raise TimeoutError(f"{self.device_id} was not subscribed within {timeout} s")
+
+    def _on_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_error = text  # e.g. the TLS alert the broker sent
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+            self._ready.set()
+        else:
+            self._connected = True
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if not self._connected and self._refused is None:  # lost before CONNACK: TLS or the socket
+            self._refused = self._last_error or str(reason)
+            if self.tls is not None:  # how Mosquitto refuses a certificate it does not trust
+                self._refused += (f" (the broker did not accept the client certificate {self.tls.certfile}:"
+                                  " is it one the broker trusts, or the one registered for this device?)")
+            self._ready.set()
 
     def disconnect(self) -> None:
         self._client.disconnect()
@@ -142,10 +218,13 @@ class Inbox:
     """What Event Grid routing sees: an MQTT v5 client subscribed to ``topics`` (at
     QoS 1) that keeps every message that arrives until it is taken."""
 
-    def __init__(self, broker_url: str, topics: list[str], *, client_id: str, timeout: float = 10) -> None:
+    def __init__(self, broker_url: str, topics: list[str], *, client_id: str, timeout: float = 10,
+                 tls: TlsClient | None = None) -> None:
         self._pending: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if urlsplit(broker_url).scheme == "mqtts":
+            self._client.tls_set_context(_tls_context(client_id, tls))
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *args: subscribed.set()
         self._client.on_message = self._on_message

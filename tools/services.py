@@ -139,13 +139,25 @@ def run_restartable_azurite() -> Iterator[RestartableAzurite]:
 
 
 @dataclass(frozen=True)
+class MosquittoTls:
+    """A TLS listener as Event Grid's: the broker's certificate and key, and the
+    certificates (``cafile``, a PEM bundle) a client's must chain to; the client's
+    certificate is required and its subject's CN is its user name."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+
+
+@dataclass(frozen=True)
 class Mosquitto:
     port: int
     pid: int | None = None  # the process, when started here (the simulator pauses it)
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
 
 def mosquitto_command() -> str:
@@ -157,11 +169,12 @@ def mosquitto_command() -> str:
 
 @contextlib.contextmanager
 def run_mosquitto(*, port: int | None = None, acl: str | None = None,
-                  passwords: dict[str, str] | None = None) -> Iterator[Mosquitto]:
+                  passwords: dict[str, str] | None = None, tls: MosquittoTls | None = None) -> Iterator[Mosquitto]:
     """Mosquitto (MQTT v5 and v3.1.1) on a free loopback port (or ``port``: a broker
     started again where a stopped one was), anonymous access; ``acl`` is the text of an
-    ``acl_file``, ``passwords`` (user: password) replace anonymous access."""
-    broker = Mosquitto(port or free_port())
+    ``acl_file``, ``passwords`` (user: password) replace anonymous access, ``tls``
+    makes the listener TLS only, for clients with a certificate."""
+    broker = Mosquitto(port or free_port(), tls=tls is not None)
     with tempfile.TemporaryDirectory(prefix="mosquitto-") as workspace:
         # Started as root, Mosquitto reads these files as user mosquitto.
         Path(workspace).chmod(0o755)
@@ -179,6 +192,13 @@ def run_mosquitto(*, port: int | None = None, acl: str | None = None,
                                capture_output=True)
             password_file.chmod(0o644)  # hashed test passwords
             lines.append(f"password_file {password_file}")
+        if tls is not None:
+            for name in ("certfile", "keyfile", "cafile"):  # copied where user mosquitto may read them
+                copy = Path(workspace) / f"tls-{name}.pem"
+                shutil.copyfile(getattr(tls, name), copy)
+                copy.chmod(0o644)  # test material only
+                lines.append(f"{name} {copy}")
+            lines += ["require_certificate true", "use_identity_as_username true", "tls_version tlsv1.2"]
         config.write_text("\n".join(lines) + "\n")
         process = subprocess.Popen(
             [mosquitto_command(), "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -26,18 +26,17 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from .arm_stand_in import ArmStandIn, serve
 from .azd_model import AZD_VARIABLES, ParametersError, load_parameters, variables
 from .bicep_check import BicepFile, Resource, check_source, parse
 from .bicep_eval import DeploymentFailed, Unsupported, evaluate
@@ -248,82 +247,10 @@ def test_postprovision_refuses_alert_rules_that_are_not_base64_without_echoing_t
 # --------------------------------------------------------------------------- 3. the life cycle subscription, without az
 
 
-@dataclass
-class ArmStandIn:
-    """Azure Resource Manager for one event subscription, as "Track asynchronous Azure
-    operations" documents it: a PUT answers 201 with an ``Azure-AsyncOperation`` URL (or
-    200 with the resource when ``synchronous``), the operation answers ``InProgress`` once
-    and then this attempt's outcome. A request without the bearer token gets 401."""
-
-    token: str
-    outcomes: list[str]
-    refuse: bool = False
-    synchronous: bool = False
-    puts: list[dict[str, Any]] = field(default_factory=list)
-    requests: list[str] = field(default_factory=list)
-    base: str = ""
-
-    def answer(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], Any]:
-        self.requests.append(f"{method} {path}")
-        if headers.get("Authorization") != f"Bearer {self.token}":
-            return 401, {}, {"error": {"code": "AuthenticationFailed", "message": "no bearer token"}}
-        parts = urlsplit(path)
-        if method == "PUT":
-            assert parse_qs(parts.query) == {"api-version": ["2025-02-15"]}
-            assert headers.get("Content-Type") == "application/json"
-            self.puts.append(json.loads(body))
-            if self.refuse:
-                return 403, {}, {"error": {"code": "AuthorizationFailed",
-                                           "message": "The client does not have authorization to perform action"}}
-            attempt = len(self.puts)
-            if self.synchronous:
-                return 200, {}, {"properties": {"provisioningState": self.outcomes[attempt - 1]}}
-            operation = f"{self.base}/operations/{attempt}?api-version=2025-02-15"
-            return 201, {"Azure-AsyncOperation": operation}, {"properties": {"provisioningState": "Creating"}}
-        if method == "GET" and parts.path.startswith("/operations/"):
-            attempt = int(parts.path.rsplit("/", 1)[1])
-            polls = sum(1 for r in self.requests if r.startswith(f"GET /operations/{attempt}?"))
-            if polls == 1:
-                return 200, {}, {"status": "InProgress"}
-            outcome = self.outcomes[attempt - 1]
-            error = {"error": {"code": "Endpoint validation", "message": "The function client_lifecycle was not found"}}
-            return 200, {}, {"status": outcome} | (error if outcome == "Failed" else {})
-        return 404, {}, {"error": {"code": "NotFound", "message": path}}
-
-
 @pytest.fixture
 def arm(tools: Tools) -> Iterator[ArmStandIn]:
-    stand_in = ArmStandIn(tools.token, outcomes=["Failed", "Succeeded"])
-
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            status, headers, body = stand_in.answer(self.command, self.path, self.headers, self.rfile.read(length))
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self._serve()
-
-        def do_PUT(self) -> None:
-            self._serve()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    stand_in.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield stand_in
-    server.shutdown()
-    server.server_close()
+    with serve(ArmStandIn(tools.token, outcomes=["Failed", "Succeeded"])) as stand_in:
+        yield stand_in
 
 
 RESOURCE_GROUP = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-dev"
