@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import queue
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,11 +24,11 @@ import pytest
 import yarl
 from multidict import CIMultiDictProxy
 
-from tests.harness import deliver
+from tests.harness import command_line, deliver, read_until
 from tests.openapi_responses import ResponseValidator
 from tools import event_factory as ev
 from tools.serve import LocalServer, aiohttp_path, http_functions, route_prefix, run_server
-from tools.services import ROOT, Azurite, Mosquitto, free_port
+from tools.services import Azurite, Mosquitto, free_port
 
 T0 = datetime.now(UTC) - timedelta(hours=1)
 KEY = "test-key-" + uuid.uuid4().hex
@@ -254,37 +249,6 @@ def test_a_route_template_the_server_cannot_serve_is_named(template: str) -> Non
 
 
 # --------------------------------------------------------------------------- the command line
-
-
-@contextlib.contextmanager
-def command_line(*args: str) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
-    process = subprocess.Popen([sys.executable, "-m", "tools.serve", *args], cwd=ROOT, text=True,
-                               env={"PATH": os.environ["PATH"]}, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in process.stdout or ():
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        yield process, lines
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def read_until(lines: queue.Queue[str], prefix: str, seen: list[str], timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    with contextlib.suppress(queue.Empty):
-        while time.monotonic() < deadline:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic())).rstrip("\n")
-            seen.append(line)
-            if line.startswith(prefix):
-                return line
-    raise AssertionError(f"no line starting with {prefix!r} in {seen}")
 
 
 def listening(port: int) -> bool:
