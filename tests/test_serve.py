@@ -9,11 +9,14 @@ import contextlib
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +31,7 @@ from tests.harness import command_line, deliver, read_until
 from tests.openapi_responses import ResponseValidator
 from tools import event_factory as ev
 from tools.serve import LocalServer, aiohttp_path, http_functions, route_prefix, run_server
-from tools.services import Azurite, Mosquitto, free_port
+from tools.services import ROOT, Azurite, Mosquitto, free_port
 
 T0 = datetime.now(UTC) - timedelta(hours=1)
 KEY = "test-key-" + uuid.uuid4().hex
@@ -305,3 +308,31 @@ def test_the_command_line_uses_given_services_and_may_need_no_key(run: Any, azur
         assert process.wait(timeout=30) == 0
     assert listening(azurite.table_port) and listening(mosquitto.port), "given services are left running"
 
+
+
+def test_with_a_data_folder_no_demo_kept_anything_in_it_serves_an_empty_registry_and_says_so(
+        run: Any, tmp_path: Path) -> None:
+    port = free_port()
+    with command_line("--port", str(port), "--data", str(tmp_path)) as (process, lines):
+        seen: list[str] = []
+        assert "(in memory)" in read_until(lines, "Azurite", seen)
+        assert read_until(lines, "No demo data", seen) == (
+            f"No demo data in {tmp_path} (make demo keeps it there): the registry is empty")
+        key = read_until(lines, "x-functions-key: ", seen).removeprefix("x-functions-key: ")
+        assert not (tmp_path / "key").exists() and len(key) > 30, "a random key, none written"
+
+        async def devices() -> tuple[int, bytes]:
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{port}/api/devices", headers={"x-functions-key": key}) as response:
+                return response.status, await response.read()
+
+        assert run(devices()) == (200, b'{"items":[]}')
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+def test_a_data_folder_with_a_given_storage_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "tools.serve", "--data", str(tmp_path), "--storage",
+                           "UseDevelopmentStorage=true"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2 and "--data serves a demo's Azurite data: not with --storage" in done.stderr
