@@ -6,6 +6,8 @@ import asyncio
 import io
 import subprocess
 import sys
+import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,9 @@ import orjson
 import pytest
 from rich.console import Console
 
-from tools.edge import Behaviour
-from tools.simulate.fleet import behaviours
+from tools.edge import Behaviour, Inbox
+from tools.services import Mosquitto
+from tools.simulate.fleet import SimDevice, behaviours
 from tools.simulate.invariants import Place, misplaced, reach, unexpected
 from tools.simulate.progress import Figures, panel, watch
 from tools.simulate.report import Report, percentile, reason_kind
@@ -202,3 +205,27 @@ def test_progress_is_a_live_panel_on_a_terminal_and_a_plain_line_elsewhere(capsy
     assert capsys.readouterr().out == samples * (
         "    3.4 s: published 412, routed 400, stored 388, dead-lettered 37, responses 9, life cycle events 61, "
         "online 19/20; commands: sent 2, succeeded 7\n")
+
+
+def test_a_cut_connection_sends_no_disconnect_and_the_client_reconnects_by_itself_to_its_session(
+        mosquitto: Mosquitto) -> None:
+    device = SimDevice(f"cut-{uuid.uuid4().hex[:6]}", mosquitto.url)
+    # The broker publishes a will only when a connection ends without DISCONNECT.
+    device._client.will_set(f"wills/{device.device_id}", b"gone", qos=1)
+    wills = Inbox(mosquitto.url, ["wills/#"], client_id=f"wills-{device.device_id}")  # and the operator's client
+    try:
+        device.connect()
+        device.cut()
+        assert not device.online
+        device.reconnected()
+        assert device.online
+        deadline = time.monotonic() + 10
+        while not len(wills) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [topic for topic, _ in wills.take()] == [f"wills/{device.device_id}"]
+        # Its subscriptions were kept by the broker: a command reaches it without a new SUBSCRIBE.
+        wills._client.publish(f"devices/{device.device_id}/commands/ping", b'{"name": "ping"}', qos=1)
+        assert [r.payload["name"] for r in device.wait_for(1)] == ["ping"]
+    finally:
+        device.disconnect()
+        wills.close()

@@ -63,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
     faults.add_argument("--spoofed", action="store_true", help="messages claiming another device's id")
     faults.add_argument("--redeliver", action="store_true", help="overlapping redeliveries of partitions")
     faults.add_argument("--reorder", action="store_true", help="life cycle events duplicated and shuffled")
-    faults.add_argument("--drop", action="store_true", help="a tenth of the devices drop and reconnect")
+    faults.add_argument("--drop", action="store_true",
+                        help="a tenth of the devices lose their connection (socket cut) and reconnect")
     faults.add_argument("--pause-storage", action="store_true", help="Azurite paused (SIGSTOP) for 2 s")
     faults.add_argument("--pause-broker", action="store_true", help="Mosquitto paused (SIGSTOP) for 2 s")
     p.add_argument("--storage", metavar="CONNECTION_STRING", help="use this storage (default: Azurite in memory)")

@@ -292,16 +292,17 @@ def _differences(wanted: dict[str, bool], registry: dict[str, bool], when: str) 
 
 
 async def _drop(fleet: list[SimDevice], stand_in: StandIn, rng: random.Random) -> int:
-    """A tenth of the devices (one at least) lose their connection and reconnect."""
+    """A tenth of the devices (one at least) lose their connection (the socket cut, no
+    DISCONNECT); the broker reports each session's end at once, and its new one when
+    paho has reconnected by itself."""
     dropped = rng.sample(fleet, k=max(1, math.ceil(len(fleet) / 10)))
     for device in dropped:
-        await asyncio.to_thread(device.disconnect)
+        device.cut()
         stand_in.session_ended(device.device_id, "ConnectionLost")
-    await asyncio.sleep(0.3)
     for device in dropped:
-        await asyncio.to_thread(device.connect)
+        await asyncio.to_thread(device.reconnected)
         stand_in.session_started(device.device_id)
-    _log(f"{len(dropped)} devices dropped their connection and reconnected.")
+    _log(f"{len(dropped)} devices lost their connection (socket cut) and reconnected.")
     return len(dropped)
 
 
