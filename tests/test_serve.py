@@ -331,8 +331,12 @@ def test_with_a_data_folder_no_demo_kept_anything_in_it_serves_an_empty_registry
         assert process.wait(timeout=30) == 0
 
 
-def test_a_data_folder_with_a_given_storage_is_refused(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "tools.serve", "--data", str(tmp_path), "--storage",
-                           "UseDevelopmentStorage=true"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          check=False)
-    assert done.returncode == 2 and "--data serves a demo's Azurite data: not with --storage" in done.stderr
+def test_a_data_folder_with_a_given_storage_or_one_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").touch()
+    for args, error in [(["--data", str(tmp_path), "--storage", "UseDevelopmentStorage=true"],
+                         "--data serves a demo's Azurite data: not with --storage"),
+                        (["--port", "0", "--data", str(tmp_path / "file")],
+                         f"{tmp_path / 'file'} cannot hold the demo's data: File exists")]:
+        done = subprocess.run([sys.executable, "-m", "tools.serve", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 2 and error in done.stderr, done.stderr

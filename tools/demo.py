@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.platform.timestamps import format_timestamp
-from tools.demo_data import DEFAULT, DemoData, InUse
+from tools.demo_data import DEFAULT, DemoData, Unusable
 from tools.serve import DEFAULT_PORT
 from tools.simulate import __main__ as simulator
 from tools.simulate.fleet import MODEL
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         with data.exclusive():
             data.reset()
             report = simulator.execute(simulator.parser().parse_args(PRESET), location=data.azurite)
-    except InUse as exc:
+    except Unusable as exc:
         p.error(str(exc))
     print(f"\nThe demo's data is kept in {data.folder}. Run `make serve` in another terminal (it serves that "
           "data and accepts the demo's key), then paste:\n", flush=True)

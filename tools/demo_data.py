@@ -20,7 +20,11 @@ from tools.services import ROOT
 DEFAULT = ROOT / ".demo"
 
 
-class InUse(RuntimeError):
+class Unusable(RuntimeError):
+    """The folder cannot hold the demo's data (not a folder, not writable)."""
+
+
+class InUse(Unusable):
     """Another process (a demo, a server) uses the folder."""
 
 
@@ -57,9 +61,14 @@ class DemoData:
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Hold the folder's lock for the block; :class:`InUse` when another process holds it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / "lock").open("w") as lock:
+        """Hold the folder's lock for the block (made if missing); :class:`InUse` when
+        another process holds it, :class:`Unusable` when it cannot be a folder of ours."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            lock = (self.folder / "lock").open("w")
+        except OSError as exc:
+            raise Unusable(f"{self.folder} cannot hold the demo's data: {exc.strerror}") from None
+        with lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

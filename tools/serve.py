@@ -45,7 +45,7 @@ from azure.functions.http import HttpRequestConverter, HttpResponseConverter
 from azure.functions.meta import Datum
 from azure.functions.timer import TimerRequestConverter
 
-from tools.demo_data import DemoData, InUse
+from tools.demo_data import DemoData, Unusable
 from tools.invoke import FUNCTIONS, InvocationContext, drain_queue
 from tools.services import ROOT, run_azurite, run_mosquitto
 
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
             if data and data.present() and not (args.key or args.no_auth):
                 lines.append(f"The function key is the demo's ({data.key_file})")
             asyncio.run(serve(port=args.port, key=key, lines=lines))
-    except InUse as exc:
+    except Unusable as exc:
         parser.error(str(exc))
     print("Stopped.", flush=True)
 
