@@ -23,7 +23,7 @@ from shared.platform.timestamps import format_timestamp
 from tools.edge import Behaviour
 from tools.simulate import scenario
 from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, SimDevice, behaviours, publish_for
-from tools.simulate.invariants import FINAL, misplaced, places, unexpected
+from tools.simulate.invariants import FINAL, misplaced, places, repeats, unexpected
 from tools.simulate.progress import Figures, watch
 from tools.simulate.report import Report, percentile, reason_kind
 from tools.simulate.stand_in import StandIn
@@ -225,6 +225,7 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
                  + _differences(dict.fromkeys(online, False), registry_offline, "after the fleet disconnected"))
     by_device = {d.device_id: d.behaviour for d in fleet}
     received = {d.device_id: [str(r.payload.get("commandId")) for r in d.commands] for d in fleet}
+    report.command_repeats = repeats(received)
     report.check("every command in the status its device's behaviour implies",
                  unexpected(settled, by_device, received)
                  + ([] if len(settled) == len(made) else [f"{len(settled)} of {len(made)} commands found"]))

@@ -52,6 +52,7 @@ class Report:
     dropped: int = 0
     lifecycle: dict[str, int] = field(default_factory=dict)
     commands: dict[str, int] = field(default_factory=dict)
+    command_repeats: int = 0  # deliveries of a command to its device beyond the first (at least once)
     broadcasts: int = 0
     queued: dict[str, Any] = field(default_factory=dict)  # commands for a device while it was offline
     retry: dict[str, Any] = field(default_factory=dict)  # one request twice with one Idempotency-Key
@@ -75,7 +76,8 @@ class Report:
                 "faults": self.faults, "behaviours": self.behaviours, "published": self.published,
                 "streams": self.streams, "redeliveries": self.redeliveries,
                 "brokerDuplicates": self.broker_duplicates, "droppedConnections": self.dropped,
-                "lifecycle": self.lifecycle, "commands": self.commands, "broadcasts": self.broadcasts,
+                "lifecycle": self.lifecycle, "commands": self.commands, "commandRepeats": self.command_repeats,
+                "broadcasts": self.broadcasts,
                 "offlineQueue": self.queued, "idempotentRetry": self.retry, "fleetJob": self.fleet_job,
                 "broadcastReach": self.broadcast_reach, "disabledClient": self.refused,
                 "alerts": self.alerts, "latencyMs": self.latency_ms, "throughputPerSecond": self.throughput,
@@ -121,7 +123,8 @@ class Report:
                   f"({self.lifecycle.get('duplicates', 0)} duplicates, {self.lifecycle.get('outOfOrder', 0)} "
                   "out of order)",
                   "Commands by status: " + (", ".join(f"{s} {n}" for s, n in sorted(self.commands.items()))
-                                            or "none"),
+                                            or "none")
+                  + f"; deliveries of a command beyond its first (at least once): {self.command_repeats}",
                   *self._operations(),
                   "Alerts: " + (", ".join(f"{r} {n}" for r, n in sorted(self.alerts.items())) or "none"),
                   f"Latency, publish to stored: p50 {self.latency_ms.get('p50')} ms, "

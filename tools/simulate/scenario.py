@@ -59,11 +59,15 @@ async def offline_queue(api: Api, device: SimDevice, come_online: Callable[[], A
     made = [await _post(api, _commands_path(device.device_id), {"name": name, "timeoutSeconds": timeout_seconds})
             for name in QUEUED]
     await come_online()
-    try:
-        got = await asyncio.to_thread(device.wait_for, len(QUEUED), timeout=WAIT_SECONDS)
-    except TimeoutError:
-        got = list(device.commands)
-    order = [str(r.payload.get("name")) for r in got][:len(QUEUED)]
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        firsts: dict[str, str] = {}  # name by command id, in the order of first arrival (a repeat may follow)
+        for received in list(device.commands):
+            firsts.setdefault(str(received.payload.get("commandId")), str(received.payload.get("name")))
+        if len(firsts) >= len(QUEUED) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    order = list(firsts.values())[:len(QUEUED)]
     problems = [f"{c['name']} was {c['status']} when sent, not pending" for c in made if c["status"] != "pending"]
     if order != list(QUEUED):
         problems.append(f"{device.device_id} received {order}, not {list(QUEUED)}")
