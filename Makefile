@@ -48,7 +48,7 @@ start: setup
 
 # Without Core Tools: a stand-in for the host serving the HTTP API, against Azurite and Mosquitto.
 serve: setup
-	$(PY) -m tools.serve --port 7071
+	$(PY) -m tools.serve --port 7071 --data .demo
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,11 +1,16 @@
 """Test helpers over :mod:`tools.invoke`: delivering life cycle events and making
-storage unreachable for a block."""
+storage unreachable for a block; and the local API server's command line."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,10 +20,11 @@ from shared.platform.settings import reset_settings
 from shared.platform.storage import CLIENT_OPTIONS, reset_data_store
 from tools import event_factory
 from tools.invoke import http_request, json_of, user_function
+from tools.services import ROOT
 from tools.storage_requests import Requests, request_hook
 
-__all__ = ["Requests", "changed_settings", "deliver", "failing_requests", "http_request", "json_of",
-           "storage_requests", "unreachable_storage", "user_function"]
+__all__ = ["Requests", "changed_settings", "command_line", "deliver", "failing_requests", "http_request", "json_of",
+           "read_until", "storage_requests", "unreachable_storage", "user_function"]
 
 
 def deliver(run: Any, *documents: dict[str, Any]) -> None:
@@ -92,3 +98,36 @@ def changed_settings(run: Any, values: dict[str, str | None]) -> Iterator[None]:
         yield
     finally:
         apply(saved)
+
+
+@contextlib.contextmanager
+def command_line(*args: str) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    """``python -m tools.serve *args`` in a clean environment, its stdout's lines put in a queue."""
+    process = subprocess.Popen([sys.executable, "-m", "tools.serve", *args], cwd=ROOT, text=True,
+                               env={"PATH": os.environ["PATH"]}, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in process.stdout or ():
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def read_until(lines: queue.Queue[str], prefix: str, seen: list[str], timeout: float = 60) -> str:
+    """The first line starting with ``prefix``; the lines read on the way in ``seen``."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(queue.Empty):
+        while time.monotonic() < deadline:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic())).rstrip("\n")
+            seen.append(line)
+            if line.startswith(prefix):
+                return line
+    raise AssertionError(f"no line starting with {prefix!r} in {seen}")

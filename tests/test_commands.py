@@ -339,6 +339,33 @@ def test_a_fleet_job_of_50_devices_tracks_every_command(run: Any, mosquitto: Mos
             device.disconnect()
 
 
+def test_a_fleet_jobs_counts_follow_its_commands_that_expire_are_cancelled_or_go_out_on_connect(
+        run: Any, mosquitto: Mosquitto, transport: str) -> None:
+    silent = online(run, mosquitto, "silent")
+    asleep, wakes = registered(run), Device(registered(run), mosquitto.url, behaviour="silent")
+    try:
+        short = json_of(fleet(run, {"name": "probe", "timeoutSeconds": 1,
+                                    "target": {"deviceIds": [silent.device_id]}}))
+        waiting = json_of(fleet(run, {"name": "update", "target": {"deviceIds": [asleep, wakes.device_id]}}))
+        assert (short["counts"], waiting["counts"]) == ({"sent": 1}, {"pending": 2})
+        [queued] = json_of(run(user_function("list_commands")(http_request(
+            "GET", "x", route_params={"deviceId": asleep}))))["items"]
+        cancelled = run(user_function("cancel_command")(http_request(
+            "POST", "x", route_params={"deviceId": asleep, "commandId": queued["commandId"]})))
+        assert cancelled.status_code == 200
+        wakes.connect()
+        deliver(run, ev.connected(wakes.device_id, 1, T0 + timedelta(minutes=1)))  # its queue goes out
+        wakes.wait_for(1)
+        silent.wait_for(1)
+        time.sleep(1.2)
+        run(user_function("command_expiry")(None))
+        assert job(run, short["jobId"])["counts"] == {"expired": 1}
+        assert job(run, waiting["jobId"])["counts"] == {"cancelled": 1, "sent": 1}
+    finally:
+        silent.disconnect()
+        wakes.disconnect()
+
+
 def test_a_fleet_job_of_2000_devices_by_attribute_continues_through_the_queue(run: Any, app_env: Any) -> None:
     import asyncio
 

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +27,7 @@ import pytest
 import yarl
 from multidict import CIMultiDictProxy
 
-from tests.harness import deliver
+from tests.harness import command_line, deliver, read_until
 from tests.openapi_responses import ResponseValidator
 from tools import event_factory as ev
 from tools.serve import LocalServer, aiohttp_path, http_functions, route_prefix, run_server
@@ -256,37 +254,6 @@ def test_a_route_template_the_server_cannot_serve_is_named(template: str) -> Non
 # --------------------------------------------------------------------------- the command line
 
 
-@contextlib.contextmanager
-def command_line(*args: str) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
-    process = subprocess.Popen([sys.executable, "-m", "tools.serve", *args], cwd=ROOT, text=True,
-                               env={"PATH": os.environ["PATH"]}, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in process.stdout or ():
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        yield process, lines
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def read_until(lines: queue.Queue[str], prefix: str, seen: list[str], timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    with contextlib.suppress(queue.Empty):
-        while time.monotonic() < deadline:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic())).rstrip("\n")
-            seen.append(line)
-            if line.startswith(prefix):
-                return line
-    raise AssertionError(f"no line starting with {prefix!r} in {seen}")
-
-
 def listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
@@ -341,3 +308,35 @@ def test_the_command_line_uses_given_services_and_may_need_no_key(run: Any, azur
         assert process.wait(timeout=30) == 0
     assert listening(azurite.table_port) and listening(mosquitto.port), "given services are left running"
 
+
+
+def test_with_a_data_folder_no_demo_kept_anything_in_it_serves_an_empty_registry_and_says_so(
+        run: Any, tmp_path: Path) -> None:
+    port = free_port()
+    with command_line("--port", str(port), "--data", str(tmp_path)) as (process, lines):
+        seen: list[str] = []
+        assert "(in memory)" in read_until(lines, "Azurite", seen)
+        assert read_until(lines, "No demo data", seen) == (
+            f"No demo data in {tmp_path} (make demo keeps it there): the registry is empty")
+        key = read_until(lines, "x-functions-key: ", seen).removeprefix("x-functions-key: ")
+        assert not (tmp_path / "key").exists() and len(key) > 30, "a random key, none written"
+
+        async def devices() -> tuple[int, bytes]:
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{port}/api/devices", headers={"x-functions-key": key}) as response:
+                return response.status, await response.read()
+
+        assert run(devices()) == (200, b'{"items":[]}')
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+def test_a_data_folder_with_a_given_storage_or_one_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").touch()
+    for args, error in [(["--data", str(tmp_path), "--storage", "UseDevelopmentStorage=true"],
+                         "--data serves a demo's Azurite data: not with --storage"),
+                        (["--port", "0", "--data", str(tmp_path / "file")],
+                         f"{tmp_path / 'file'} cannot hold the demo's data: File exists")]:
+        done = subprocess.run([sys.executable, "-m", "tools.serve", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 2 and error in done.stderr, done.stderr

@@ -116,6 +116,7 @@ class Device:
         self._ready = threading.Event()
         self._refused: str | None = None  # why the broker would not have this connection
         self._connected = False
+        self.acknowledged = threading.Event()  # set by each accepted CONNACK, paho's reconnections included
         self._last_error = ""
         self._client.on_subscribe = lambda *args: self._ready.set()
         self._client.on_connect = self._on_connect
@@ -158,6 +159,7 @@ class Device:
             self._ready.set()
         else:
             self._connected = True
+            self.acknowledged.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if not self._connected and self._refused is None:  # lost before CONNACK: TLS or the socket

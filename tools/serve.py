@@ -36,6 +36,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -44,6 +45,7 @@ from azure.functions.http import HttpRequestConverter, HttpResponseConverter
 from azure.functions.meta import Datum
 from azure.functions.timer import TimerRequestConverter
 
+from tools.demo_data import DemoData, Unusable
 from tools.invoke import FUNCTIONS, InvocationContext, drain_queue
 from tools.services import ROOT, run_azurite, run_mosquitto
 
@@ -314,18 +316,26 @@ async def run_server(*, port: int = DEFAULT_PORT, key: str | None, timer_period:
 
 
 @contextlib.contextmanager
-def services(storage: str | None, broker: str | None) -> Iterator[list[str]]:
-    """The app's settings pointed at the given services, or at Azurite (in memory) and
-    Mosquitto started on free ports for the block; yields lines saying where they are."""
+def services(storage: str | None, broker: str | None, data: DemoData | None = None) -> Iterator[list[str]]:
+    """The app's settings pointed at the given services, or at Azurite and Mosquitto
+    started on free ports for the block; yields lines saying where they are. The Azurite
+    started serves the data a demo kept in ``data`` when there is any (holding its lock),
+    and is in memory otherwise."""
     from shared.platform.settings import reset_settings
 
     with contextlib.ExitStack() as stack:
         lines = []
         if storage is None:
-            azurite = stack.enter_context(run_azurite())
+            if data is not None:
+                stack.enter_context(data.exclusive())
+            kept = data.azurite if data is not None and data.present() else None
+            azurite = stack.enter_context(run_azurite(location=kept))
             storage = azurite.connection_string
-            lines.append(f"Azurite (in memory) on 127.0.0.1: blob {azurite.blob_port}, queue {azurite.queue_port}, "
+            what = "(in memory)" if kept is None else f"with the data of the last make demo ({kept})"
+            lines.append(f"Azurite {what} on 127.0.0.1: blob {azurite.blob_port}, queue {azurite.queue_port}, "
                          f"table {azurite.table_port} (DataStorage, AzureWebJobsStorage)")
+            if data is not None and kept is None:
+                lines.append(f"No demo data in {data.folder} (make demo keeps it there): the registry is empty")
         else:
             lines.append("Storage: --storage (DataStorage, AzureWebJobsStorage)")
         if broker is None:
@@ -374,12 +384,24 @@ def main(argv: list[str] | None = None) -> None:
                              "(default: start Azurite in memory on free ports)")
     parser.add_argument("--broker", metavar="mqtt://HOST[:PORT]",
                         help="use this MQTT broker for commands (default: start Mosquitto on a free port)")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="serve the data make demo kept in DIR (DIR/azurite) with its key (DIR/key, unless "
+                             "--key or --no-auth) when there is any; make serve passes .demo")
     args = parser.parse_args(argv)
-    key = None if args.no_auth else (args.key or secrets.token_urlsafe(32))
+    if args.data is not None and args.storage is not None:
+        parser.error("--data serves a demo's Azurite data: not with --storage")
+    data = DemoData(args.data) if args.data is not None else None
+    key = None if args.no_auth else (args.key or (data.key() if data and data.present() else None)
+                                     or secrets.token_urlsafe(32))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
-    with services(args.storage, args.broker) as lines, contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(port=args.port, key=key, lines=lines))
+    try:
+        with services(args.storage, args.broker, data) as lines, contextlib.suppress(KeyboardInterrupt):
+            if data and data.present() and not (args.key or args.no_auth):
+                lines.append(f"The function key is the demo's ({data.key_file})")
+            asyncio.run(serve(port=args.port, key=key, lines=lines))
+    except Unusable as exc:
+        parser.error(str(exc))
     print("Stopped.", flush=True)
 
 

@@ -96,11 +96,17 @@ def _start_azurite(ports: Azurite, workspace: str, *, in_memory: bool) -> subpro
 
 
 @contextlib.contextmanager
-def run_azurite(*, fixed_ports: bool = False) -> Iterator[Azurite]:
-    """Azurite in memory on free ports (or the standard 10000-10002)."""
+def run_azurite(*, fixed_ports: bool = False, location: Path | None = None) -> Iterator[Azurite]:
+    """Azurite in memory (or keeping its data in the folder ``location``, made if
+    missing) on free ports (or the standard 10000-10002)."""
     ports = Azurite(10000, 10001, 10002) if fixed_ports else Azurite(free_port(), free_port(), free_port())
-    with tempfile.TemporaryDirectory(prefix="azurite-") as workspace:
-        process = _start_azurite(ports, workspace, in_memory=True)
+    with contextlib.ExitStack() as stack:
+        if location is None:
+            workspace = stack.enter_context(tempfile.TemporaryDirectory(prefix="azurite-"))
+        else:
+            location.mkdir(parents=True, exist_ok=True)
+            workspace = str(location.resolve())  # Azurite runs in it: a relative path would point elsewhere
+        process = _start_azurite(ports, workspace, in_memory=location is None)
         try:
             yield dataclasses.replace(ports, pid=process.pid)
         finally:

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from shared.commands import status as transitions
+from shared.commands.fleet import sync_job_member
 from shared.commands.models import TERMINAL, Command, CommandRequest
 from shared.commands.settings import CommandSettings
 from shared.commands.store import CommandStore, KeyConflict, new_command_id
@@ -34,6 +35,12 @@ from shared.platform.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 MAX_MARK_ATTEMPTS = 8
+
+
+async def _follow_job(store: DataStore, command: Command | None) -> None:
+    """A job's command copied to its member row, whose statuses are the job's counts."""
+    if command is not None and command.job_id:
+        await sync_job_member(store, command)
 
 
 @dataclass(frozen=True)
@@ -129,9 +136,10 @@ async def publish(store: DataStore, command: Command, now: datetime, *, etag: st
         await transport().publish(publication(command, now))
     except PublishError as exc:
         reason = exc.reason
-        await commands.change(command.device_id, command.command_id,
-                              lambda c: transitions.publish_failed(c, reason, now),
-                              known=(command, etag) if etag else None)
+        failed, _ = await commands.change(command.device_id, command.command_id,
+                                          lambda c: transitions.publish_failed(c, reason, now),
+                                          known=(command, etag) if etag else None)
+        await _follow_job(store, failed)
         log.warning("publishing command %s to %r failed: %s", command.command_id, command.device_id, reason)
         status = 503 if exc.transient else 502
         headers = {"Retry-After": str(exc.retry_after or 5)} if exc.transient else None
@@ -141,6 +149,7 @@ async def publish(store: DataStore, command: Command, now: datetime, *, etag: st
         return command  # recorded as sent before the publish
     result, _ = await commands.change(command.device_id, command.command_id, lambda c: transitions.sent(c, now),
                                       known=(command, etag) if etag else None)
+    await _follow_job(store, result)
     return result or command
 
 
@@ -157,7 +166,9 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
         at = now or datetime.now(UTC)
         for command in await commands.pending(device_id):
             if command.expires_at <= at:
-                await commands.change(device_id, command.command_id, functools.partial(transitions.expired, now=at))
+                expired, _ = await commands.change(device_id, command.command_id,
+                                                   functools.partial(transitions.expired, now=at))
+                await _follow_job(store, expired)
                 continue
             try:
                 delivered.append(await publish(store, command, at))
@@ -170,12 +181,13 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
 
 async def cancel_command(device_id: str, command_id: str, now: datetime | None = None) -> Command:
     now = now or datetime.now(UTC)
-    command, changed = await CommandStore(data_store()).change(device_id, command_id,
-                                                               lambda c: transitions.cancelled(c, now))
+    store = data_store()
+    command, changed = await CommandStore(store).change(device_id, command_id, lambda c: transitions.cancelled(c, now))
     if command is None:
         raise NotFound(f"no command {command_id} of device {device_id!r}")
     if not changed:
         raise HttpProblem(409, f"command {command_id} is already {command.status}")
+    await _follow_job(store, command)
     return command
 
 
@@ -189,6 +201,7 @@ async def expire_due(now: datetime | None = None) -> list[Command]:
         command, changed = await commands.change(device_id, command_id, lambda c: transitions.expired(c, now))
         if changed and command is not None:
             expired.append(command)
+            await _follow_job(store, command)
         if command is None or command.status in TERMINAL:  # else due later this minute: the next run
             await commands.forget_due(partition, command_id)
     return expired

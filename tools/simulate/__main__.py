@@ -63,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
     faults.add_argument("--spoofed", action="store_true", help="messages claiming another device's id")
     faults.add_argument("--redeliver", action="store_true", help="overlapping redeliveries of partitions")
     faults.add_argument("--reorder", action="store_true", help="life cycle events duplicated and shuffled")
-    faults.add_argument("--drop", action="store_true", help="a tenth of the devices drop and reconnect")
+    faults.add_argument("--drop", action="store_true",
+                        help="a tenth of the devices lose their connection (socket cut) and reconnect")
     faults.add_argument("--pause-storage", action="store_true", help="Azurite paused (SIGSTOP) for 2 s")
     faults.add_argument("--pause-broker", action="store_true", help="Mosquitto paused (SIGSTOP) for 2 s")
     p.add_argument("--storage", metavar="CONNECTION_STRING", help="use this storage (default: Azurite in memory)")
@@ -73,18 +74,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def services(storage: str | None, broker: str | None) -> Iterator[tuple[list[str], dict[str, int]]]:
+def services(storage: str | None, broker: str | None, *, location: Path | None = None,
+             ) -> Iterator[tuple[list[str], dict[str, int]]]:
     """As :func:`tools.serve.services`, also yielding the started services' processes
-    (``storage``, ``broker``) for the pause faults."""
+    (``storage``, ``broker``) for the pause faults; the Azurite started keeps its data
+    in the folder ``location`` when given (in memory otherwise)."""
     from shared.platform.settings import reset_settings
     from tools.services import run_azurite, run_mosquitto
 
     with contextlib.ExitStack() as stack:
         lines, pids = [], {}
         if storage is None:
-            azurite = stack.enter_context(run_azurite())
+            azurite = stack.enter_context(run_azurite(location=location))
             storage, pids["storage"] = azurite.connection_string, azurite.pid
-            lines.append(f"Azurite (in memory) on 127.0.0.1: blob {azurite.blob_port}, queue {azurite.queue_port}, "
+            kept = "in memory" if location is None else f"its data kept in {location}"
+            lines.append(f"Azurite ({kept}) on 127.0.0.1: blob {azurite.blob_port}, queue {azurite.queue_port}, "
                          f"table {azurite.table_port}")
         if broker is None:
             mosquitto = stack.enter_context(run_mosquitto())
@@ -114,6 +118,23 @@ async def run(options: Options, pids: dict[str, int]) -> Report:
         await reset_data_store()
 
 
+def execute(args: argparse.Namespace, *, location: Path | None = None) -> Report:
+    """The simulation ``args`` (parsed by :func:`parser`) describe, with its services'
+    lines, progress and report printed; Azurite keeps its data in ``location`` when given."""
+    options = Options(devices=args.devices, rate=args.rate, duration=args.duration, commands=args.commands,
+                      shares=args.behaviours, seed=args.seed, bad=args.bad, spoofed=args.spoofed,
+                      redeliver=args.redeliver, reorder=args.reorder, drop=args.drop,
+                      pause_storage=args.pause_storage, pause_broker=args.pause_broker)
+    logging.basicConfig(level=logging.WARNING, format="  [app log] %(message)s", stream=sys.stderr)
+    with services(args.storage, args.broker, location=location) as (lines, pids):
+        print("\n".join(lines), flush=True)
+        report = asyncio.run(run(options, pids))
+    print(report.text(), flush=True)
+    if args.json:
+        args.json.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser()
     args = p.parse_args(argv)
@@ -121,18 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--pause-storage pauses the Azurite the simulator starts: not with --storage")
     if args.pause_broker and args.broker:
         p.error("--pause-broker pauses the Mosquitto the simulator starts: not with --broker")
-    options = Options(devices=args.devices, rate=args.rate, duration=args.duration, commands=args.commands,
-                      shares=args.behaviours, seed=args.seed, bad=args.bad, spoofed=args.spoofed,
-                      redeliver=args.redeliver, reorder=args.reorder, drop=args.drop,
-                      pause_storage=args.pause_storage, pause_broker=args.pause_broker)
-    logging.basicConfig(level=logging.WARNING, format="  [app log] %(message)s", stream=sys.stderr)
-    with services(args.storage, args.broker) as (lines, pids):
-        print("\n".join(lines), flush=True)
-        report = asyncio.run(run(options, pids))
-    print(report.text(), flush=True)
-    if args.json:
-        args.json.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
-    sys.exit(0 if report.ok else 1)
+    sys.exit(0 if execute(args).ok else 1)
 
 
 if __name__ == "__main__":

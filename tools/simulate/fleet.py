@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,13 +28,31 @@ LABELS = ("person", "forklift", "pallet", "helmet")
 
 
 class SimDevice(Device):
-    """A :class:`Device` that also publishes, and knows whether its client is online."""
+    """A :class:`Device` that also publishes, knows whether its client is online, and
+    can lose its connection as a device on a bad network does."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.online = False
         self.sent: dict[Key, float] = {}  # each message published, when (perf_counter)
         self._sent_lock = threading.Lock()
+
+    def cut(self) -> None:
+        """The connection lost without a DISCONNECT packet: the socket is shut under paho.
+        The broker sees the TCP connection close (the session stays, being persistent);
+        paho's loop sees it too and reconnects by itself after its reconnect delay
+        (1 s), resuming the session and sending its unacknowledged messages again."""
+        self.online = False
+        self.acknowledged.clear()
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):  # a TLS socket is one too
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def reconnected(self, timeout: float = 15) -> None:
+        """Return once paho has reconnected after :meth:`cut`."""
+        if not self.acknowledged.wait(timeout):
+            raise TimeoutError(f"{self.device_id} did not reconnect within {timeout} s")
+        self.online = True
 
     def connect(self, timeout: float = 10) -> None:
         super().connect(timeout)

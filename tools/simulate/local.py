@@ -17,18 +17,20 @@ from urllib.parse import quote
 
 import aiohttp
 
+from shared.platform.storage import data_store
+from shared.platform.storage_names import DEADLETTER_CONTAINER
 from shared.platform.timestamps import format_timestamp
-from tools.demo import misplaced, places
-from tools.demo_commands import IMPLIED, unexpected
 from tools.edge import Behaviour
+from tools.simulate import scenario
 from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, SimDevice, behaviours, publish_for
+from tools.simulate.invariants import FINAL, misplaced, places, repeats, unexpected
+from tools.simulate.progress import Figures, watch
 from tools.simulate.report import Report, percentile, reason_kind
 from tools.simulate.stand_in import StandIn
 
 OPERATOR = {"X-MS-CLIENT-PRINCIPAL-NAME": "simulator@contoso.com"}
 COMMAND_TIMEOUT_SECONDS = 3  # a silent device's command expires this soon (command_expiry runs every second)
 SETTLE_SECONDS = 20  # at most, for the last messages and the commands' answers
-PROGRESS_SECONDS = 1.0
 PAUSE_SECONDS = 2.0  # --pause-storage, --pause-broker
 GROUPS = ("line-a", "line-b")
 BROADCAST = {"name": "shift-change", "payload": {"shift": "B"}, "ttlSeconds": 600}
@@ -63,8 +65,9 @@ class Api:
         self.session, self.url = session, url
 
     async def call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
-                   ) -> tuple[int, Any]:
-        async with self.session.request(method, f"{self.url}/api/{path}", json=body, params=params) as response:
+                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with self.session.request(method, f"{self.url}/api/{path}", json=body, params=params,
+                                        headers=headers) as response:
             return response.status, await response.json(content_type=None) if response.content_length != 0 else None
 
     async def pages(self, path: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -113,20 +116,29 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
         device = SimDevice(f"sim-{index:03d}", broker_url, behaviour=behaviour,
                            group=GROUPS[index % len(GROUPS)])
         fleet.append(device)
-        stand_in.created(device.device_id, {"type": "camera", "group": device.group})
+        stand_in.created(device.device_id, _attributes(device))
     await stand_in.flush()
+    # One device comes online late: the commands for it wait until it connects.
+    late = next((d for d in fleet if d.behaviour != "silent"), fleet[0])
     for device in fleet:  # the client connects and subscribes; then the broker reports the session
-        await asyncio.to_thread(device.connect)
-        stand_in.session_started(device.device_id)
+        if device is not late:
+            await _connect(device, stand_in)
     await stand_in.flush()
-    _log(f"{len(fleet)} devices online ({', '.join(f'{n} {b}' for b, n in report.behaviours.items())}); "
+    queued = await scenario.offline_queue(
+        api, late, lambda: _connect(late, stand_in, flush=True),
+        COMMAND_TIMEOUT_SECONDS if late.behaviour == "silent" else scenario.QUEUE_TIMEOUT_SECONDS)
+    report.queued = queued.facts
+    _log(f"{len(fleet)} devices online ({', '.join(f'{n} {b}' for b, n in report.behaviours.items())}; "
+         f"{late.device_id} was offline while {len(scenario.QUEUED)} commands for it were queued); "
          f"publishing {options.rate:g} messages/s each for {options.duration:g} s; faults: "
          f"{', '.join(options.faults) or 'none'}.")
 
     stop = asyncio.Event()
+    made: list[dict[str, Any]] = list(queued.commands)
+    statuses: dict[str, str] = {}
     flusher = asyncio.create_task(stand_in.run(stop))
-    progress = asyncio.create_task(_progress(fleet, stand_in, stop))
     began = time.monotonic()
+    progress = asyncio.create_task(watch(lambda: _figures(began, fleet, stand_in, api, made, statuses), stop))
     until = began + options.duration
     tally = Publishing()
     ids = [d.device_id for d in fleet]
@@ -145,11 +157,17 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
             await asyncio.sleep(max(0.0, began + options.duration * 0.3 - time.monotonic()))
             await _pause(paused)
         await asyncio.sleep(max(0.0, began + options.duration * 0.4 - time.monotonic()))
-        commands = await _commands(options, api, fleet)
+        made += await _commands(options, api, fleet)
+        retry = await scenario.idempotent_retry(api, fleet[-1].device_id, COMMAND_TIMEOUT_SECONDS)
+        made += retry.commands
+        job = await scenario.fleet_job(api, GROUPS[0], COMMAND_TIMEOUT_SECONDS)
         report.broadcasts = await _broadcast(api)
+        await scenario.group_broadcast(api, GROUPS[0])
+        report.broadcasts += 1
         await asyncio.gather(*publishers)
         report.published = dict(tally.kinds)
-        settled = await _settle(api, stand_in, fleet, commands, tally.total)
+        settled = await _settle(api, stand_in, fleet, made, tally.total)
+        jobbed = await scenario.job_outcome(api, job, fleet, GROUPS[0], time.monotonic() + SETTLE_SECONDS)
     finally:
         stop.set()
         await asyncio.gather(flusher, progress)
@@ -160,6 +178,7 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
         span = len(busiest.log)
         await stand_in.replay(busiest, range(busiest.first_sequence + span // 4,
                                              busiest.first_sequence + 3 * span // 4 + 1))
+    reached = await scenario.broadcast_reach(fleet, GROUPS[0], str(BROADCAST["name"]))
     online = {d.device_id: d.online for d in fleet}
     registry_online = {d["deviceId"]: d["connected"] for d in await api.pages("devices")}
     for device in fleet:
@@ -167,6 +186,9 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
         stand_in.session_ended(device.device_id)
     await stand_in.flush()
     registry_offline = {d["deviceId"]: d["connected"] for d in await api.pages("devices")}
+    disabled = fleet[-1]
+    refused = await scenario.refused_when_disabled(
+        api, disabled.device_id, lambda: _disable(disabled, stand_in))
 
     found, both = await places()
     report.streams = {stream: {"sent": sum(1 for d in fleet for (topic, _) in d.sent if topic.endswith(stream)),
@@ -178,6 +200,8 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
     report.lifecycle = {"events": stand_in.lifecycle_events, "duplicates": stand_in.lifecycle_duplicates,
                         "outOfOrder": stand_in.lifecycle_shuffled}
     report.commands = dict(Counter(c["status"] for c in settled))
+    report.retry, report.fleet_job = retry.facts, jobbed.facts
+    report.broadcast_reach, report.refused = reached.facts, refused.facts
     # An alert's timestamp is the start of its window: list a day back, the fleet's only.
     alerts = await api.pages("alerts", {"since": format_timestamp(start - timedelta(days=1)), "limit": "1000"})
     report.alerts = dict(Counter(a["rule"] for a in alerts if a["deviceId"] in ids))
@@ -201,30 +225,56 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
                  + _differences(dict.fromkeys(online, False), registry_offline, "after the fleet disconnected"))
     by_device = {d.device_id: d.behaviour for d in fleet}
     received = {d.device_id: [str(r.payload.get("commandId")) for r in d.commands] for d in fleet}
+    report.command_repeats = repeats(received)
     report.check("every command in the status its device's behaviour implies",
                  unexpected(settled, by_device, received)
-                 + ([] if len(settled) == len(commands) else [f"{len(settled)} of {len(commands)} commands found"]))
-    broadcast_missing = [d.device_id for d in fleet if not any(b.payload.get("name") == BROADCAST["name"]
-                                                               for b in d.broadcasts)]
-    report.check("the broadcast reached every device",
-                 [f"{len(broadcast_missing)} devices did not receive it, e.g. {broadcast_missing[0]}"]
-                 if broadcast_missing else [])
+                 + ([] if len(settled) == len(made) else [f"{len(settled)} of {len(made)} commands found"]))
+    report.check("commands for an offline device waited and went out in order when it connected", queued.problems)
+    report.check("a retry with the same Idempotency-Key is the same command", retry.problems)
+    report.check("the fleet job reached the devices its attributes select; its counts are their answers",
+                 jobbed.problems)
+    report.check("each broadcast reached exactly the devices it addressed", reached.problems)
+    report.check("a command to a disabled client is refused", refused.problems)
 
 
-async def _progress(fleet: list[SimDevice], stand_in: StandIn, stop: asyncio.Event) -> None:
-    """A progress line every second (``rich`` is not among the dependencies)."""
-    began = time.monotonic()
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
-            return
-        except TimeoutError:
-            pass
-        stored = sum(1 for topic, _ in stand_in.stored_at if not topic.endswith("/response"))
-        _log(f"  {time.monotonic() - began:5.1f} s: published {sum(len(d.sent) for d in fleet)}, routed "
-             f"{stand_in.routed['telemetry'] + stand_in.routed['inference']}, stored {stored}, responses "
-             f"{stand_in.routed['command-responses']}, life cycle events {stand_in.lifecycle_events}, "
-             f"online {sum(d.online for d in fleet)}/{len(fleet)}")
+def _attributes(device: SimDevice) -> dict[str, Any]:
+    return {"type": "camera", "group": device.group}
+
+
+async def _connect(device: SimDevice, stand_in: StandIn, *, flush: bool = False) -> None:
+    """The client connects and subscribes; then the broker reports the session (delivered
+    at the next flush, or now)."""
+    await asyncio.to_thread(device.connect)
+    stand_in.session_started(device.device_id)
+    if flush:
+        await stand_in.flush()
+
+
+async def _disable(device: SimDevice, stand_in: StandIn) -> None:
+    stand_in.created(device.device_id, _attributes(device), state="Disabled")
+    await stand_in.flush()
+
+
+async def _figures(began: float, fleet: list[SimDevice], stand_in: StandIn, api: Api,
+                   commands: list[dict[str, Any]], statuses: dict[str, str]) -> Figures:
+    """The progress so far. Dead letters are counted from their blobs (one per message);
+    a command's status (kept in ``statuses`` by command id) is asked for until it is final."""
+    container = await data_store().container(DEADLETTER_CONTAINER)
+    dead = 0
+    for stream in ("telemetry", "inference"):
+        dead += sum([1 async for _ in container.list_blobs(name_starts_with=f"{stream}/")])
+    for command in list(commands):
+        if statuses.setdefault(command["commandId"], command["status"]) not in FINAL:
+            status, found = await api.call("GET", f"devices/{quote(command['deviceId'], safe='')}/commands/"
+                                                  f"{command['commandId']}")
+            if status == 200:
+                statuses[command["commandId"]] = found["status"]
+    return Figures(elapsed=time.monotonic() - began, online=sum(d.online for d in fleet), devices=len(fleet),
+                   published=sum(len(d.sent) for d in fleet),
+                   routed=stand_in.routed["telemetry"] + stand_in.routed["inference"],
+                   stored=sum(1 for topic, _ in stand_in.stored_at if not topic.endswith("/response")),
+                   dead_lettered=dead, responses=stand_in.routed["command-responses"],
+                   lifecycle_events=stand_in.lifecycle_events, commands=dict(Counter(statuses.values())))
 
 
 def _throughput(fleet: list[SimDevice], stand_in: StandIn) -> float:
@@ -243,16 +293,17 @@ def _differences(wanted: dict[str, bool], registry: dict[str, bool], when: str) 
 
 
 async def _drop(fleet: list[SimDevice], stand_in: StandIn, rng: random.Random) -> int:
-    """A tenth of the devices (one at least) lose their connection and reconnect."""
+    """A tenth of the devices (one at least) lose their connection (the socket cut, no
+    DISCONNECT); the broker reports each session's end at once, and its new one when
+    paho has reconnected by itself."""
     dropped = rng.sample(fleet, k=max(1, math.ceil(len(fleet) / 10)))
     for device in dropped:
-        await asyncio.to_thread(device.disconnect)
+        device.cut()
         stand_in.session_ended(device.device_id, "ConnectionLost")
-    await asyncio.sleep(0.3)
     for device in dropped:
-        await asyncio.to_thread(device.connect)
+        await asyncio.to_thread(device.reconnected)
         stand_in.session_started(device.device_id)
-    _log(f"{len(dropped)} devices dropped their connection and reconnected.")
+    _log(f"{len(dropped)} devices lost their connection (socket cut) and reconnected.")
     return len(dropped)
 
 
@@ -289,9 +340,6 @@ async def _broadcast(api: Api) -> int:
     if status != 202:
         raise RuntimeError(f"POST /api/broadcasts answered {status}: {body}")
     return 1
-
-
-FINAL = set(IMPLIED.values()) | {"cancelled"}
 
 
 async def _settle(api: Api, stand_in: StandIn, fleet: list[SimDevice], commands: list[dict[str, Any]],

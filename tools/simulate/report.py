@@ -7,11 +7,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 
 def reason_kind(reason: str) -> str:
     """A dead letter's reason without its particulars (values, positions), to count by."""
     head = re.split(r"[:;]", reason, maxsplit=1)[0]
     return re.sub(r" at character \d+", "", re.sub(r"'[^']*'", "'…'", head)).strip()
+
+
+def _compact(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def percentile(values: list[float], rank: float) -> float | None:
@@ -46,7 +52,13 @@ class Report:
     dropped: int = 0
     lifecycle: dict[str, int] = field(default_factory=dict)
     commands: dict[str, int] = field(default_factory=dict)
+    command_repeats: int = 0  # deliveries of a command to its device beyond the first (at least once)
     broadcasts: int = 0
+    queued: dict[str, Any] = field(default_factory=dict)  # commands for a device while it was offline
+    retry: dict[str, Any] = field(default_factory=dict)  # one request twice with one Idempotency-Key
+    fleet_job: dict[str, Any] = field(default_factory=dict)
+    broadcast_reach: dict[str, dict[str, Any]] = field(default_factory=dict)  # by broadcast name
+    refused: dict[str, Any] = field(default_factory=dict)  # a command to a disabled client
     alerts: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     throughput: float = 0.0  # messages stored per second
@@ -64,10 +76,36 @@ class Report:
                 "faults": self.faults, "behaviours": self.behaviours, "published": self.published,
                 "streams": self.streams, "redeliveries": self.redeliveries,
                 "brokerDuplicates": self.broker_duplicates, "droppedConnections": self.dropped,
-                "lifecycle": self.lifecycle, "commands": self.commands, "broadcasts": self.broadcasts,
+                "lifecycle": self.lifecycle, "commands": self.commands, "commandRepeats": self.command_repeats,
+                "broadcasts": self.broadcasts,
+                "offlineQueue": self.queued, "idempotentRetry": self.retry, "fleetJob": self.fleet_job,
+                "broadcastReach": self.broadcast_reach, "disabledClient": self.refused,
                 "alerts": self.alerts, "latencyMs": self.latency_ms, "throughputPerSecond": self.throughput,
                 "checks": [{"name": c.name, "ok": c.ok, "problems": c.problems} for c in self.checks],
                 "ok": self.ok}
+
+    def _operations(self) -> list[str]:
+        """The operator's requests beyond the steady commands, as far as they ran."""
+        lines = []
+        if self.queued:
+            lines.append(f"Offline device {self.queued['deviceId']}: {len(self.queued['commands'])} commands queued "
+                         f"({', '.join(sorted(set(self.queued['statusWhenSent'])))}), received once it connected: "
+                         + ", ".join(self.queued["received"]))
+        if self.retry:
+            lines.append(f"Retry with the same Idempotency-Key to {self.retry['deviceId']}: "
+                         f"{' then '.join(map(str, self.retry['statuses']))}, "
+                         + ("the same command" if self.retry["sameCommand"] else "two commands"))
+        if self.fleet_job:
+            job = self.fleet_job
+            lines.append(f"Fleet job {job['name']} to {_compact(job['target'])}: {job['total']} devices, counts "
+                         f"{_compact(job['countsWhenCreated'])} when created, {_compact(job['counts'])} at the end")
+        lines.append(f"Broadcasts: {self.broadcasts}" + "".join(
+            f"; {name} to {reach['to']}: received by {reach['received']} of {reach['addressed']} devices"
+            for name, reach in self.broadcast_reach.items()))
+        if self.refused:
+            lines.append(f"Disabled client {self.refused['deviceId']}: a command answered {self.refused['status']} "
+                         f"({self.refused.get('detail')})")
+        return lines
 
     def text(self) -> str:
         lines = [f"\nDevices: {self.devices} ({', '.join(f'{n} {b}' for b, n in self.behaviours.items())}), "
@@ -85,8 +123,9 @@ class Report:
                   f"({self.lifecycle.get('duplicates', 0)} duplicates, {self.lifecycle.get('outOfOrder', 0)} "
                   "out of order)",
                   "Commands by status: " + (", ".join(f"{s} {n}" for s, n in sorted(self.commands.items()))
-                                            or "none"),
-                  f"Broadcasts: {self.broadcasts}",
+                                            or "none")
+                  + f"; deliveries of a command beyond its first (at least once): {self.command_repeats}",
+                  *self._operations(),
                   "Alerts: " + (", ".join(f"{r} {n}" for r, n in sorted(self.alerts.items())) or "none"),
                   f"Latency, publish to stored: p50 {self.latency_ms.get('p50')} ms, "
                   f"p95 {self.latency_ms.get('p95')} ms",

@@ -17,6 +17,7 @@ batch, in other batch boundaries, as the host does after a lost lease.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections import Counter
@@ -24,17 +25,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tools import event_factory as ev
-from tools.demo import Place, hub_partition
 from tools.edge import Inbox
 from tools.eventhub_factory import Partition, routed_body
 from tools.invoke import InvocationContext, retry_policy, user_function
+from tools.simulate.invariants import Place
 
 FUNCTIONS = {"telemetry": "telemetry_ingest", "inference": "inference_ingest",
              "command-responses": "command_responses"}
 TOPICS = ("devices/+/telemetry", "devices/+/inference", "devices/+/commands/+/response")
 FLUSH_SECONDS = 0.5
+HUB_PARTITIONS = ("0", "1")  # infra's default eventHubPartitionCount
 
 Key = tuple[str, bytes]  # topic and payload: one message, as published
+
+
+def hub_partition(device_id: str) -> str:
+    """A partition per device, as Event Hubs gives one per partition key (Event Grid
+    delivers with ``PartitionKey`` = the ``deviceid`` enrichment): a stable hash
+    stands in for the service's own."""
+    digest = hashlib.sha256(device_id.encode()).digest()
+    return HUB_PARTITIONS[digest[0] % len(HUB_PARTITIONS)]
 
 
 def stream_of(topic: str) -> str:
@@ -62,6 +72,7 @@ class StandIn:
         self.lifecycle_duplicates = 0
         self.lifecycle_shuffled = 0
         self._sequence: dict[str, int] = {}
+        self._created: dict[str, datetime] = {}
         self._lifecycle: list[dict[str, Any]] = []
         self._flushing = asyncio.Lock()
         self._inbox = Inbox(broker_url, list(TOPICS), client_id=f"stand-in-{id(self)}")
@@ -76,9 +87,12 @@ class StandIn:
 
     # ----------------------------------------------------------------- life cycle
 
-    def created(self, device_id: str, attributes: dict[str, Any]) -> None:
+    def created(self, device_id: str, attributes: dict[str, Any], state: str = "Enabled") -> None:
+        """The client created, or updated (``state`` ``Disabled``: the operator disabled it)."""
         now = datetime.now(UTC)
-        self._lifecycle.append(ev.created_or_updated(device_id, now, created_on=now, attributes=attributes))
+        created_on = self._created.setdefault(device_id, now)
+        self._lifecycle.append(ev.created_or_updated(device_id, now, created_on=created_on, state=state,
+                                                     attributes=attributes))
 
     def session_started(self, device_id: str) -> None:
         self._sequence[device_id] = self._sequence.get(device_id, 0) + 1
