@@ -56,7 +56,13 @@ import orjson
 from proton import Collector, Condition, Connection, Data, Delivery, Event, Link, Message, Transport, symbol, timestamp
 
 from tools.demo import HUB_PARTITIONS, hub_partition
-from tools.eventhub_factory import CLIENT_ROLE_ENRICHMENT, DEVICE_ID_ENRICHMENT, DEVICE_ROLE, ROUTED_EVENT_TYPE, Partition
+from tools.eventhub_factory import (
+    CLIENT_ROLE_ENRICHMENT,
+    DEVICE_ID_ENRICHMENT,
+    DEVICE_ROLE,
+    ROUTED_EVENT_TYPE,
+    Partition,
+)
 from tools.invoke import InvocationContext, retry_policy, user_function
 
 log = logging.getLogger("tools.eventhubs_amqp")
@@ -74,6 +80,8 @@ FUNCTIONS = {"telemetry": "telemetry_ingest", "inference": "inference_ingest",
 # The field counts of the AMQP 1.0 performatives by descriptor code (the spec's lists).
 _FIELDS = {0x10: 10, 0x11: 8, 0x12: 14, 0x13: 11, 0x14: 11, 0x15: 6, 0x16: 3, 0x17: 1, 0x18: 1}
 _CREDIT = 100
+# An error's info, so that proton writes its every field (the SDK reads info too).
+_INFO: Any = {symbol("stand-in"): "event-hubs"}
 
 
 def connection_string(port: int, *, key_name: str = "simulator", key: str = "c2ltdWxhdG9yLWtleQ==") -> str:
@@ -142,7 +150,7 @@ def _sections(encoded: bytes) -> list[tuple[int, Any]]:
     while encoded:
         data = Data()
         consumed = data.decode(encoded)
-        value = data.get_object()
+        value: Any = data.get_object()
         found.append((int(value.descriptor), value.value))
         encoded = encoded[consumed:]
     return found
@@ -185,14 +193,14 @@ def check_batch(hub: str, encoded: bytes) -> tuple[str, list[tuple[bytes, dict[s
     partition_key = annotations.get(PARTITION_KEY)
     if not isinstance(partition_key, str) or not partition_key:
         raise ContractError("no x-opt-partition-key: Event Grid delivers with the deviceid as the partition key")
-    events = []
+    events: list[tuple[bytes, dict[str, Any]]] = []
     for code, value in sections:
         if code != 0x75:
             continue
         inner = Message()
         inner.decode(bytes(value))
         check_event(hub, inner, partition_key)
-        events.append((bytes(inner.body), dict(inner.properties or {})))
+        events.append((bytes(inner.body), dict(inner.properties or {})))  # type: ignore[arg-type]
     if not events:
         raise ContractError("a batch without events")
     return partition_key, events
@@ -253,7 +261,7 @@ class EventHubsStandIn:
                 self._events(collector, authorised)
                 pending = transport.pending()
                 if pending > 0:
-                    writer.write(padder.feed(transport.peek(pending)))
+                    writer.write(padder.feed(transport.peek(pending) or b""))
                     transport.pop(pending)
                     await writer.drain()
                 if not data or transport.closed:
@@ -270,7 +278,7 @@ class EventHubsStandIn:
             self._event(event, authorised)
             collector.pop()
 
-    def _event(self, event: Event, authorised: set[str]) -> None:
+    def _event(self, event: Any, authorised: set[str]) -> None:  # proton's Event types its parts loosely
         kind = event.type
         if kind == Event.CONNECTION_REMOTE_OPEN:
             event.connection.container = f"stand-in-{uuid.uuid4()}"
@@ -288,7 +296,7 @@ class EventHubsStandIn:
         elif kind == Event.CONNECTION_REMOTE_CLOSE:
             event.connection.close()
 
-    def _attach(self, link: Link) -> None:
+    def _attach(self, link: Any) -> None:
         address = (link.remote_target.address if link.is_receiver else link.remote_source.address) or ""
         hub = address.rsplit("/", 1)[-1]
         if link.is_receiver:
@@ -302,7 +310,7 @@ class EventHubsStandIn:
                    else f"this stand-in only receives: no receiver of '{address}'")
             self.rejected.append(why)
             link.open()
-            link.condition = Condition("amqp:not-found", why, {symbol("stand-in"): "event-hubs"})
+            link.condition = Condition("amqp:not-found", why, _INFO)
             link.close()
             return
         link.max_message_size = MAX_MESSAGE_BYTES
@@ -310,7 +318,7 @@ class EventHubsStandIn:
         if link.is_receiver:
             link.flow(_CREDIT)
 
-    def _delivery(self, link: Link, delivery: Delivery, authorised: set[str]) -> None:
+    def _delivery(self, link: Any, delivery: Any, authorised: set[str]) -> None:
         if delivery.partial or not delivery.readable:
             return
         if link.state & Link.LOCAL_CLOSED:  # sent before the client saw the refusal of its attach
@@ -336,7 +344,7 @@ class EventHubsStandIn:
                 outcome = Delivery.ACCEPTED
         except ContractError as error:
             self.rejected.append(str(error))
-            delivery.local.condition = Condition("amqp:precondition-failed", str(error), {symbol("stand-in"): "event-hubs"})
+            delivery.local.condition = Condition("amqp:precondition-failed", str(error), _INFO)
             outcome = Delivery.REJECTED
         delivery.update(outcome)
         delivery.settle()
@@ -344,11 +352,11 @@ class EventHubsStandIn:
         if link.credit < _CREDIT // 2:
             link.flow(_CREDIT - link.credit)
 
-    def _put_token(self, link: Link, encoded: bytes, authorised: set[str]) -> None:
+    def _put_token(self, link: Any, encoded: bytes, authorised: set[str]) -> None:
         """``$cbs``: a shared access signature for an audience (the hub's URL)."""
         request = Message()
         request.decode(encoded)
-        props = request.properties or {}
+        props: dict[Any, Any] = request.properties or {}
         audience = str(props.get("name", ""))
         if props.get("operation") != "put-token" or props.get("type") != "servicebus.windows.net:sastoken":
             status, description = 400, f"not a put-token of a SAS token: {props}"
@@ -367,18 +375,19 @@ class EventHubsStandIn:
             status, description = 401, f"the token is not for {audience} with the key {self.key_name}"
         elif int(fields.get("se", "0") or "0") < time.time():
             status, description = 401, "the token expired"
-        elif not hmac.compare_digest(fields.get("sig", ""), sas_signature(fields.get("sr", ""), fields["se"], self.key)):
+        elif not hmac.compare_digest(fields.get("sig", ""),
+                                     sas_signature(fields.get("sr", ""), fields["se"], self.key)):
             status, description = 401, "InvalidSignature: the token's signature does not match the key"
         if status != 200:
             self.rejected.append(description)
         return status, description
 
-    def _read(self, link: Link, encoded: bytes) -> None:
+    def _read(self, link: Any, encoded: bytes) -> None:
         """``$management``: READ of a hub's properties (the producer asks for its
         partition ids before it sends), with a valid ``security_token``."""
         request = Message()
         request.decode(encoded)
-        props = request.properties or {}
+        props: dict[Any, Any] = request.properties or {}
         hub = str(props.get("name", ""))
         body: dict[str, Any] | None = None
         if props.get("operation") != "READ" or props.get("type") != "com.microsoft:eventhub":
@@ -441,7 +450,7 @@ class EventHubsStandIn:
                 await asyncio.sleep(0.2)
 
 
-def _answer(link: Link, request: Message, status: int, description: str, body: Any = None) -> None:
+def _answer(link: Any, request: Message, status: int, description: str, body: Any = None) -> None:
     """The reply to a request on ``$cbs`` or ``$management``: on this connection's link
     from that node, correlated by the request's message id."""
     node = link.target.address
@@ -450,13 +459,13 @@ def _answer(link: Link, request: Message, status: int, description: str, body: A
         raise ContractError(f"a request to {node} without a link to answer on (a receiver from {node})")
     reply = Message(correlation_id=request.id, body=body,
                     properties={"status-code": status, "status-description": description})
-    sender.delivery(str(uuid.uuid4()).encode())
+    sender.delivery(str(uuid.uuid4()))
     sender.send(reply.encode())
     sender.advance()
 
 
-def _links(connection: Connection) -> list[Link]:
-    found = []
+def _links(connection: Any) -> list[Any]:
+    found: list[Any] = []
     link = connection.link_head(0)
     while link is not None:
         found.append(link)
