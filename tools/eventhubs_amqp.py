@@ -151,7 +151,8 @@ def _sections(encoded: bytes) -> list[tuple[int, Any]]:
         data = Data()
         consumed = data.decode(encoded)
         value: Any = data.get_object()
-        found.append((int(value.descriptor), value.value))
+        inner = value.value  # a binary is a view into ``data``'s buffer: copy it before ``data`` goes
+        found.append((int(value.descriptor), bytes(inner) if isinstance(inner, memoryview) else inner))
         encoded = encoded[consumed:]
     return found
 
@@ -223,6 +224,10 @@ class EventHubsStandIn:
     rejected: list[str] = field(default_factory=list)  # why each refused batch or token was refused
     tokens: list[str] = field(default_factory=list)  # audiences authorised
     port: int = 0
+    # Where each partition's log starts: the archive keeps a watermark per hub and partition,
+    # so a stand-in started again against the same storage must go on after the last one's
+    # numbers, as the same hub would.
+    first_sequence: int = 0
 
     @property
     def connection_string(self) -> str:
@@ -406,7 +411,8 @@ class EventHubsStandIn:
     def _append(self, hub: str, key: str, events: list[tuple[bytes, dict[str, Any]]]) -> None:
         partition_id = hub_partition(key)
         now = datetime.now(UTC)
-        log = self.logs.setdefault((hub, partition_id), Partition(hub, partition_id, first_enqueued=now))
+        log = self.logs.setdefault((hub, partition_id), Partition(hub, partition_id, first_enqueued=now,
+                                                                  first_sequence=self.first_sequence))
         at = max(now, log.log[-1].enqueued) if log.log else now
         log.publish([body for body, _ in events], partition_keys=[key] * len(events),
                     properties=[props for _, props in events], enqueued=[at] * len(events))

@@ -120,7 +120,8 @@ class HubSender:
         from azure.eventhub.exceptions import AuthenticationError, EventHubError
 
         producer = self._producer(hub)
-        where = f"Event Hubs {self.target.eventhub_namespace or 'of --eventhub-connection-string'}, hub {hub}"
+        where = ("Event Hubs of --eventhub-connection-string" if self.target.eventhub_connection_string
+                 else f"Event Hubs {self.target.eventhub_namespace}") + f", hub {hub}"
         namespace = self.target.eventgrid_namespace or EVENT_GRID_NAMESPACE
         try:
             batch = await producer.create_batch(partition_key=device)
@@ -226,7 +227,8 @@ async def _via_eventhubs(options: Options, azure: AzureOptions, target: Target, 
         device.outbox = sender
         fleet.append(device)
     print(f"{len(fleet)} devices ({prefix}-000...) sending to Event Hubs "
-          f"{target.eventhub_namespace or '(connection string)'} without MQTT, {options.rate:g} messages/s each for "
+          f"{'(--eventhub-connection-string)' if target.eventhub_connection_string else target.eventhub_namespace} "
+          f"without MQTT, {options.rate:g} messages/s each for "
           f"{options.duration:g} s.", flush=True)
     stop = asyncio.Event()
     flusher = asyncio.create_task(sender.run(stop))
@@ -267,12 +269,17 @@ async def _via_eventhubs(options: Options, azure: AzureOptions, target: Target, 
 
 
 async def _standing(api: Api, device_id: str) -> str:
-    """``unknown``, ``online`` or ``offline``, as the registry has the device."""
+    """``unknown`` (no client registered: only its data, if anything, is known, state
+    ``Unknown``), ``refused`` (disabled or deleted), ``online`` or ``offline``."""
     status, body = await api.call("GET", f"devices/{quote(device_id)}")
     if status == 404:
         return "unknown"
     if status != 200:
         raise AzureError(f"GET /api/devices/{device_id} answered {status}")
+    if body.get("state") == "Unknown":
+        return "unknown"
+    if body.get("deleted") or body.get("state") == "Disabled":
+        return "refused"
     return "online" if body.get("connected") else "offline"
 
 
@@ -285,7 +292,8 @@ async def _offline_commands(options: Options, api: Api, fleet: list[SimDevice], 
         device = fleet[number % len(fleet)].device_id
         status, body = await api.call("POST", f"devices/{quote(device)}/commands",
                                       {"name": "set-exposure", "payload": {"ev": number}, "timeoutSeconds": 300})
-        expected = {"unknown": "404", "online": "sent", "offline": "pending" if policy == "queue" else "409"}
+        expected = {"unknown": "404", "refused": "409", "online": "sent",
+                    "offline": "pending" if policy == "queue" else "409"}
         outcome = str(body.get("status")) if status == 202 and isinstance(body, dict) else str(status)
         made.append({"deviceId": device, "commandId": (body or {}).get("commandId") if status == 202 else None,
                      "outcome": outcome, "expected": expected[standing[device]]})
