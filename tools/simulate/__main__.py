@@ -151,11 +151,18 @@ async def run_azure(options: Options, args: argparse.Namespace, credential: Any 
     if credential is not None:
         return await simulate_azure(options, azure, target, key=await function_key(target, credential),
                                     credential=credential)
+    from azure.core.exceptions import ClientAuthenticationError
     from azure.identity.aio import DefaultAzureCredential
 
+    from tools.simulate.azure import AzureError
+
     async with DefaultAzureCredential() as default:
-        return await simulate_azure(options, azure, target, key=await function_key(target, default),
-                                    credential=default)
+        try:
+            return await simulate_azure(options, azure, target, key=await function_key(target, default),
+                                        credential=default)
+        except ClientAuthenticationError as error:
+            raise AzureError(f"no Azure sign-in to use: {str(error).splitlines()[0]} (azd auth login, or az login)"
+                             ) from None
 
 
 def main(argv: list[str] | None = None) -> None:

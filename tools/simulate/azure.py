@@ -189,10 +189,13 @@ async def simulate_azure(options: Options, azure: AzureOptions, target: Target, 
     async with aiohttp.ClientSession(headers=OPERATOR | {"x-functions-key": key}) as session:
         api = Api(session, target.function_url)
         await check_key(api, target)
-        if azure.via == "eventhubs":
-            await _via_eventhubs(options, azure, target, credential, api, prefix, assigned, rng, report)
-        else:
-            await _via_mqtt(options, azure, target, credential, api, prefix, assigned, rng, report)
+        try:
+            if azure.via == "eventhubs":
+                await _via_eventhubs(options, azure, target, credential, api, prefix, assigned, rng, report)
+            else:
+                await _via_mqtt(options, azure, target, credential, api, prefix, assigned, rng, report)
+        except RuntimeError as error:  # an operator request the API refused (tools.simulate.local)
+            raise AzureError(str(error)) from None
     return report
 
 
@@ -305,10 +308,18 @@ async def _report_streams(report: Report, target: Target, credential: Any, prefi
                           sent: list[Sent], settle: float) -> None:
     """Wait (at most ``settle`` s) until the storage holds every message sent; the
     figures and the exactly-once check."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
     deadline = time.monotonic() + settle
     async with blob_service(target, credential) as service:
         while True:
-            stored = await read_stored(service, prefix, start)
+            try:
+                stored = await read_stored(service, prefix, start)
+            except (HttpResponseError, ServiceRequestError) as error:
+                where = target.storage_blob_endpoint or "--storage"
+                raise AzureError(f"reading the archive and dead letters at {where} failed: "
+                                 f"{str(error).splitlines()[0]} (your account needs Storage Blob Data Reader or "
+                                 "Contributor on the account: GRANT_DEVELOPER_ACCESS=true)") from None
             accounting = account(sent, stored)
             if not accounting.missing or time.monotonic() > deadline:
                 break
