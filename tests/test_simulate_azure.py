@@ -147,6 +147,33 @@ def test_commands_to_devices_without_mqtt_are_pending_when_registered_and_404_wh
     assert "6 commands sent over HTTP to devices that are not connected." in out
 
 
+def test_under_the_reject_policy_commands_to_registered_offline_devices_are_409_and_a_wrong_expectation_fails(
+        app_env: Azurite, run: Any, tmp_path: Path) -> None:
+    """The check follows OFFLINE_COMMAND_POLICY of the azd environment; when the app was
+    deployed with another one, the check fails and says what it expected."""
+    from tests.harness import changed_settings
+
+    prefix = f"az{secrets.token_hex(3)}"
+
+    async def scenario(policy: str) -> tuple[int, str, str]:
+        async with await deployment() as deployed:
+            azd_env(tmp_path, {"AZURE_FUNCTION_URI": deployed.url, "OFFLINE_COMMAND_POLICY": policy})
+            await register([f"{prefix}-000"])
+            return await simulator("--azure", "--project-dir", str(tmp_path), "--device-prefix", prefix,
+                                   "--function-key", KEY, "--storage", app_env.connection_string,
+                                   "--eventhub-connection-string", deployed.hubs.connection_string,
+                                   "--devices", "2", "--duration", "1", "--commands", "2", seconds=120)
+
+    with changed_settings(run, {"OFFLINE_COMMAND_POLICY": "reject"}):  # the app as deployed
+        agreed = run(scenario("reject"))
+        disagreed = run(scenario("queue"))
+    assert agreed[0] == 0, agreed[1][-2000:] + agreed[2][-2000:]
+    assert "Commands by status: 404 1, 409 1" in agreed[1]
+    assert disagreed[0] == 1
+    assert (f"FAIL every command answered as the device's standing implies (unknown: 404; known and offline: "
+            f"pending under OFFLINE_COMMAND_POLICY=queue): {prefix}-000: 409, expected pending") in disagreed[1]
+
+
 def test_a_function_key_read_from_azure_resource_manager_with_an_entra_token(
         app_env: Azurite, run: Any, tmp_path: Path) -> None:
     """listKeys is a POST on the function app's host with api-version and a bearer token

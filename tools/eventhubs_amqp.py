@@ -19,7 +19,8 @@ the producer does, and what this checks:
   Each event must be a routed CloudEvent for that hub as Event Grid delivers it
   (content type ``application/cloudevents+json; charset=utf-8``, the CloudEvents AMQP
   binding's structured mode; ``type`` ``MQTT.EventPublished``; a ``subject`` that is a
-  device topic of the hub; ``deviceid`` and ``clientrole`` enrichments; JSON ``data``),
+  device topic of the hub; ``deviceid`` and ``clientrole`` enrichments; ``data`` or
+  ``data_base64``),
   and the partition key must be its ``deviceid``. A batch that breaks the contract is
   rejected whole (``amqp:precondition-failed`` with the reason), as the service rejects a
   batch it cannot take; one that keeps it is accepted.
@@ -181,8 +182,8 @@ def check_event(hub: str, message: Message, partition_key: str) -> dict[str, Any
     subject, device = document["subject"], document[DEVICE_ID_ENRICHMENT]
     if not subject.startswith(f"devices/{device}/") or not subject.endswith(HUB_SUFFIX[hub]):
         raise ContractError(f"subject {subject!r} is no topic of device {device!r} that routing sends to {hub}")
-    if "data" not in document:
-        raise ContractError("the CloudEvent has no JSON data (a device publishes JSON with MQTT v5)")
+    if ("data" in document) == ("data_base64" in document):
+        raise ContractError("the CloudEvent needs data (JSON, MQTT v5) or data_base64 (binary), one of them")
     if device != partition_key:
         raise ContractError(f"partition key {partition_key!r} is not the deviceid {device!r}")
     return dict(document)
@@ -380,8 +381,8 @@ class EventHubsStandIn:
         status, description = 200, "OK"
         if (audience is not None and fields.get("sr") != audience) or fields.get("skn") != self.key_name:
             status, description = 401, f"the token is not for {audience} with the key {self.key_name}"
-        elif int(fields.get("se", "0") or "0") < time.time():
-            status, description = 401, "the token expired"
+        elif not fields.get("se", "").isdigit() or int(fields["se"]) < time.time():
+            status, description = 401, "the token expired (or has no expiry se=)"
         elif not hmac.compare_digest(fields.get("sig", ""),
                                      sas_signature(fields.get("sr", ""), fields["se"], self.key)):
             status, description = 401, "InvalidSignature: the token's signature does not match the key"
