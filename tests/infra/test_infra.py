@@ -930,7 +930,7 @@ def test_funcignore_keeps_only_what_runs() -> None:
         ".ruff_cache/",
         "infra/",
         "tools/",
-        ".simulator-certs/",  # device private keys
+        ".simulate/",  # the simulator's device keys
     ):
         assert required in lines, required
     for kept in ("function_app.py", "host.json", "requirements.txt", "shared/", "blueprints/", "shared", "blueprints"):

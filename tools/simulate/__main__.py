@@ -92,8 +92,8 @@ def parser() -> argparse.ArgumentParser:
                        help="seconds to wait at most for the messages to be stored and the commands to end (120)")
     azure.add_argument("--device-prefix", metavar="PREFIX",
                        help="device ids PREFIX-000... (default: sim- and six random hex digits, new each run)")
-    azure.add_argument("--certificates", type=Path, default=Path(".simulator-certs"), metavar="DIR",
-                       help="--via mqtt: where the devices' keys and certificates are kept (.simulator-certs)")
+    azure.add_argument("--certificates", type=Path, metavar="DIR",
+                       help="--via mqtt: where the devices' keys and certificates are kept (default .simulate/certs)")
     return p
 
 

@@ -49,6 +49,7 @@ from tools.simulate.stored import Sent, account, read_stored
 from tools.simulate.target import Target, TargetError
 
 FLUSH_SECONDS = 0.5
+NO_BROKER = "mqtt://no-broker.invalid"  # a device without MQTT never connects (a reserved name, RFC 2606)
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"  # structured mode of the CloudEvents AMQP binding
 MQTT_PORT = 8883
 POLL_SECONDS = 2.0
@@ -63,7 +64,7 @@ class AzureOptions:
     via: str = "eventhubs"
     settle: float = 120.0  # at most, for the messages to be stored and the commands to end
     prefix: str | None = None  # device ids {prefix}-NNN (default: sim-{random})
-    certificates: Path = Path(".simulator-certs")
+    certificates: Path | None = None  # default: tools.simulate.certs.DEFAULT_DIRECTORY
 
 
 class HubDevice(SimDevice):
@@ -226,7 +227,7 @@ async def _via_eventhubs(options: Options, azure: AzureOptions, target: Target, 
     sender = HubSender(target, credential)
     fleet: list[SimDevice] = []
     for index, behaviour in enumerate(assigned):
-        device = HubDevice(f"{prefix}-{index:03d}", "", behaviour=behaviour, group=GROUPS[index % len(GROUPS)])
+        device = HubDevice(f"{prefix}-{index:03d}", NO_BROKER, behaviour=behaviour, group=GROUPS[index % len(GROUPS)])
         device.outbox = sender
         fleet.append(device)
     print(f"{len(fleet)} devices ({prefix}-000...) sending to Event Hubs "
@@ -359,7 +360,7 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
     start = datetime.now(UTC)
     ids = [f"{prefix}-{index:03d}" for index in range(len(assigned))]
     groups = {device: GROUPS[index % len(GROUPS)] for index, device in enumerate(ids)}
-    made = certs.ensure_certificates(ids, azure.certificates)
+    made = certs.ensure_certificates(ids, azure.certificates or certs.DEFAULT_DIRECTORY)
     await certs.register_devices(made, subscription_id=target.subscription_id, resource_group=target.resource_group,
                                  namespace=target.eventgrid_namespace, credential=credential, arm_url=target.arm_url,
                                  attributes={d: {"role": "edge-device", "type": "camera", "group": groups[d]}
