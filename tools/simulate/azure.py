@@ -336,7 +336,7 @@ async def _report_streams(report: Report, target: Target, credential: Any, prefi
     report.latency_ms = {"p50": percentile(accounting.latencies_ms, 50),
                          "p95": percentile(accounting.latencies_ms, 95)}
     if sent and accounting.stored_until is not None:
-        report.throughput = round(sum(len(v) for v in stored.lines.values()) /
+        report.throughput = round(sum(len(v) for v in (*stored.lines.values(), *stored.letters.values())) /
                                   max(accounting.stored_until - min(s.at for s in sent), 1e-9), 1)
     report.check("every message accounted for exactly once", accounting.problems())
 
