@@ -361,8 +361,9 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
     ids = [f"{prefix}-{index:03d}" for index in range(len(assigned))]
     groups = {device: GROUPS[index % len(GROUPS)] for index, device in enumerate(ids)}
     made = certs.ensure_certificates(ids, azure.certificates or certs.DEFAULT_DIRECTORY)
-    await certs.register_devices(made, subscription_id=target.subscription_id, resource_group=target.resource_group,
-                                 namespace=target.eventgrid_namespace, credential=credential, arm_url=target.arm_url,
+    await certs.register_devices(made, subscription_id=str(target.subscription_id),  # an ArmError is a RuntimeError
+                                 resource_group=str(target.resource_group), namespace=str(target.eventgrid_namespace),
+                                 credential=credential, arm_url=target.arm_url,
                                  attributes={d: {"role": "edge-device", "type": "camera", "group": groups[d]}
                                              for d in ids})
     url = f"mqtts://{target.mqtt_hostname}:{MQTT_PORT}"
@@ -371,7 +372,11 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
              for cert, behaviour in zip(made, assigned, strict=True)]
     try:
         for device in fleet:
-            await asyncio.to_thread(device.connect)
+            try:
+                await asyncio.to_thread(device.connect)
+            except (OSError, TimeoutError, ValueError) as error:
+                raise AzureError(f"{error} (the client is registered with this certificate's thumbprint a few "
+                                 "seconds after registration; try again, or check the namespace's clients)") from None
         print(f"{len(fleet)} devices connected to {url} with their certificates.", flush=True)
         await _until(lambda: _registry(api), lambda found: all(found.get(d.device_id) for d in fleet),
                      azure.settle, "the registry to show every device connected")
