@@ -252,10 +252,10 @@ def test_a_missing_azd_environment_or_name_is_named_with_its_flag(tmp_path: Path
         resolve({}, project=tmp_path, env_name="nope", environ={})
     azd_env(tmp_path, {"AZURE_STORAGE_BLOB_ENDPOINT": "https://st.blob.core.windows.net/"})
     with pytest.raises(TargetError, match=r"needs AZURE_FUNCTION_URI \(or --function-url\); the azd environment "
-                                          "'dev' has none"):
+                                          "'dev' does not have it"):
         resolve({}, project=tmp_path, env_name=None, environ={})
     with pytest.raises(TargetError, match=r"needs AZURE_STORAGE_BLOB_ENDPOINT \(or --storage-blob-endpoint\); "
-                                          "no azd environment has none"):
+                                          "and no azd environment was found"):
         resolve({"function_url": "https://f"}, project=tmp_path / "elsewhere", env_name=None, environ={})
 
 
@@ -280,9 +280,13 @@ def test_the_dotenv_reader_takes_what_azd_writes() -> None:
                                   "SINGLE": 'x "y"', "LINES": "one\ntwo"}
 
 
-def test_local_only_faults_are_refused_in_azure_mode() -> None:
+def test_local_only_faults_and_a_missing_environment_are_refused_on_the_command_line(tmp_path: Path) -> None:
     import subprocess
 
     done = subprocess.run([sys.executable, "-m", "tools.simulate", "--azure", "--drop"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "--drop is for local mode" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "tools.simulate", "--azure", "--env", "nope", "--project-dir",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "--azure: no azd environment 'nope'" in done.stderr
+    assert "Traceback" not in done.stderr

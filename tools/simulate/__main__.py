@@ -85,8 +85,8 @@ def parser() -> argparse.ArgumentParser:
     azure.add_argument("--project-dir", type=Path, default=Path.cwd(), metavar="DIR",
                        help="where .azure/ is (default: the current directory)")
     for name, variable, flag in SETTINGS:
-        azure.add_argument(flag, dest=name, metavar=variable, help=f"default: {variable} of the azd environment"
-                           + (" or the process environment" if name == "function_key" else ""))
+        azure.add_argument(flag, dest=name, metavar=variable,
+                           help=f"default: {variable} of the azd environment, else of the process environment")
     azure.add_argument("--arm-url", default=ARM_URL, help=f"Azure Resource Manager (default {ARM_URL})")
     azure.add_argument("--settle", type=positive(float), default=120.0,
                        help="seconds to wait at most for the messages to be stored and the commands to end (120)")

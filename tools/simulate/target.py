@@ -66,9 +66,10 @@ class Target:
         missing = [(variable, flag) for name, variable, flag in SETTINGS if name in names
                    and not getattr(self, name)]
         if missing:
-            where = f"the azd environment {self.environment!r}" if self.environment else "no azd environment"
+            where = (f"the azd environment {self.environment!r} does not have it" if self.environment else
+                     "and no azd environment was found (.azure/ under --project-dir, --env or AZURE_ENV_NAME)")
             raise TargetError(f"{why} needs " + ", ".join(f"{variable} (or {flag})" for variable, flag in missing)
-                              + f"; {where} has none")
+                              + f"; {where}")
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
