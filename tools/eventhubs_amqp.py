@@ -1,7 +1,8 @@
 """A stand-in for the Event Hubs service that the real ``azure-eventhub`` producer talks
 to over AMQP 1.0, on loopback, through an emulator-style connection string
 (``Endpoint=sb://127.0.0.1:PORT;SharedAccessKeyName=...;SharedAccessKey=...;
-UseDevelopmentEmulator=true``: plain TCP, no SASL layer, as the SDK does for the emulator).
+UseDevelopmentEmulator=true``: plain TCP and SASL ANONYMOUS, as the SDK does for the
+emulator; the SAS key is proven in claims-based security, below).
 
 The protocol engine is Qpid Proton's (``python-qpid-proton``), driven by asyncio: bytes
 from the socket are pushed into a proton ``Transport`` and its output written back. What
@@ -11,6 +12,8 @@ the producer does, and what this checks:
   signature for ``sb://{namespace}/{hub}`` signed with the key of the connection string
   (HMAC-SHA256 of the URL-encoded audience, a line feed and the expiry); answered with
   ``status-code`` 200, or 401 for a bad signature, another key name or an expired token;
+- ``$management``: the READ of ``com.microsoft:eventhub`` the producer makes before it
+  sends (its partition ids), with a valid ``security_token``; an unknown hub is a 404;
 - a sender link to ``{hub}`` (no partition: the service assigns one by partition key);
   a hub the namespace does not have is refused with ``amqp:not-found`` as the service
   refuses it; the link's maximum message size is announced (1 MB, Standard);
@@ -20,8 +23,7 @@ the producer does, and what this checks:
   (content type ``application/cloudevents+json; charset=utf-8``, the CloudEvents AMQP
   binding's structured mode; ``type`` ``MQTT.EventPublished``; a ``subject`` that is a
   device topic of the hub; ``deviceid`` and ``clientrole`` enrichments; ``data`` or
-  ``data_base64``),
-  and the partition key must be its ``deviceid``. A batch that breaks the contract is
+  ``data_base64``), and the partition key must be its ``deviceid``. A batch that breaks the contract is
   rejected whole (``amqp:precondition-failed`` with the reason), as the service rejects a
   batch it cannot take; one that keeps it is accepted.
 
@@ -33,7 +35,8 @@ converter, retried by the function's retry policy, as the Functions host does.
 Proton writes the fields of a performative only up to its last non-null one (which AMQP
 allows); the SDK's decoder needs every field of ``open``, ``begin``, ``attach`` and the
 others, so outgoing frames are padded with nulls to their full field count (what the
-service sends). Nothing else is changed on the wire.
+service sends), and errors carry an ``info`` map (the SDK reads it too). Nothing else is
+changed on the wire.
 """
 
 from __future__ import annotations
