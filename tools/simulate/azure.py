@@ -364,8 +364,8 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
     await certs.register_devices(made, subscription_id=str(target.subscription_id),  # an ArmError is a RuntimeError
                                  resource_group=str(target.resource_group), namespace=str(target.eventgrid_namespace),
                                  credential=credential, arm_url=target.arm_url,
-                                 attributes={d: {"role": "edge-device", "type": "camera", "group": groups[d]}
-                                             for d in ids})
+                                 # certs adds role=edge-device itself (and refuses it from us)
+                                 attributes={d: {"type": "camera", "group": groups[d]} for d in ids})
     url = f"mqtts://{target.mqtt_hostname}:{MQTT_PORT}"
     fleet = [SimDevice(cert.device_id, url, behaviour=behaviour, group=groups[cert.device_id],
                        **{"tls": edge.TlsClient(cert.certfile, cert.keyfile), "username": cert.device_id})
