@@ -21,7 +21,8 @@
 //   Monitoring Metrics Publisher    Application Insights  telemetry with Entra ID auth
 // Developer (only when grantDeveloperAccess): the same data access minus host
 // ownership, for `func start` against the deployed resources (whose host storage stays
-// in Azurite): blob data on the account, table data on each app table.
+// in Azurite): blob data on the account, table data on each app table; and Event Hubs
+// Data Sender on each ingest hub, for the simulator's Azure mode and the replay tool.
 
 param appPrincipalId string
 param developerPrincipalId string = ''
@@ -218,6 +219,21 @@ resource devHubReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
       principalId: developerPrincipalId
       principalType: developerPrincipalType
       description: 'Local run: Event Hubs trigger on ${hub}.'
+    }
+  }
+]
+
+// The fleet simulator's Azure mode without MQTT (python -m tools.simulate --azure --via
+// eventhubs) and tools/replay_routing_deadletters.py send routed CloudEvents to the ingest hubs.
+resource devHubSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (hub, i) in ingestHubNames: if (withDeveloper) {
+    name: guid(ingestHubs[i].id, developerPrincipalId, roles.eventHubsDataSender)
+    scope: ingestHubs[i]
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventHubsDataSender)
+      principalId: developerPrincipalId
+      principalType: developerPrincipalType
+      description: 'Simulator and routing dead-letter replay: send to ${hub}.'
     }
   }
 ]

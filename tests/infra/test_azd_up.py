@@ -436,6 +436,23 @@ def test_the_host_queue_role_is_on_the_account_and_developers_get_each_app_table
     assert rbac_module.body.get("params").get("tableNames").text == "dataTables"  # type: ignore[union-attr]
 
 
+def test_developers_may_send_to_each_ingest_hub_only_with_developer_access() -> None:
+    """The simulator's Azure mode (--via eventhubs) and the routing dead-letter replay send
+    to the ingest hubs as the developer: Azure Event Hubs Data Sender on each ingest hub,
+    only when grantDeveloperAccess gives a developer principal."""
+    rbac = template(INFRA / "app" / "rbac.bicep")
+    senders = [r for r in rbac.resources if r.type_name == "Microsoft.Authorization/roleAssignments"
+               and role_of(r, rbac) == "Azure Event Hubs Data Sender"
+               and r.body.get("properties").get("principalId").text == "developerPrincipalId"]  # type: ignore[union-attr]
+    by_scope = {r.body.get("scope").text: r for r in senders}  # type: ignore[union-attr]
+    assert set(by_scope) == {"ingestHubs[i]", "alertsHub"}
+    hubs = by_scope["ingestHubs[i]"]
+    assert hubs.loop and hubs.condition
+    text = (INFRA / "app" / "rbac.bicep").read_text(encoding="utf-8")
+    assert re.search(rf"resource {hubs.symbol} [^\n]*\n\s*for [^\n]*: if \(withDeveloper\)", text)
+    assert scope_type(hubs, rbac) == "Microsoft.EventHub/namespaces/eventhubs"
+
+
 # --------------------------------------------------------------------------- 5. logs and the workspace's cap
 
 

@@ -931,6 +931,7 @@ def test_funcignore_keeps_only_what_runs() -> None:
         "infra/",
         "tools/",
         ".demo/",  # make demo's Azurite data and local function key
+        ".simulate/",  # the simulator's device keys
     ):
         assert required in lines, required
     for kept in ("function_app.py", "host.json", "requirements.txt", "shared/", "blueprints/", "shared", "blueprints"):

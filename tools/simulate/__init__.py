@@ -1,6 +1,7 @@
-"""The fleet simulator, local mode (``python -m tools.simulate``).
+"""The fleet simulator (``python -m tools.simulate``): local mode, and with ``--azure`` a
+run against a deployment made by ``azd up`` (:mod:`tools.simulate.azure`).
 
-Simulated devices are real MQTT v5 clients against a local Mosquitto; a local
+Local mode: simulated devices are real MQTT v5 clients against a local Mosquitto; a local
 stand-in for Event Grid routing and Event Hubs (:mod:`tools.simulate.stand_in`)
 hands their messages and their connects and disconnects to the app's functions in
 process; the operator's commands and broadcast go through the local API server

@@ -1,4 +1,5 @@
-"""``python -m tools.simulate``: a simulated fleet against the app, locally."""
+"""``python -m tools.simulate``: a simulated fleet against the app, locally or (``--azure``)
+against a deployment made by ``azd up``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import secrets
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -18,6 +20,7 @@ import tools.simulate
 from tools.simulate.fleet import BEHAVIOURS, DEFAULT_SHARES
 from tools.simulate.local import Options, simulate
 from tools.simulate.report import Report
+from tools.simulate.target import ARM_URL, SETTINGS
 
 
 def shares(text: str) -> dict[str, float]:
@@ -70,6 +73,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="CONNECTION_STRING", help="use this storage (default: Azurite in memory)")
     p.add_argument("--broker", metavar="mqtt://HOST[:PORT]", help="use this broker (default: Mosquitto)")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON to PATH too")
+    azure = p.add_argument_group(
+        "Azure mode", "--azure runs the fleet against a deployment made by `azd up`: its names come from the azd "
+        "environment (.azure/ENV/.env; ENV from --env, AZURE_ENV_NAME or .azure/config.json), each overridable by "
+        "the flag below. Only --bad and --spoofed of the faults apply. Signs in with DefaultAzureCredential "
+        "(azd or Azure CLI login).")
+    azure.add_argument("--azure", action="store_true", help="simulate against the deployment, not locally")
+    azure.add_argument("--via", choices=("eventhubs", "mqtt"), default="eventhubs",
+                       help="eventhubs (default): no MQTT, routed CloudEvents sent straight to the hubs; mqtt: "
+                            "devices connect to the Event Grid MQTT broker with X.509 certificates")
+    azure.add_argument("--env", metavar="NAME", help="the azd environment (default: AZURE_ENV_NAME, else azd's)")
+    azure.add_argument("--project-dir", type=Path, default=Path.cwd(), metavar="DIR",
+                       help="where .azure/ is (default: the current directory)")
+    for name, variable, flag in SETTINGS:
+        azure.add_argument(flag, dest=name, metavar=variable,
+                           help=f"default: {variable} of the azd environment, else of the process environment")
+    azure.add_argument("--arm-url", default=ARM_URL, help=f"Azure Resource Manager (default {ARM_URL})")
+    azure.add_argument("--settle", type=positive(float), default=120.0,
+                       help="seconds to wait at most for the messages to be stored and the commands to end (120)")
+    azure.add_argument("--device-prefix", metavar="PREFIX",
+                       help="device ids PREFIX-000... (default: sim- and six random hex digits, new each run)")
+    azure.add_argument("--certificates", type=Path, metavar="DIR",
+                       help="--via mqtt: where the devices' keys and certificates are kept (default .simulate/certs)")
     return p
 
 
@@ -118,30 +143,82 @@ async def run(options: Options, pids: dict[str, int]) -> Report:
         await reset_data_store()
 
 
+def options_of(args: argparse.Namespace) -> Options:
+    return Options(devices=args.devices, rate=args.rate, duration=args.duration, commands=args.commands,
+                   shares=args.behaviours, seed=args.seed, bad=args.bad, spoofed=args.spoofed,
+                   redeliver=args.redeliver, reorder=args.reorder, drop=args.drop,
+                   pause_storage=args.pause_storage, pause_broker=args.pause_broker)
+
+
 def execute(args: argparse.Namespace, *, location: Path | None = None) -> Report:
-    """The simulation ``args`` (parsed by :func:`parser`) describe, with its services'
-    lines, progress and report printed; Azurite keeps its data in ``location`` when given."""
-    options = Options(devices=args.devices, rate=args.rate, duration=args.duration, commands=args.commands,
-                      shares=args.behaviours, seed=args.seed, bad=args.bad, spoofed=args.spoofed,
-                      redeliver=args.redeliver, reorder=args.reorder, drop=args.drop,
-                      pause_storage=args.pause_storage, pause_broker=args.pause_broker)
+    """The local simulation ``args`` (parsed by :func:`parser`) describe, with its
+    services' lines, progress and report printed; Azurite keeps its data in
+    ``location`` when given."""
     logging.basicConfig(level=logging.WARNING, format="  [app log] %(message)s", stream=sys.stderr)
     with services(args.storage, args.broker, location=location) as (lines, pids):
         print("\n".join(lines), flush=True)
-        report = asyncio.run(run(options, pids))
-    print(report.text(), flush=True)
-    if args.json:
-        args.json.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
+        report = asyncio.run(run(options_of(args), pids))
+    show(report, args.json)
     return report
+
+
+def show(report: Report, json_path: Path | None) -> None:
+    """Print the report, and write it as JSON to ``json_path`` when given."""
+    print(report.text(), flush=True)
+    if json_path:
+        json_path.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
+
+
+async def run_azure(options: Options, args: argparse.Namespace, credential: Any = None) -> Report:
+    """The Azure mode: the target, the key, the run (``credential``: default
+    ``DefaultAzureCredential``)."""
+    from tools.simulate.azure import AzureOptions, simulate_azure
+    from tools.simulate.target import function_key, resolve
+
+    target = resolve({name: getattr(args, name) for name, _, _ in SETTINGS}, project=args.project_dir,
+                     env_name=args.env, environ=os.environ, storage=args.storage, arm_url=args.arm_url)
+    azure = AzureOptions(via=args.via, settle=args.settle, prefix=args.device_prefix, certificates=args.certificates)
+    if credential is not None:
+        return await simulate_azure(options, azure, target, key=await function_key(target, credential),
+                                    credential=credential)
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity.aio import DefaultAzureCredential
+
+    from tools.simulate.azure import AzureError
+
+    async with DefaultAzureCredential() as default:
+        try:
+            return await simulate_azure(options, azure, target, key=await function_key(target, default),
+                                        credential=default)
+        except ClientAuthenticationError as error:
+            raise AzureError(f"no Azure sign-in to use: {str(error).splitlines()[0]} (azd auth login, or az login)"
+                             ) from None
 
 
 def main(argv: list[str] | None = None) -> None:
     p = parser()
     args = p.parse_args(argv)
+    if args.azure:
+        local_only = [flag for flag in ("redeliver", "reorder", "drop", "pause_storage", "pause_broker", "broker")
+                      if getattr(args, flag)]
+        if local_only:
+            p.error(f"--{local_only[0].replace('_', '-')} is for local mode: in Azure the services are Azure's")
     if args.pause_storage and args.storage:
         p.error("--pause-storage pauses the Azurite the simulator starts: not with --storage")
     if args.pause_broker and args.broker:
         p.error("--pause-broker pauses the Mosquitto the simulator starts: not with --broker")
+    if args.azure:
+        from tools.simulate.azure import AzureError
+        from tools.simulate.target import TargetError
+
+        logging.basicConfig(level=logging.WARNING, format="  [app log] %(message)s", stream=sys.stderr)
+        try:
+            report = asyncio.run(run_azure(options_of(args), args))
+        except (TargetError, AzureError) as error:
+            print(f"python -m tools.simulate --azure: {error}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        show(report, args.json)
+        sys.exit(0 if report.ok else 1)
     sys.exit(0 if execute(args).ok else 1)
 
 
