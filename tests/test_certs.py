@@ -37,11 +37,11 @@ from tools.simulate.certs import (
     ARM_SCOPE,
     ArmError,
     DeviceCertificate,
-    azd_environment,
     ensure_certificates,
     register_devices,
     unregister_devices,
 )
+from tools.simulate.target import TargetError, azd_environment
 
 TOKEN = "eyJ0eXAiOiJKV1Qi.stub.entra-token"
 WHERE = {"subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg-dev",
@@ -352,8 +352,7 @@ def test_arm_unreachable_is_an_error_naming_the_device(
 # --------------------------------------------------------------------------- the command line
 
 
-def test_the_azd_environment_is_read_as_azd_writes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AZURE_ENV_NAME", raising=False)
+def test_the_azd_environment_is_read_as_azd_writes_it(tmp_path: Path) -> None:
     (tmp_path / ".azure" / "dev").mkdir(parents=True)
     (tmp_path / ".azure" / "prod").mkdir(parents=True)
     (tmp_path / ".azure" / "config.json").write_text('{"version": 1, "defaultEnvironment": "dev"}')
@@ -361,13 +360,13 @@ def test_the_azd_environment_is_read_as_azd_writes_it(tmp_path: Path, monkeypatc
         'AZURE_ENV_NAME="dev"\nAZURE_RESOURCE_GROUP="rg-dev"\nEVENTGRID_NAMESPACE_NAME="evgns-dev"\n'
         'AZURE_SUBSCRIPTION_ID="00000000-0000-0000-0000-000000000001"\nALERT_RULES="[{\\"a\\": 1}]"\n')
     (tmp_path / ".azure" / "prod" / ".env").write_text('AZURE_RESOURCE_GROUP="rg-prod"\n')
-    assert azd_environment(root=tmp_path)["EVENTGRID_NAMESPACE_NAME"] == "evgns-dev"
-    assert azd_environment(root=tmp_path)["ALERT_RULES"] == '[{"a": 1}]'
-    assert azd_environment("prod", root=tmp_path) == {"AZURE_RESOURCE_GROUP": "rg-prod"}
-    monkeypatch.setenv("AZURE_ENV_NAME", "prod")
-    assert azd_environment(root=tmp_path)["AZURE_RESOURCE_GROUP"] == "rg-prod"
-    assert azd_environment("missing", root=tmp_path) == {}
-    assert azd_environment(root=tmp_path / "nowhere") == {}
+    assert azd_environment(tmp_path, None, {})[1]["EVENTGRID_NAMESPACE_NAME"] == "evgns-dev"
+    assert azd_environment(tmp_path, None, {})[1]["ALERT_RULES"] == '[{"a": 1}]'
+    assert azd_environment(tmp_path, "prod", {}) == ("prod", {"AZURE_RESOURCE_GROUP": "rg-prod"})
+    assert azd_environment(tmp_path, None, {"AZURE_ENV_NAME": "prod"})[1]["AZURE_RESOURCE_GROUP"] == "rg-prod"
+    with pytest.raises(TargetError, match="no azd environment 'missing'"):
+        azd_environment(tmp_path, "missing", {})
+    assert azd_environment(tmp_path / "nowhere", None, {}) == (None, {})
 
 
 def test_create_writes_the_simulators_devices_and_prints_their_thumbprints(
@@ -383,15 +382,18 @@ def test_create_writes_the_simulators_devices_and_prints_their_thumbprints(
     (["create", "--devices", "0"], "--devices must be 1 or more"),
     (["create", "--devices", "1", "--dir", "/dev/null/certs"], "error: [Errno 20] Not a directory: '/dev/null/certs'"),
     (["create", "--devices", "2", "--prefix", "sim 1-"], "is not an Event Grid client name"),
-    (["register", "--devices", "2", "--env", "no-such-env"],
+    (["register", "--devices", "2", "--env", "no-such-env"], "no azd environment 'no-such-env'"),
+    (["register", "--devices", "2"],
      "no --subscription, --resource-group, --namespace given and no azd environment has them"),
-    (["delete", "--devices", "2", "--env", "no-such-env", "--subscription", "s", "--resource-group", "g"],
-     "no --namespace given"),
+    (["delete", "--devices", "2", "--subscription", "s", "--resource-group", "g"], "no --namespace given"),
 ])
 def test_the_command_line_says_what_is_wrong(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str],
+    message: str,
 ) -> None:
-    assert certs.main([argv[0], "--dir", str(tmp_path / "certs"), *argv[1:]]) == 1  # a --dir in argv wins
+    monkeypatch.delenv("AZURE_ENV_NAME", raising=False)
+    arguments = [argv[0], "--dir", str(tmp_path / "certs"), "--project-dir", str(tmp_path), *argv[1:]]
+    assert certs.main(arguments) == 1  # a --dir in argv wins
     assert message in capsys.readouterr().err
     assert not (tmp_path / "certs").exists()
 

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tools.simulate.target import TargetError, azd_environment
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIRECTORY = ROOT / ".simulate" / "certs"
 VALIDITY = timedelta(days=365)
@@ -339,30 +341,6 @@ def _retry_after(headers: Mapping[str, str], *, default: float) -> float:
 # --------------------------------------------------------------------------- command line
 
 
-def azd_environment(name: str | None = None, root: Path = ROOT) -> dict[str, str]:
-    """The values azd keeps for environment ``name`` (else ``AZURE_ENV_NAME``, else
-    azd's default environment) in ``.azure/<env>/.env``; empty when there is none."""
-    name = name or os.environ.get("AZURE_ENV_NAME")
-    if not name:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            name = json.loads((root / ".azure" / "config.json").read_text(encoding="utf-8")).get(
-                "defaultEnvironment")
-    if not name:
-        return {}
-    try:
-        lines = (root / ".azure" / name / ".env").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return {}
-    values = {}
-    for line in lines:
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-            values[key.strip()] = value
-    return values
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.simulate.certs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -373,6 +351,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=DEFAULT_DIRECTORY,
                    help=f"certificates and keys (default {DEFAULT_DIRECTORY.relative_to(ROOT)})")
     p.add_argument("--env", help="azd environment (default: AZURE_ENV_NAME, else azd's default)")
+    p.add_argument("--project-dir", type=Path, default=Path.cwd(), metavar="DIR",
+                   help="where .azure/ is (default: the current directory)")
     p.add_argument("--subscription", help="subscription id (default: the azd environment's)")
     p.add_argument("--resource-group", help="resource group (default: the azd environment's)")
     p.add_argument("--namespace", help="Event Grid namespace (default: the azd environment's)")
@@ -393,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{certificate.device_id} {certificate.thumbprint} {certificate.certfile}")
             return 0
         return asyncio.run(_azure(args, ids))
-    except (ValueError, ArmError, OSError) as error:
+    except (ValueError, ArmError, OSError, TargetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except ClientAuthenticationError as error:
@@ -406,7 +386,7 @@ async def _azure(args: argparse.Namespace, ids: list[str]) -> int:
 
     from tools.simulate.local import GROUPS
 
-    env = azd_environment(args.env)
+    env = azd_environment(args.project_dir, args.env, os.environ)[1]
     where = {"subscription_id": args.subscription or env.get("AZURE_SUBSCRIPTION_ID", ""),
              "resource_group": args.resource_group or env.get("AZURE_RESOURCE_GROUP", ""),
              "namespace": args.namespace or env.get("EVENTGRID_NAMESPACE_NAME", "")}
