@@ -59,6 +59,8 @@ def test_the_demo_is_the_simulator_with_its_preset_and_every_check_passes(demo: 
     out, data = demo
     assert "python -m tools.simulate --devices 20 --duration 8" in out
     assert f"Azurite (its data kept in {data / 'azurite'})" in out
+    key = (data / "key").read_text().strip()
+    assert f"(x-functions-key: {key})" in out, "the API server takes the key make serve will take"
     assert re.findall(r"^  (ok  |FAIL) (.+)$", out, re.MULTILINE) == [("ok  ", name) for name in CHECKS]
     assert "Devices: 20 (" in out and "faults: bad, spoofed, redeliver, reorder, drop" in out
     for stream in ("telemetry", "inference"):

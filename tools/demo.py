@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"The fleet simulator: python -m tools.simulate {' '.join(PRESET)}", flush=True)
     try:
         with data.exclusive():
-            data.reset()
-            report = simulator.execute(simulator.parser().parse_args(PRESET), location=data.azurite)
+            key = data.reset()  # the API server's key now, and make serve's later
+            report = simulator.execute(simulator.parser().parse_args(PRESET), location=data.azurite, key=key)
     except Unusable as exc:
         p.error(str(exc))
     print(f"\nThe demo's data is kept in {data.folder}. Run `make serve` in another terminal (it serves that "

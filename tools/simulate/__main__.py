@@ -125,13 +125,13 @@ def services(storage: str | None, broker: str | None, *, location: Path | None =
         yield lines, {name: pid for name, pid in pids.items() if pid is not None}
 
 
-async def run(options: Options, pids: dict[str, int]) -> Report:
+async def run(options: Options, pids: dict[str, int], key: str | None = None) -> Report:
     from shared.commands.transport import reset_transport
     from shared.platform.host_storage import reset_queues
     from shared.platform.storage import reset_data_store
     from tools.serve import run_server
 
-    key = secrets.token_urlsafe(24)
+    key = key or secrets.token_urlsafe(24)
     try:
         async with run_server(port=0, key=key, timer_period=1.0, queue_period=0.5) as server:
             print(f"API server on {server.url} (x-functions-key: {key})", flush=True)
@@ -150,14 +150,14 @@ def options_of(args: argparse.Namespace) -> Options:
                    pause_storage=args.pause_storage, pause_broker=args.pause_broker)
 
 
-def execute(args: argparse.Namespace, *, location: Path | None = None) -> Report:
+def execute(args: argparse.Namespace, *, location: Path | None = None, key: str | None = None) -> Report:
     """The local simulation ``args`` (parsed by :func:`parser`) describe, with its
     services' lines, progress and report printed; Azurite keeps its data in
-    ``location`` when given."""
+    ``location`` when given, and the API server takes ``key`` (default: a random one)."""
     logging.basicConfig(level=logging.WARNING, format="  [app log] %(message)s", stream=sys.stderr)
     with services(args.storage, args.broker, location=location) as (lines, pids):
         print("\n".join(lines), flush=True)
-        report = asyncio.run(run(options_of(args), pids))
+        report = asyncio.run(run(options_of(args), pids, key))
     show(report, args.json)
     return report
 
