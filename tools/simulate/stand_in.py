@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tools import event_factory as ev
-from tools.edge import Inbox
+from tools.edge import Inbox, TlsClient
 from tools.eventhub_factory import Partition, routed_body
 from tools.invoke import InvocationContext, retry_policy, user_function
 from tools.simulate.invariants import Place
@@ -59,7 +59,7 @@ class StandIn:
     """The routing and the life cycle events between the broker and the app."""
 
     def __init__(self, broker_url: str, *, rng: random.Random, redeliver: bool = False,
-                 reorder: bool = False) -> None:
+                 reorder: bool = False, tls: TlsClient | None = None) -> None:
         self.rng = rng
         self.redeliver = redeliver
         self.reorder = reorder
@@ -75,7 +75,7 @@ class StandIn:
         self._created: dict[str, datetime] = {}
         self._lifecycle: list[dict[str, Any]] = []
         self._flushing = asyncio.Lock()
-        self._inbox = Inbox(broker_url, list(TOPICS), client_id=f"stand-in-{id(self)}")
+        self._inbox = Inbox(broker_url, list(TOPICS), client_id=f"stand-in-{id(self)}", tls=tls)
 
     def close(self) -> None:
         self._inbox.close()
