@@ -82,7 +82,6 @@ class Namespace:
     registered: set[str] = field(default_factory=set)
     replace_after_registration: set[str] = field(default_factory=set)
     replaced: list[str] = field(default_factory=list)
-    open: set[str] = field(default_factory=set)  # clients connected, as the broker logged
 
     def stored(self, path: str, body: Any) -> None:
         """ARM stored a client (on its server's thread, before the operation answers
@@ -110,13 +109,9 @@ class Namespace:
         go out with the routed messages at each flush; once ``stop`` is set, until
         every session seen has ended (``drain`` seconds at most)."""
         deadline = None
-        while deadline is None or (self.open and time.monotonic() < deadline):
+        while deadline is None or (self.sessions.open and time.monotonic() < deadline):
             await asyncio.sleep(0.5)
-            for session in self.sessions.forward(self.stand_in, self.registered):
-                if session.started:
-                    self.open.add(session.client_id)
-                else:
-                    self.open.discard(session.client_id)
+            self.sessions.forward(self.stand_in, self.registered)
             await self.stand_in.flush()
             if deadline is None and stop.is_set():
                 deadline = time.monotonic() + drain
@@ -194,7 +189,8 @@ def simulate_via_mqtt(app_env: Azurite, run: Any, folder: Path, *extra: str, dev
         run(reset_transport())
 
         async def scenario() -> tuple[int, str, str, Namespace, ArmStandIn, dict[str, Any]]:
-            stand_in = StandIn(service.url, rng=random.Random(7), tls=azure_tls)
+            stand_in = StandIn(service.url, rng=random.Random(7), tls=azure_tls,
+                               first_sequence=time.time_ns() // 1000)  # after any earlier stand-in's
             sessions = BrokerSessions(service.url, client_id="event-grid-sessions", tls=azure_tls)
             namespace = Namespace(service, ca, folder / "certs", stand_in, sessions, asyncio.get_running_loop(),
                                   replace_after_registration={f"{prefix}-{i:03d}" for i in replace})

@@ -16,12 +16,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.name import _ASN1Type
-
-_UTF8 = _ASN1Type.UTF8String
+if TYPE_CHECKING:
+    from cryptography import x509
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_KEY = (
@@ -190,8 +188,11 @@ def subject_hash(certificate: x509.Certificate) -> str:
     capath folder names its files: the SHA-1 of the name's canonical encoding (each
     value a lower-cased UTF8String with its white space collapsed, the RDN sets without
     the outer SEQUENCE), its first four bytes little-endian."""
+    from cryptography import x509
+    from cryptography.x509.name import _ASN1Type  # no public way to ask for a UTF8String
+
     canonical = x509.Name([x509.RelativeDistinguishedName(
-        [x509.NameAttribute(a.oid, " ".join(str(a.value).lower().split()), _type=_UTF8)
+        [x509.NameAttribute(a.oid, " ".join(str(a.value).lower().split()), _type=_ASN1Type.UTF8String)
          for a in rdn]) for rdn in certificate.subject.rdns])
     der = canonical.public_bytes()
     length_octets = der[1] & 0x7F if der[1] & 0x80 else 0  # skip the SEQUENCE's tag and length
@@ -204,6 +205,9 @@ def trust(broker: Mosquitto, certfile: Path) -> None:
     handshake on: OpenSSL looks certificates up in the capath folder at each
     verification, so the running broker needs no reload (Mosquitto 2.0 does not
     re-read ``cafile`` on SIGHUP)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     if broker.trusted is None:
         raise ValueError("this broker was started with a cafile, not a trust folder")
     certificate = x509.load_pem_x509_certificate(certfile.read_bytes())

@@ -60,6 +60,7 @@ class BrokerSessions:
     """The broker's notices, read by an MQTT client of its own (one the broker trusts)."""
 
     def __init__(self, broker_url: str, *, client_id: str, tls: TlsClient | None = None) -> None:
+        self.open: set[str] = set()  # clients with a session, as the broker logged them
         self._inbox = Inbox(broker_url, [LOG_TOPIC], client_id=client_id, tls=tls)
 
     def take(self) -> list[Session]:
@@ -68,13 +69,21 @@ class BrokerSessions:
 
     def forward(self, stand_in: StandIn, clients: Container[str]) -> list[Session]:
         """Hand the sessions of ``clients`` (the registered ones: Event Grid reports no
-        others) to ``stand_in`` for its next flush; those handed."""
-        handed = [session for session in self.take() if session.client_id in clients]
-        for session in handed:
+        others) to ``stand_in`` for its next flush; those handed. An end without a start
+        seen (a client connected before this reader) is left out."""
+        handed = []
+        for session in self.take():
+            if session.client_id not in clients:
+                continue
             if session.started:
+                self.open.add(session.client_id)
                 stand_in.session_started(session.client_id)
-            else:
+            elif session.client_id in self.open:
+                self.open.discard(session.client_id)
                 stand_in.session_ended(session.client_id, session.reason)
+            else:
+                continue
+            handed.append(session)
         return handed
 
     def close(self) -> None:
