@@ -74,7 +74,6 @@ class Namespace:
     """The local Event Grid namespace: broker, trust, routing, life cycle events."""
 
     broker: Mosquitto
-    ca: Path  # signed the broker's certificate: the simulator trusts it
     certificates: Path  # the simulator's --certificates
     stand_in: StandIn
     sessions: BrokerSessions
@@ -192,7 +191,7 @@ def simulate_via_mqtt(app_env: Azurite, run: Any, folder: Path, *extra: str, dev
             stand_in = StandIn(service.url, rng=random.Random(7), tls=azure_tls,
                                first_sequence=time.time_ns() // 1000)  # after any earlier stand-in's
             sessions = BrokerSessions(service.url, client_id="event-grid-sessions", tls=azure_tls)
-            namespace = Namespace(service, ca, folder / "certs", stand_in, sessions, asyncio.get_running_loop(),
+            namespace = Namespace(service, folder / "certs", stand_in, sessions, asyncio.get_running_loop(),
                                   replace_after_registration={f"{prefix}-{i:03d}" for i in replace})
             stop = asyncio.Event()
             arm = ArmStandIn(TOKEN, contract=client_contract(bicep_types()), on_stored=namespace.stored)
