@@ -10,6 +10,8 @@ Event Grid they trust the system's store.
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tools.edge import Device, Inbox, TlsClient, _address
-from tools.services import Mosquitto, MosquittoTls, run_mosquitto
+from tools.services import Mosquitto, MosquittoTls, run_mosquitto, subject_hash, trust
 from tools.simulate.certs import DeviceCertificate, ensure_certificates
 from tools.simulate.fleet import SimDevice
 
@@ -178,3 +180,31 @@ def test_broker_urls_take_the_mqtt_ports_by_default() -> None:
     assert _address("mqtt://broker.local") == ("broker.local", 1883)
     assert _address("mqtts://broker.local") == ("broker.local", 8883)
     assert _address("mqtts://127.0.0.1:18883") == ("127.0.0.1", 18883)
+
+
+def test_a_certificate_trusted_while_the_broker_runs_is_accepted_from_the_next_connection(pki: Pki) -> None:
+    """Without a cafile the broker trusts what :func:`tools.services.trust` adds (as
+    Event Grid accepts a client once its thumbprint is registered), with no restart."""
+    folder = pki.ca.parent
+    with run_mosquitto(tls=MosquittoTls(folder / "broker.pem", folder / "broker.key")) as service:
+        device = Device("sim-001", service.url, tls=tls(pki.devices["sim-001"], pki.ca), username="sim-001")
+        with pytest.raises(ConnectionRefusedError, match="did not accept the client certificate"):
+            device.connect()
+        trust(service, pki.devices["sim-001"].certfile)
+        trust(service, pki.devices["sim-001"].certfile)  # once is enough; again changes nothing
+        assert service.trusted is not None and len(list(service.trusted.iterdir())) == 1
+        device.connect()
+        device.disconnect()
+        outsider = Device("sim-999", service.url, tls=tls(pki.outsider, pki.ca), username="sim-999")
+        with pytest.raises(ConnectionRefusedError, match="did not accept the client certificate"):
+            outsider.connect()
+
+
+def test_the_trust_folder_names_certificates_by_openssls_subject_hash(pki: Pki) -> None:
+    """The name OpenSSL looks a certificate up by in a capath folder."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to compare with")
+    for certificate in (*pki.devices.values(), pki.outsider):
+        expected = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(certificate.certfile)],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        assert subject_hash(x509.load_pem_x509_certificate(certificate.certfile.read_bytes())) == expected

@@ -41,6 +41,7 @@ class ArmStandIn:
     requests: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)  # path: body, once its operation succeeded
     base: str = ""
+    on_stored: Callable[[str, Any], None] | None = None  # (path, body) of each PUT that succeeded, as it ends
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -108,6 +109,8 @@ class ArmStandIn:
             return
         if method == "PUT":
             self.resources[path] = document
+            if self.on_stored is not None:  # before the operation answers Succeeded
+                self.on_stored(path, document)
         else:
             self.resources.pop(path, None)
 

@@ -12,9 +12,10 @@ does not; the check says which it expected for each. Pending commands are cancel
 the end, so that a real device of that name never receives them.
 
 ``--via mqtt`` (X.509): the devices are :class:`tools.simulate.fleet.SimDevice` clients
-of the namespace's MQTT broker (``mqtts://{EVENTGRID_MQTT_HOSTNAME}:8883``) with client
-certificates made and registered by :mod:`tools.simulate.certs`, the username being the
-device id (the authentication name); everything else is as in local mode.
+of the namespace's MQTT broker (``mqtts://{EVENTGRID_MQTT_HOSTNAME}``, port 8883 unless the
+name is ``HOST:PORT``) with client certificates made and registered by
+:mod:`tools.simulate.certs`, the username being the device id (the authentication name);
+everything else is as in local mode.
 
 Either way the operator's commands and broadcast go through the deployed HTTP API with
 the function key, and the report is observed through what a deployment offers: the HTTP
@@ -50,7 +51,6 @@ from tools.simulate.target import Target, TargetError
 FLUSH_SECONDS = 0.5
 NO_BROKER = "mqtt://no-broker.invalid"  # a device without MQTT never connects (a reserved name, RFC 2606)
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"  # structured mode of the CloudEvents AMQP binding
-MQTT_PORT = 8883
 POLL_SECONDS = 2.0
 
 
@@ -354,9 +354,15 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
     helpers come from :mod:`tools.simulate.certs`)."""
     target.require("mqtt_hostname", "subscription_id", "resource_group", "eventgrid_namespace",
                    why="--via mqtt (registering the devices' certificates and connecting them)")
-    from tools.edge import TlsClient
+    from tools.edge import TlsClient, _address
     from tools.simulate import certs
 
+    url = f"mqtts://{target.mqtt_hostname}"  # HOST[:PORT], the port 8883 by default
+    try:
+        _address(url)
+    except ValueError as error:  # before anything is registered
+        raise AzureError(f"EVENTGRID_MQTT_HOSTNAME (--mqtt-hostname) {target.mqtt_hostname!r} is no HOST[:PORT]: "
+                         f"{error}") from None
     start = datetime.now(UTC)
     ids = [f"{prefix}-{index:03d}" for index in range(len(assigned))]
     groups = {device: GROUPS[index % len(GROUPS)] for index, device in enumerate(ids)}
@@ -366,7 +372,6 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
                                  credential=credential, arm_url=target.arm_url,
                                  # certs adds role=edge-device itself (and refuses it from us)
                                  attributes={d: {"type": "camera", "group": groups[d]} for d in ids})
-    url = f"mqtts://{target.mqtt_hostname}:{MQTT_PORT}"
     fleet = [SimDevice(cert.device_id, url, behaviour=behaviour, group=groups[cert.device_id],
                        tls=TlsClient(cert.certfile, cert.keyfile), username=cert.device_id)
              for cert, behaviour in zip(made, assigned, strict=True)]
@@ -375,8 +380,9 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
             try:
                 await asyncio.to_thread(device.connect)
             except (OSError, TimeoutError, ValueError) as error:
-                raise AzureError(f"{error} (the client is registered with this certificate's thumbprint a few "
-                                 "seconds after registration; try again, or check the namespace's clients)") from None
+                raise AzureError(f"{error}. Event Grid takes a few seconds to apply a registration; a certificate "
+                                 "replaced after it is not the registered one: run again (registering the "
+                                 "certificates there are now), or check the namespace's clients") from None
         print(f"{len(fleet)} devices connected to {url} with their certificates.", flush=True)
         await _until(lambda: _registry(api), lambda found: all(found.get(d.device_id) for d in fleet),
                      azure.settle, "the registry to show every device connected")

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tools import event_factory as ev
-from tools.edge import Inbox
+from tools.edge import Inbox, TlsClient
 from tools.eventhub_factory import Partition, routed_body
 from tools.invoke import InvocationContext, retry_policy, user_function
 from tools.simulate.invariants import Place
@@ -59,8 +59,9 @@ class StandIn:
     """The routing and the life cycle events between the broker and the app."""
 
     def __init__(self, broker_url: str, *, rng: random.Random, redeliver: bool = False,
-                 reorder: bool = False) -> None:
+                 reorder: bool = False, tls: TlsClient | None = None, first_sequence: int = 0) -> None:
         self.rng = rng
+        self.first_sequence = first_sequence  # of each partition: past what a storage used before has seen
         self.redeliver = redeliver
         self.reorder = reorder
         self.partitions: dict[tuple[str, str], Partition] = {}
@@ -75,7 +76,7 @@ class StandIn:
         self._created: dict[str, datetime] = {}
         self._lifecycle: list[dict[str, Any]] = []
         self._flushing = asyncio.Lock()
-        self._inbox = Inbox(broker_url, list(TOPICS), client_id=f"stand-in-{id(self)}")
+        self._inbox = Inbox(broker_url, list(TOPICS), client_id=f"stand-in-{id(self)}", tls=tls)
 
     def close(self) -> None:
         self._inbox.close()
@@ -139,7 +140,8 @@ class StandIn:
     async def _route(self, key: tuple[str, str], items: list[tuple[str, bytes]]) -> None:
         stream, partition_id = key
         now = datetime.now(UTC)
-        log = self.partitions.setdefault(key, Partition(stream, partition_id, first_enqueued=now))
+        log = self.partitions.setdefault(key, Partition(stream, partition_id, first_enqueued=now,
+                                                          first_sequence=self.first_sequence))
         at = max(now, log.log[-1].enqueued) if log.log else now
         bodies = [routed_body(payload, topic=topic, at=at) for topic, payload in items]
         sequence = log.publish(bodies, partition_keys=[device_of(topic) for topic, _ in items],
