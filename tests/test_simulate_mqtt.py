@@ -81,6 +81,8 @@ class Namespace:
     registered: set[str] = field(default_factory=set)
     replace_after_registration: set[str] = field(default_factory=set)
     replaced: list[str] = field(default_factory=list)
+    bodies: dict[str, Any] = field(default_factory=dict)  # each client as ARM stored it
+    trusted: dict[str, list[str]] = field(default_factory=dict)  # the certificates its thumbprints matched
 
     def stored(self, path: str, body: Any) -> None:
         """ARM stored a client (on its server's thread, before the operation answers
@@ -89,9 +91,11 @@ class Namespace:
         name = unquote(path.rsplit("/", 1)[1])
         properties = body["properties"]
         thumbprints = properties["clientCertificateAuthentication"]["allowedThumbprints"]
+        self.bodies[name] = body
         for certfile in self.certificates.glob("*.pem"):
             if thumbprint(x509.load_pem_x509_certificate(certfile.read_bytes())) in thumbprints:
                 trust(self.broker, certfile)
+                self.trusted.setdefault(name, []).append(certfile.stem)
         if name in self.replace_after_registration:  # someone makes the device a new certificate
             fresh = ensure_certificates([name], self.certificates.parent / "replacements")[0]
             shutil.copyfile(fresh.certfile, self.certificates / f"{name}.pem")
@@ -271,13 +275,11 @@ def test_devices_are_registered_over_arm_and_their_sessions_seen_by_the_broker(m
     """Each device's client PUT with its thumbprint and attributes; the broker saw each
     connect and disconnect once, and the life cycle events reached the app."""
     ids = [f"{mqtt_run.prefix}-{i:03d}" for i in range(6)]
-    assert sorted(unquote(p.rsplit("/", 1)[1]) for p in mqtt_run.arm.resources) == ids
-    for path, body in mqtt_run.arm.resources.items():
-        device = unquote(path.rsplit("/", 1)[1])
+    assert sorted(mqtt_run.namespace.bodies) == ids
+    for device, body in mqtt_run.namespace.bodies.items():
         assert body["properties"]["attributes"]["role"] == "edge-device"
         assert body["properties"]["attributes"]["type"] == "camera"
-        certificate = x509.load_pem_x509_certificate((mqtt_run.namespace.certificates / f"{device}.pem").read_bytes())
-        assert body["properties"]["clientCertificateAuthentication"]["allowedThumbprints"] == [thumbprint(certificate)]
+        assert mqtt_run.namespace.trusted[device] == [device], "the thumbprint registered is the device's own"
     assert mqtt_run.namespace.registered == set(ids)
     # created, connected and disconnected per device: the disconnects came after the run's checks
     assert mqtt_run.namespace.stand_in.lifecycle_events == 3 * len(ids)
@@ -287,6 +289,11 @@ def test_devices_are_registered_over_arm_and_their_sessions_seen_by_the_broker(m
         assert (seen["state"], seen["connected"], seen["disconnectionReason"]) == (
             "Enabled", False, "ClientInitiatedDisconnect"), seen
         assert seen["attributes"] == {"role": "edge-device", "type": "camera", "group": GROUPS[index % len(GROUPS)]}
+    # the run's clients deleted at the end, and their keys from this machine
+    assert mqtt_run.arm.resources == {}
+    deleted = {unquote(r.split("?")[0].rsplit("/", 1)[1]) for r in mqtt_run.arm.requests if r.startswith("DELETE ")}
+    assert deleted == set(ids)
+    assert not [p for p in mqtt_run.namespace.certificates.iterdir() if p.stem in ids]
     assert mqtt_run.tokens and all(t == {"method": "GET", "secret": True, "query": {
         "api-version": "2019-08-01", "resource": "https://management.azure.com"}} for t in mqtt_run.tokens)
 
@@ -302,6 +309,18 @@ def test_a_device_whose_certificate_was_replaced_after_registration_cannot_conne
     assert f"{device}: 127.0.0.1:{done.namespace.broker.port} refused the connection" in done.err
     assert f"the broker did not accept the client certificate {done.namespace.certificates / device}.pem" in done.err
     assert "Traceback" not in done.err
+    assert done.arm.resources == {}, "the clients registered before the failure are deleted all the same"
+
+
+def test_keep_devices_leaves_the_clients_registered_and_their_certificates_here(
+        app_env: Azurite, run: Any, tmp_path: Path) -> None:
+    done = simulate_via_mqtt(app_env, run, tmp_path, "--duration", "1", "--keep-devices", devices=1)
+    assert done.code == 0, done.out[-2000:] + done.err[-2000:]
+    device = f"{done.prefix}-000"
+    assert [unquote(path.rsplit("/", 1)[1]) for path in done.arm.resources] == [device]
+    assert not [r for r in done.arm.requests if r.startswith("DELETE ")]
+    assert (done.namespace.certificates / f"{device}.pem").is_file()
+    assert (done.namespace.certificates / f"{device}.key").is_file()
 
 
 def test_the_brokers_log_lines_become_sessions() -> None:

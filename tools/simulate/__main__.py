@@ -95,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
                        help="device ids PREFIX-000... (default: sim- and six random hex digits, new each run)")
     azure.add_argument("--certificates", type=Path, metavar="DIR",
                        help="--via mqtt: where the devices' keys and certificates are kept (default .simulate/certs)")
+    azure.add_argument("--keep-devices", action="store_true",
+                       help="--via mqtt: leave the run's clients registered and their certificates here (default: "
+                            "both deleted at the end)")
     return p
 
 
@@ -177,7 +180,8 @@ async def run_azure(options: Options, args: argparse.Namespace, credential: Any 
 
     target = resolve({name: getattr(args, name) for name, _, _ in SETTINGS}, project=args.project_dir,
                      env_name=args.env, environ=os.environ, storage=args.storage, arm_url=args.arm_url)
-    azure = AzureOptions(via=args.via, settle=args.settle, prefix=args.device_prefix, certificates=args.certificates)
+    azure = AzureOptions(via=args.via, settle=args.settle, prefix=args.device_prefix, certificates=args.certificates,
+                         keep_devices=args.keep_devices)
     if credential is not None:
         return await simulate_azure(options, azure, target, key=await function_key(target, credential),
                                     credential=credential)

@@ -64,6 +64,7 @@ class AzureOptions:
     settle: float = 120.0  # at most, for the messages to be stored and the commands to end
     prefix: str | None = None  # device ids {prefix}-NNN (default: sim-{random})
     certificates: Path | None = None  # default: tools.simulate.certs.DEFAULT_DIRECTORY
+    keep_devices: bool = False  # --via mqtt: leave the clients registered (default: deleted at the end)
 
 
 class HubDevice(SimDevice):
@@ -367,15 +368,17 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
     ids = [f"{prefix}-{index:03d}" for index in range(len(assigned))]
     groups = {device: GROUPS[index % len(GROUPS)] for index, device in enumerate(ids)}
     made = certs.ensure_certificates(ids, azure.certificates or certs.DEFAULT_DIRECTORY)
-    await certs.register_devices(made, subscription_id=str(target.subscription_id),  # an ArmError is a RuntimeError
-                                 resource_group=str(target.resource_group), namespace=str(target.eventgrid_namespace),
-                                 credential=credential, arm_url=target.arm_url,
-                                 # certs adds role=edge-device itself (and refuses it from us)
-                                 attributes={d: {"type": "camera", "group": groups[d]} for d in ids})
-    fleet = [SimDevice(cert.device_id, url, behaviour=behaviour, group=groups[cert.device_id],
-                       tls=TlsClient(cert.certfile, cert.keyfile), username=cert.device_id)
-             for cert, behaviour in zip(made, assigned, strict=True)]
+    fleet: list[SimDevice] = []
     try:
+        await certs.register_devices(made, subscription_id=str(target.subscription_id),  # ArmError: a RuntimeError
+                                     resource_group=str(target.resource_group),
+                                     namespace=str(target.eventgrid_namespace), credential=credential,
+                                     arm_url=target.arm_url,
+                                     # certs adds role=edge-device itself (and refuses it from us)
+                                     attributes={d: {"type": "camera", "group": groups[d]} for d in ids})
+        fleet += [SimDevice(cert.device_id, url, behaviour=behaviour, group=groups[cert.device_id],
+                            tls=TlsClient(cert.certfile, cert.keyfile), username=cert.device_id)
+                  for cert, behaviour in zip(made, assigned, strict=True)]
         for device in fleet:
             try:
                 await asyncio.to_thread(device.connect)
@@ -410,6 +413,30 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
         for device in fleet:
             if device.online:
                 device.disconnect()
+        if not azure.keep_devices:
+            await _delete_devices(made, target, credential)
+
+
+async def _delete_devices(made: list[Any], target: Target, credential: Any) -> None:
+    """The run's clients deleted from the namespace and their keys from this machine, so
+    that runs (each with new device ids) leave nothing behind; a failure is said, not
+    raised, so that it hides no earlier error."""
+    from tools.simulate import certs
+
+    try:
+        await certs.unregister_devices([c.device_id for c in made], subscription_id=str(target.subscription_id),
+                                       resource_group=str(target.resource_group),
+                                       namespace=str(target.eventgrid_namespace), credential=credential,
+                                       arm_url=target.arm_url)
+    except (certs.ArmError, OSError) as error:
+        print(f"The run's clients could not all be deleted from {target.eventgrid_namespace}: {error} "
+              "(python -m tools.simulate.certs delete, or the portal)", flush=True)
+        return
+    for certificate in made:
+        certificate.certfile.unlink(missing_ok=True)
+        certificate.keyfile.unlink(missing_ok=True)
+    print(f"{len(made)} clients deleted from {target.eventgrid_namespace}, their certificates from this machine "
+          "(--keep-devices keeps them).", flush=True)
 
 
 async def _registry(api: Api) -> dict[str, bool]:

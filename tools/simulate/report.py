@@ -119,9 +119,9 @@ class Report:
                          f"{figures['deadLettered']:>13}  {reasons}")
         lines += [f"Redelivered overlapping ranges: {self.redeliveries}; dropped connections: {self.dropped}; "
                   f"messages the broker passed on twice (QoS 1): {self.broker_duplicates}",
-                  f"Life cycle events delivered: {self.lifecycle.get('events', 0)} "
-                  f"({self.lifecycle.get('duplicates', 0)} duplicates, {self.lifecycle.get('outOfOrder', 0)} "
-                  "out of order)",
+                  *([f"Life cycle events delivered: {self.lifecycle.get('events', 0)} "
+                     f"({self.lifecycle.get('duplicates', 0)} duplicates, {self.lifecycle.get('outOfOrder', 0)} "
+                     "out of order)"] if self.lifecycle else []),  # none in Azure mode: Event Grid sends them
                   "Commands by status: " + (", ".join(f"{s} {n}" for s, n in sorted(self.commands.items()))
                                             or "none")
                   + f"; deliveries of a command beyond its first (at least once): {self.command_repeats}",
