@@ -58,7 +58,7 @@ def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_request
 def record_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[bench.Message]]]:
     """Tiny rounds of the path figures; the sets of messages each one checks to be
     archived once (prefix, messages), recorded as it checks them."""
-    for name, value in (("PATH_MESSAGES", 200), ("PATH_WARMUP", bench.PATH_DEVICES)):
+    for name, value in (("PATH_MESSAGES", 100), ("PATH_ROUNDS", 2), ("PATH_WARMUP", bench.PATH_DEVICES)):
         monkeypatch.setattr(bench, name, value)
     checked: list[tuple[str, list[bench.Message]]] = []
     check = bench.stored_once
@@ -86,7 +86,7 @@ def check_the_direct_baseline(run: Any, checked: list[tuple[str, list[bench.Mess
     (_, direct), = [c for c in checked if c[0].startswith("direct")]
     prefix = bench.device_of(direct[0]).rsplit("-", 1)[0]
     origins = archive_origins(run, prefix, since)
-    assert len(origins) == len(direct) == bench.PATH_MESSAGES
+    assert len(origins) == len(direct) == bench.PATH_ROUNDS * bench.PATH_MESSAGES
     assert {(hub.startswith("bench-direct-"), partition) for _, hub, partition in origins} == {(True, "0")}
 
 
@@ -121,7 +121,7 @@ def test_a_tiny_round_of_the_simulator_figure_sends_its_messages_through_the_bro
 
     # Every message of the path crossed the broker (QoS 1 from its device), once, and
     # reached the function in the routing stand-in's partition of its device.
-    assert len(path) == bench.PATH_MESSAGES and sorted(carried) == sorted(path)
+    assert len(path) == bench.PATH_WARMUP + bench.PATH_ROUNDS * bench.PATH_MESSAGES and sorted(carried) == sorted(path)
     origins = archive_origins(run, prefix, since)
     assert len(origins) == len(path)
     assert all(hub == "telemetry" and partition == hub_partition(device) for device, hub, partition in origins)
@@ -148,7 +148,7 @@ def test_a_tiny_round_of_the_eventhubs_figure_sends_its_messages_with_the_produc
 
     # No MQTT on this path: the producer sent each message to the hub with its device as
     # the partition key, and the Event Hubs stand-in put it in that key's partition.
-    assert len(path) == bench.PATH_MESSAGES and carried == []
+    assert len(path) == bench.PATH_WARMUP + bench.PATH_ROUNDS * bench.PATH_MESSAGES and carried == []
     origins = archive_origins(run, prefix, since)
     assert len(origins) == len(path)
     assert all(hub == "telemetry" and partition == hub_partition(device) for device, hub, partition in origins)
