@@ -1,13 +1,23 @@
-"""``make bench``'s cold request figure measures what it says: both sides, in fresh
-interpreters, read the same stored device from the session's Azurite."""
+"""``make bench``'s figures measure what they say, in tiny rounds against the session's
+Azurite and Mosquitto: the cold request's two sides read the same stored device in fresh
+interpreters; the stream, command and connect figures count real storage requests,
+archived messages and published commands; the simulator's paths carry their messages
+where they say (the broker and the routing stand-in; the Event Hubs producer) and the
+baseline straight to the function. Never timing."""
 
 from __future__ import annotations
 
+import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from tools import bench
+from tools.edge import Inbox
+from tools.services import Mosquitto
+from tools.simulate.stand_in import hub_partition
 
 
 @pytest.mark.usefixtures("app_env")
@@ -43,6 +53,106 @@ def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_request
     assert len(blob_writes) >= 2, requests.seen
     assert len(state_writes) >= 2 * bench.STREAM_DEVICES, requests.seen
 
+
+
+def record_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[bench.Message]]]:
+    """Tiny rounds of the path figures; the sets of messages each one checks to be
+    archived once (prefix, messages), recorded as it checks them."""
+    for name, value in (("PATH_MESSAGES", 100), ("PATH_ROUNDS", 2), ("PATH_WARMUP", bench.PATH_DEVICES)):
+        monkeypatch.setattr(bench, name, value)
+    checked: list[tuple[str, list[bench.Message]]] = []
+    check = bench.stored_once
+
+    async def recorded(prefix: str, since: datetime, messages: list[bench.Message]) -> None:
+        await check(prefix, since, messages)
+        checked.append((prefix, messages))
+
+    monkeypatch.setattr(bench, "stored_once", recorded)
+    return checked
+
+
+def archive_origins(run: Any, prefix: str, since: datetime) -> list[tuple[str, str, str]]:
+    """(device, hub, partition) of each archive line of devices ``{prefix}-NNN``."""
+    from shared.platform.storage import data_store
+    from tools.simulate.stored import read_stored
+
+    stored = run(read_stored(data_store().blob_service, prefix, since))
+    return [(line["deviceId"], line["eventHub"]["hub"], line["eventHub"]["partitionId"])
+            for line in stored.lines["telemetry"]]
+
+
+def check_the_direct_baseline(run: Any, checked: list[tuple[str, list[bench.Message]]], since: datetime) -> None:
+    """The baseline's messages went straight to the function: a hub of their own, one partition."""
+    (_, direct), = [c for c in checked if c[0].startswith("direct")]
+    prefix = bench.device_of(direct[0]).rsplit("-", 1)[0]
+    origins = archive_origins(run, prefix, since)
+    assert len(origins) == len(direct) == bench.PATH_ROUNDS * bench.PATH_MESSAGES
+    assert {(hub.startswith("bench-direct-"), partition) for _, hub, partition in origins} == {(True, "0")}
+
+
+def watching(inbox: Inbox, prefix: str, wanted: int) -> list[bench.Message]:
+    """What the broker carried of devices ``{prefix}-NNN`` (waiting a little for ``wanted``)."""
+    seen: list[bench.Message] = []
+    deadline = time.monotonic() + 10
+    while True:
+        seen += [m for m in inbox.take() if bench.device_of(m).startswith(f"{prefix}-")]
+        if len(seen) >= wanted or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.05)
+
+
+@pytest.mark.usefixtures("app_env")
+def test_a_tiny_round_of_the_simulator_figure_sends_its_messages_through_the_broker_and_the_routing_stand_in(
+        run: Any, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto) -> None:
+    checked = record_checks(monkeypatch)
+    since = datetime.now(UTC)
+    inbox = Inbox(mosquitto.url, ["devices/+/telemetry"], client_id=f"bench-watch-{uuid.uuid4().hex[:6]}")
+    try:
+        figures = run(bench.simulator_overhead_ratio())  # asserts each message of both sides archived once
+        assert [prefix[:4] for prefix, _ in checked] == ["path", "dire"]
+        (prefix, path), = [c for c in checked if c[0].startswith("path")]
+        carried = watching(inbox, prefix, len(path))
+    finally:
+        inbox.close()
+    for name in ("simulator_msgs_per_s", "simulator_direct_msgs_per_s", "simulator_overhead_ratio"):
+        assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
+    assert figures["simulator_overhead_ratio"] == pytest.approx(
+        figures["simulator_direct_msgs_per_s"] / figures["simulator_msgs_per_s"], rel=0.02)
+
+    # Every message of the path crossed the broker (QoS 1 from its device), once, and
+    # reached the function in the routing stand-in's partition of its device.
+    assert len(path) == bench.PATH_WARMUP + bench.PATH_ROUNDS * bench.PATH_MESSAGES and sorted(carried) == sorted(path)
+    origins = archive_origins(run, prefix, since)
+    assert len(origins) == len(path)
+    assert all(hub == "telemetry" and partition == hub_partition(device) for device, hub, partition in origins)
+    check_the_direct_baseline(run, checked, since)
+
+
+@pytest.mark.usefixtures("app_env")
+def test_a_tiny_round_of_the_eventhubs_figure_sends_its_messages_with_the_producer_not_over_mqtt(
+        run: Any, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto) -> None:
+    checked = record_checks(monkeypatch)
+    since = datetime.now(UTC)
+    inbox = Inbox(mosquitto.url, ["devices/+/telemetry"], client_id=f"bench-watch-{uuid.uuid4().hex[:6]}")
+    try:
+        figures = run(bench.eventhubs_producer_overhead_ratio())  # asserts each message archived once
+        assert [prefix[:4] for prefix, _ in checked] == ["path", "dire"]
+        (prefix, path), = [c for c in checked if c[0].startswith("path")]
+        carried = watching(inbox, prefix, 0)  # the figure ran seconds after its last message was sent
+    finally:
+        inbox.close()
+    for name in ("eventhubs_producer_msgs_per_s", "eventhubs_direct_msgs_per_s", "eventhubs_producer_overhead_ratio"):
+        assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
+    assert figures["eventhubs_producer_overhead_ratio"] == pytest.approx(
+        figures["eventhubs_direct_msgs_per_s"] / figures["eventhubs_producer_msgs_per_s"], rel=0.02)
+
+    # No MQTT on this path: the producer sent each message to the hub with its device as
+    # the partition key, and the Event Hubs stand-in put it in that key's partition.
+    assert len(path) == bench.PATH_WARMUP + bench.PATH_ROUNDS * bench.PATH_MESSAGES and carried == []
+    origins = archive_origins(run, prefix, since)
+    assert len(origins) == len(path)
+    assert all(hub == "telemetry" and partition == hub_partition(device) for device, hub, partition in origins)
+    check_the_direct_baseline(run, checked, since)
 
 
 @pytest.mark.usefixtures("app_env")

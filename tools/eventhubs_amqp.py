@@ -265,17 +265,23 @@ class EventHubsStandIn:
         try:
             while True:
                 data = await reader.read(65536)
-                if data:
-                    transport.push(data)
-                else:
+                ended = not data
+                if ended:
                     transport.close_tail()
-                self._events(collector, authorised)
-                pending = transport.pending()
-                if pending > 0:
-                    writer.write(padder.feed(transport.peek(pending) or b""))
-                    transport.pop(pending)
-                    await writer.drain()
-                if not data or transport.closed:
+                while True:  # proton takes at most its capacity at a time: the rest once it read that
+                    room = transport.capacity()
+                    if data and room > 0:
+                        transport.push(data[:room])
+                        data = data[room:]
+                    self._events(collector, authorised)
+                    pending = transport.pending()
+                    if pending > 0:
+                        writer.write(padder.feed(transport.peek(pending) or b""))
+                        transport.pop(pending)
+                        await writer.drain()
+                    if not data or room <= 0:
+                        break
+                if ended or transport.closed or data:  # bytes it cannot take: the connection ends
                     break
         except (ConnectionError, OSError):
             pass
