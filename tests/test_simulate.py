@@ -132,6 +132,24 @@ def test_a_pause_of_a_service_the_simulator_did_not_start_is_refused() -> None:
     assert done.returncode == 2 and "--pause-broker pauses the Mosquitto the simulator starts" in done.stderr
 
 
+def test_storage_an_earlier_run_wrote_to_is_refused_before_anything_runs() -> None:
+    """Its archive lines would sit at this run's partition positions and be counted as
+    this run's: the simulator needs an account of its own."""
+    from azure.storage.blob import BlobServiceClient
+
+    from tools.services import run_azurite
+
+    with run_azurite() as azurite:
+        with BlobServiceClient.from_connection_string(azurite.connection_string) as blobs:
+            blobs.create_container("telemetry").upload_blob("0/00000000000000000001.jsonl", b"{}\n")
+        done = subprocess.run([sys.executable, "-m", "tools.simulate", "--storage", azurite.connection_string,
+                               "--devices", "2", "--duration", "1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "the storage is not empty (telemetry/0/00000000000000000001.jsonl)" in done.stderr
+    assert "Traceback" not in done.stderr and "devices online" not in done.stdout
+
+
 def test_the_commands_check_names_a_command_in_another_status_and_one_never_delivered_and_counts_repeats(
         ) -> None:
     commands: list[dict[str, Any]] = [

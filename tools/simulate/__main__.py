@@ -223,7 +223,13 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         show(report, args.json)
         sys.exit(0 if report.ok else 1)
-    sys.exit(0 if execute(args).ok else 1)
+    from tools.simulate.local import StorageInUse
+
+    try:
+        sys.exit(0 if execute(args).ok else 1)
+    except StorageInUse as error:
+        print(f"python -m tools.simulate: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

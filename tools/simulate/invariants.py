@@ -51,6 +51,16 @@ async def stored(stream: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return lines, letters
 
 
+async def holds_stream_data() -> str | None:
+    """The first archive blob or dead letter already in storage (None when there is
+    none): a simulation's accounting needs an account no earlier run has written to."""
+    for name in (TELEMETRY_CONTAINER, INFERENCE_CONTAINER, DEADLETTER_CONTAINER):
+        container = await data_store().container(name)
+        async for blob in container.list_blobs():
+            return f"{name}/{blob.name}"
+    return None
+
+
 async def places() -> tuple[Counter[Place], dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]]:
     """Where every message is: each archive line and dead letter by its origin."""
     found: Counter[Place] = Counter()

@@ -23,7 +23,7 @@ from shared.platform.timestamps import format_timestamp
 from tools.edge import Behaviour
 from tools.simulate import scenario
 from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, SimDevice, behaviours, publish_for
-from tools.simulate.invariants import FINAL, misplaced, places, repeats, unexpected
+from tools.simulate.invariants import FINAL, holds_stream_data, misplaced, places, repeats, unexpected
 from tools.simulate.progress import Figures, watch
 from tools.simulate.report import Report, percentile, reason_kind
 from tools.simulate.stand_in import StandIn
@@ -100,6 +100,7 @@ async def simulate(options: Options, *, server_url: str, key: str | None, broker
     try:
         async with aiohttp.ClientSession(headers=headers) as session:
             api = Api(session, server_url)
+            await _require_empty(api)
             await _run(options, api, broker_url, stand_in, fleet, assigned, rng, report, pids or {})
     finally:
         for device in fleet:
@@ -107,6 +108,23 @@ async def simulate(options: Options, *, server_url: str, key: str | None, broker
                 device.disconnect()
         stand_in.close()
     return report
+
+
+class StorageInUse(RuntimeError):
+    """The storage holds an earlier run's data, which the checks would count as this one's."""
+
+
+async def _require_empty(api: Api) -> None:
+    """Refuse storage that an earlier run (or anything else) wrote to: its archive lines
+    would sit at this run's partition positions and its devices in this run's registry,
+    and the checks would count them."""
+    found = await holds_stream_data()
+    status, page = await api.call("GET", "devices", params={"limit": "1"})
+    if found is None and status == 200 and page["items"]:
+        found = f"device {page['items'][0]['deviceId']!r} in the registry"
+    if found is not None:
+        raise StorageInUse(f"the storage is not empty ({found}): a simulation needs an account of its own, as the "
+                           "default in-memory Azurite is")
 
 
 async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, fleet: list[SimDevice],
