@@ -66,7 +66,7 @@ from tools.eventhub_factory import (
     ROUTED_EVENT_TYPE,
     Partition,
 )
-from tools.invoke import InvocationContext, retry_policy, user_function
+from tools.invoke import deliver
 from tools.simulate.stand_in import HUB_PARTITIONS, hub_partition
 
 log = logging.getLogger("tools.eventhubs_amqp")
@@ -78,8 +78,6 @@ CBS = "$cbs"
 MANAGEMENT = "$management"
 CREATED_AT = datetime(2026, 11, 20, tzinfo=UTC)  # when the stand-in's hubs "were created"
 HUB_SUFFIX = {"telemetry": "/telemetry", "inference": "/inference", "command-responses": "/response"}
-FUNCTIONS = {"telemetry": "telemetry_ingest", "inference": "inference_ingest",
-             "command-responses": "command_responses"}
 
 # The field counts of the AMQP 1.0 performatives by descriptor code (the spec's lists).
 _FIELDS = {0x10: 10, 0x11: 8, 0x12: 14, 0x13: 11, 0x14: 11, 0x15: 6, 0x16: 3, 0x17: 1, 0x18: 1}
@@ -442,7 +440,7 @@ class EventHubsStandIn:
                 end = log.next_sequence
                 while start < end:
                     stop_at = min(start + max_batch, end)
-                    await self._invoke(log, range(start, stop_at))
+                    await deliver(log, range(start, stop_at))
                     if on_batch is not None:
                         on_batch(log.hub, stop_at - start)
                     start = stop_at
@@ -451,21 +449,6 @@ class EventHubsStandIn:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period)
-
-    @staticmethod
-    async def _invoke(log: Partition, sequence: range) -> None:
-        name = FUNCTIONS[log.hub]
-        retries = int(retry_policy(name).get("max_retry_count", 0))
-        batch = log.deliver(sequence)
-        for attempt in range(retries + 1):
-            try:
-                await user_function(name)(batch, InvocationContext(name, retry_count=attempt,
-                                                                   max_retry_count=retries))
-                return
-            except Exception:
-                if attempt == retries:
-                    raise
-                await asyncio.sleep(0.2)
 
 
 def _answer(link: Any, request: Message, status: int, description: str, body: Any = None) -> None:

@@ -20,6 +20,7 @@ import orjson
 from azure.functions._abc import RetryContext, TraceContext
 
 from function_app import app
+from tools.eventhub_factory import Partition
 
 T = TypeVar("T")
 
@@ -161,6 +162,36 @@ def retry_policy(name: str) -> dict[str, Any]:
     """The retry policy a function declares (what the host applies to it)."""
     setting = FUNCTIONS[name].get_setting("retry_policy")
     return dict(setting.get_dict_repr()) if setting is not None else {}
+
+
+HUB_FUNCTIONS = {"telemetry": "telemetry_ingest", "inference": "inference_ingest",
+                 "command-responses": "command_responses"}  # the Event Hubs functions by hub
+
+
+@functools.cache
+def max_event_batch_size() -> int:
+    """host.json's ``maxEventBatchSize``: the most events the host hands an Event Hubs
+    function at once."""
+    host = orjson.loads((Path(__file__).resolve().parent.parent / "host.json").read_bytes())
+    return int(host["extensions"]["eventHubs"]["maxEventBatchSize"])
+
+
+async def deliver(log: Partition, sequence: range) -> None:
+    """``sequence`` of the partition ``log`` to its hub's function as the host hands it:
+    in batches of at most :func:`max_event_batch_size`, each retried by the function's
+    retry policy (without its delays), the last failure raised."""
+    name = HUB_FUNCTIONS[log.hub]
+    retries = int(retry_policy(name).get("max_retry_count", 0))
+    for batch in log.batches(max_event_batch_size(), sequence):
+        for attempt in range(retries + 1):
+            try:
+                await user_function(name)(batch, InvocationContext(name, retry_count=attempt,
+                                                                   max_retry_count=retries))
+                break
+            except Exception:
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(0.2)
 
 
 async def drain_queue(queue_name: str, function_name: str, *, max_messages: int = 1000) -> int:

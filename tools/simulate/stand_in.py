@@ -5,8 +5,8 @@ topics, as the namespace's routing does. Every flush (about every 0.5 s) it wrap
 each message taken off the broker as the routed CloudEvent Event Grid delivers (with
 the ``deviceid`` enrichment), appends them per stream to one of two partitions of
 the stream's hub (by a stable hash of the device id, the partition key being the
-device id), and hands each partition's new events to the stream's function as one
-batch built by the library's converter, in process. The simulated clients' connects
+device id), and hands each partition's new events to the stream's function in batches of at
+most host.json's ``maxEventBatchSize``, built by the library's converter, in process. The simulated clients' connects
 and disconnects become MQTT client life cycle events with a sequence number per
 device (a session's connect and disconnect share one), delivered to
 ``client_lifecycle`` at the next flush; ``reorder`` duplicates and shuffles them as
@@ -27,11 +27,9 @@ from typing import Any
 from tools import event_factory as ev
 from tools.edge import Inbox, TlsClient
 from tools.eventhub_factory import Partition, routed_body
-from tools.invoke import InvocationContext, retry_policy, user_function
+from tools.invoke import deliver, user_function
 from tools.simulate.invariants import Place
 
-FUNCTIONS = {"telemetry": "telemetry_ingest", "inference": "inference_ingest",
-             "command-responses": "command_responses"}
 TOPICS = ("devices/+/telemetry", "devices/+/inference", "devices/+/commands/+/response")
 FLUSH_SECONDS = 0.5
 HUB_PARTITIONS = ("0", "1")  # infra's default eventHubPartitionCount
@@ -149,7 +147,7 @@ class StandIn:
         if stream != "command-responses":
             self.expected.update((stream, partition_id, number, None) for number in sequence)
         self.routed[stream] += len(items)
-        await self._invoke(log, sequence)
+        await deliver(log, sequence)
         stored = time.perf_counter()
         for item in items:
             self.stored_at[item] = stored
@@ -160,20 +158,5 @@ class StandIn:
         """``wanted`` of ``log`` handed to its function again, in batches of other sizes."""
         size = max(1, len(wanted) // self.rng.randint(2, 3))
         for start in range(wanted.start, wanted.stop, size):
-            await self._invoke(log, range(start, min(start + size, wanted.stop)))
+            await deliver(log, range(start, min(start + size, wanted.stop)))
         self.redeliveries += 1
-
-    async def _invoke(self, log: Partition, sequence: range) -> None:
-        """One batch to the stream's function, retried by its retry policy as the host does."""
-        name = FUNCTIONS[log.hub]
-        retries = int(retry_policy(name).get("max_retry_count", 0))
-        batch = log.deliver(sequence)
-        for attempt in range(retries + 1):
-            try:
-                await user_function(name)(batch, InvocationContext(name, retry_count=attempt,
-                                                                   max_retry_count=retries))
-                return
-            except Exception:
-                if attempt == retries:
-                    raise
-                await asyncio.sleep(0.2)
