@@ -7,8 +7,9 @@ the ``deviceid`` enrichment), appends them per stream to one of two partitions o
 the stream's hub (by a stable hash of the device id, the partition key being the
 device id), and hands each partition's new events to the stream's function in
 batches of at most host.json's ``maxEventBatchSize``, built by the library's
-converter, in process. The simulated clients' connects and disconnects become MQTT client life cycle events with a sequence number per
-device (a session's connect and disconnect share one), delivered to
+converter, in process. The simulated clients' connects and disconnects become
+MQTT client life cycle events with a sequence number per device (a session's
+connect and disconnect share one), delivered to
 ``client_lifecycle`` at the next flush; ``reorder`` duplicates and shuffles them as
 Event Grid may. ``redeliver`` hands a partition an overlapping range again after a
 batch, in other batch boundaries, as the host does after a lost lease.
