@@ -246,7 +246,10 @@ def run_mosquitto(*, port: int | None = None, acl: str | None = None, passwords:
         Path(workspace).chmod(0o755)
         config = Path(workspace) / "mosquitto.conf"
         lines = [f"listener {broker.port} 127.0.0.1", f"allow_anonymous {'false' if passwords else 'true'}",
-                 "persistence false", "log_dest stdout", "log_type error", "log_type warning"]
+                 "persistence false", "log_dest stdout", "log_type error", "log_type warning",
+                 # One subscriber (the routing stand-in) takes a whole simulated fleet's messages: the
+                 # default of 1 000 queued per client would drop some whenever it falls behind.
+                 "max_queued_messages 100000"]
         if log_topic:
             lines += ["log_dest topic", "log_type notice"]
         if acl is not None:
