@@ -366,6 +366,29 @@ def test_a_fleet_jobs_counts_follow_its_commands_that_expire_are_cancelled_or_go
         wakes.disconnect()
 
 
+def test_a_fleet_jobs_member_row_never_moves_back_when_the_fan_outs_write_comes_after_the_answer(
+        run: Any, mosquitto: Mosquitto, router: ResponseRouter, transport: str) -> None:
+    """The fan-out records a command sent after publishing it; the device's answer may be
+    recorded first. The late "sent" must not undo "succeeded" in the job's counts."""
+    from shared.commands.fleet import sync_job_member
+    from shared.commands.models import Command
+    from shared.platform.storage import data_store
+
+    device = online(run, mosquitto, "succeed")
+    try:
+        created = json_of(fleet(run, {"name": "update", "target": {"deviceIds": [device.device_id]}}))
+        device.wait_for(1)
+        assert run(router.deliver(expect=1)) == 1
+        assert job(run, created["jobId"])["counts"] == {"succeeded": 1}
+        [answered] = json_of(run(user_function("list_commands")(http_request(
+            "GET", "x", route_params={"deviceId": device.device_id}))))["items"]
+        late = Command.model_validate(answered | {"status": "sent", "result": None, "completedAt": None})
+        run(sync_job_member(data_store(), late))  # the fan-out's write, arriving last
+        assert job(run, created["jobId"])["counts"] == {"succeeded": 1}
+    finally:
+        device.disconnect()
+
+
 def test_a_fleet_job_of_2000_devices_by_attribute_continues_through_the_queue(run: Any, app_env: Any) -> None:
     import asyncio
 

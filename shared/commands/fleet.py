@@ -26,6 +26,7 @@ import orjson
 from shared.commands.models import Command, CommandRequest, FleetCommandRequest, FleetJob
 from shared.platform.http import HttpProblem, NotFound
 from shared.platform.keys import device_key
+from shared.platform.rows import merge_row
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import FLEET_JOBS_TABLE
 
@@ -40,13 +41,30 @@ def _member_row(device_id: str) -> str:
     return "m|" + device_key(device_id)
 
 
+_STAGE = {"queued": 0, "pending": 1, "sent": 2}  # any other status is final
+
+
+def _stage(status: str | None) -> int:
+    return -1 if status is None else _STAGE.get(status, 3)
+
+
+async def _set_member(store: DataStore, job_id: str, device_id: str, row: dict[str, Any]) -> None:
+    """A member row moved forward to ``row``, never back: writers race (the fan-out
+    records ``sent`` while the answer records ``succeeded``), so the write is
+    conditional on the row it read, and a row already as far along is left alone."""
+    def forward(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        if current is not None and _stage(current.get("status")) >= _stage(row["status"]):
+            return None
+        return {"deviceId": device_id, **row}
+
+    await merge_row(store, FLEET_JOBS_TABLE, job_id, _member_row(device_id), forward)
+
+
 async def sync_job_member(store: DataStore, command: Command) -> None:
-    """Copy a job command's status to its member row."""
+    """Copy a job command's status to its member row (forward only)."""
     assert command.job_id is not None
-    table = await store.table(FLEET_JOBS_TABLE)
-    await table.upsert_entity({"PartitionKey": command.job_id, "RowKey": _member_row(command.device_id),
-                               "deviceId": command.device_id, "commandId": command.command_id,
-                               "status": command.status})
+    await _set_member(store, command.job_id, command.device_id,
+                      {"commandId": command.command_id, "status": command.status})
 
 
 async def targets(store: DataStore, request: FleetCommandRequest) -> list[str]:
@@ -115,11 +133,9 @@ async def fan_out(job_id: str, devices: list[str], *, last: bool = False) -> Non
                 await sync_job_member(store, sent.command)
             except (HttpProblem, NotFound) as exc:  # this device cannot be commanded; the others can
                 reason = exc.detail if isinstance(exc, HttpProblem) else str(exc)
-                await table.upsert_entity({"PartitionKey": job_id, "RowKey": _member_row(device_id),
-                                           "deviceId": device_id, "status": "failed", "reason": reason[:512]})
+                await _set_member(store, job_id, device_id, {"status": "failed", "reason": reason[:512]})
             except ValueError as exc:  # an id that cannot be commanded (InvalidInput)
-                await table.upsert_entity({"PartitionKey": job_id, "RowKey": _member_row(device_id),
-                                           "deviceId": device_id, "status": "failed", "reason": str(exc)[:512]})
+                await _set_member(store, job_id, device_id, {"status": "failed", "reason": str(exc)[:512]})
 
     await asyncio.gather(*(one(d) for d in devices))
     if last:
