@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from rich.console import Console
 
 from tools.edge import Behaviour, Inbox
 from tools.services import Mosquitto
-from tools.simulate.fleet import SimDevice, behaviours
+from tools.simulate.fleet import Faults, Shape, SimDevice, behaviours, message
 from tools.simulate.invariants import Place, misplaced, reach, repeats, unexpected
 from tools.simulate.progress import Figures, panel, watch
 from tools.simulate.report import Report, percentile, reason_kind
@@ -113,11 +114,33 @@ def test_reasons_are_counted_without_their_particulars_and_percentiles_by_neares
 
 
 def test_every_behaviour_with_a_share_is_given_to_a_device_when_there_are_devices_enough() -> None:
-    import random
-
     assigned = behaviours(6, {"succeed": 0.9, "fail": 0.1, "reject": 0, "silent": 0.0001}, random.Random(1))
     assert len(assigned) == 6 and {"succeed", "fail", "silent"} <= set(assigned) and "reject" not in assigned
     assert behaviours(2, {"succeed": 1, "fail": 1, "reject": 1, "silent": 1}, random.Random(1)) == ["succeed", "fail"]
+
+
+def test_the_payload_shape_sets_the_inference_share_exactly_the_metrics_and_the_most_detections() -> None:
+    rng = random.Random(1)
+    device = SimDevice("sim-000", "mqtt://127.0.0.1:1")
+    for share in (0.0, 0.25, 1 / 3, 0.5, 1.0):
+        shape = Shape(inference_share=share, metrics=5, detections=1)
+        kinds = [message(device, 0, n, Faults(), [], rng, shape)[0].rsplit("/", 1)[1] for n in range(120)]
+        assert kinds.count("inference") == round(120 * share), share
+        for topic, payload, _ in (message(device, 0, n, Faults(), [], rng, shape) for n in range(12)):
+            body = orjson.loads(payload)
+            if topic.endswith("/telemetry"):
+                assert list(body["metrics"]) == ["cpuTemp", "fps", "m3", "m4", "m5"]
+            else:
+                assert len(body["detections"]) <= 1
+    assert list(Shape(metrics=1).metric_values(rng)) == ["cpuTemp"]
+
+
+def test_the_payload_flags_are_checked() -> None:
+    for argv, message_ in ((["--inference-share", "1.5"], "1.5 is not between 0 and 1"),
+                           (["--metrics", "0"], "0 is not above 0"), (["--detections", "-1"], "-1 is below 0")):
+        done = subprocess.run([sys.executable, "-m", "tools.simulate", *argv], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 2 and message_ in done.stderr, (argv, done.stderr)
 
 
 def test_the_help_names_every_fault_flag() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 import tools.simulate
-from tools.simulate.fleet import BEHAVIOURS, DEFAULT_SHARES
+from tools.simulate.fleet import BEHAVIOURS, DEFAULT_SHARES, Shape
 from tools.simulate.local import Options, simulate
 from tools.simulate.report import Report
 from tools.simulate.target import ARM_URL, SETTINGS
@@ -50,6 +50,23 @@ def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def at_least_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is below 0")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.simulate", description=tools.simulate.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,6 +77,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--behaviours", type=shares, default=DEFAULT_SHARES,
                    help="shares of the devices' answers to commands (default "
                         + ",".join(f"{b}={s}" for b, s in DEFAULT_SHARES.items()) + ")")
+    shape = p.add_argument_group("what the devices publish")
+    shape.add_argument("--inference-share", type=share, default=Shape.inference_share, metavar="SHARE",
+                       help="the share of inference results among the messages, 0 to 1 (default 1/3)")
+    shape.add_argument("--metrics", type=positive(int), default=Shape.metrics, metavar="N",
+                       help="metrics per telemetry message: cpuTemp, fps, then m3, m4... (default 2)")
+    shape.add_argument("--detections", type=at_least_zero, default=Shape.detections, metavar="N",
+                       help="the most detections per inference result, 0 to N at random (default 3)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     faults = p.add_argument_group("faults")
     faults.add_argument("--bad", action="store_true", help="broken JSON, a NaN, a timestamp without a zone")
@@ -150,7 +174,9 @@ def options_of(args: argparse.Namespace) -> Options:
     return Options(devices=args.devices, rate=args.rate, duration=args.duration, commands=args.commands,
                    shares=args.behaviours, seed=args.seed, bad=args.bad, spoofed=args.spoofed,
                    redeliver=args.redeliver, reorder=args.reorder, drop=args.drop,
-                   pause_storage=args.pause_storage, pause_broker=args.pause_broker)
+                   pause_storage=args.pause_storage, pause_broker=args.pause_broker,
+                   shape=Shape(inference_share=args.inference_share, metrics=args.metrics,
+                               detections=args.detections))
 
 
 def execute(args: argparse.Namespace, *, location: Path | None = None, key: str | None = None) -> Report:

@@ -207,7 +207,7 @@ async def _publish(options: Options, fleet: list[SimDevice], rng: random.Random)
     faults = Faults(bad=options.bad, spoofed=options.spoofed)
     await asyncio.gather(*(publish_for(d, i, rate=options.rate, until=until, faults=faults,
                                        others=[x for x in ids if x != d.device_id],
-                                       rng=random.Random(rng.random()), tally=tally)
+                                       rng=random.Random(rng.random()), tally=tally, shape=options.shape)
                            for i, d in enumerate(fleet)))
     return tally
 

@@ -80,17 +80,38 @@ def behaviours(count: int, shares: dict[str, float], rng: random.Random) -> list
 
 
 @dataclass(frozen=True)
+class Shape:
+    """What the devices publish: the share of inference results among their messages,
+    the metrics of a telemetry message (``cpuTemp``, ``fps``, then ``m3``...) and the
+    most detections of an inference result."""
+
+    inference_share: float = 1 / 3
+    metrics: int = 2
+    detections: int = 3
+
+    def is_inference(self, number: int) -> bool:
+        """Whether the ``number``-th message is an inference result: exactly the share,
+        spread evenly (with 1/3, every third)."""
+        return int((number + 1) * self.inference_share) > int(number * self.inference_share)
+
+    def metric_values(self, rng: random.Random) -> dict[str, float]:
+        values = {"cpuTemp": round(rng.uniform(50, 88), 1), "fps": 30.0}
+        values |= {f"m{n}": round(rng.uniform(0, 100), 2) for n in range(3, self.metrics + 1)}
+        return dict(list(values.items())[:self.metrics])
+
+
+@dataclass(frozen=True)
 class Faults:
     bad: bool = False
     spoofed: bool = False
 
 
 def message(device: SimDevice, index: int, number: int, faults: Faults, others: list[str],
-            rng: random.Random) -> tuple[str, bytes, str]:
+            rng: random.Random, shape: Shape = Shape()) -> tuple[str, bytes, str]:
     """The ``number``-th message of the ``index``-th device: its topic, payload and kind
-    (``ok``, ``bad`` or ``spoofed``). One in three is an inference result."""
+    (``ok``, ``bad`` or ``spoofed``), shaped by ``shape``."""
     now = datetime.now(UTC)
-    stream = "inference" if number % 3 == 2 else "telemetry"
+    stream = "inference" if shape.is_inference(number) else "telemetry"
     topic = f"devices/{device.device_id}/{stream}"
     slot = (number + index) % BAD_EVERY
     if faults.bad and slot == 3:
@@ -107,9 +128,9 @@ def message(device: SimDevice, index: int, number: int, faults: Faults, others: 
             "timestamp": format_timestamp(now), "inferenceId": f"{device.device_id}-{number}", "model": MODEL,
             "latencyMs": round(rng.uniform(20, 50), 1),
             "detections": [{"label": rng.choice(LABELS), "confidence": round(rng.uniform(0.5, 0.97), 2)}
-                           for _ in range(rng.randint(0, 3))]}), "ok"
+                           for _ in range(rng.randint(0, shape.detections))]}), "ok"
     return topic, orjson.dumps({"timestamp": format_timestamp(now), "sequence": number,
-                                "metrics": {"cpuTemp": round(rng.uniform(50, 88), 1), "fps": 30}}), "ok"
+                                "metrics": shape.metric_values(rng)}), "ok"
 
 
 @dataclass
@@ -124,7 +145,7 @@ class Publishing:
 
 
 async def publish_for(device: SimDevice, index: int, *, rate: float, until: float, faults: Faults,
-                      others: list[str], rng: random.Random, tally: Publishing) -> None:
+                      others: list[str], rng: random.Random, tally: Publishing, shape: Shape = Shape()) -> None:
     """Publish at ``rate`` messages per second until ``until`` (monotonic), skipping the
     ticks when the client is offline."""
     interval = 1 / rate
@@ -132,7 +153,7 @@ async def publish_for(device: SimDevice, index: int, *, rate: float, until: floa
     number = 0
     while time.monotonic() < until:
         if device.online:
-            topic, payload, kind = message(device, index, number, faults, others, rng)
+            topic, payload, kind = message(device, index, number, faults, others, rng, shape)
             device.publish(topic, payload)
             tally.kinds[kind] = tally.kinds.get(kind, 0) + 1
             number += 1

@@ -22,7 +22,7 @@ from shared.platform.storage_names import DEADLETTER_CONTAINER
 from shared.platform.timestamps import format_timestamp
 from tools.edge import Behaviour
 from tools.simulate import scenario
-from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, SimDevice, behaviours, publish_for
+from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, Shape, SimDevice, behaviours, publish_for
 from tools.simulate.invariants import FINAL, holds_stream_data, misplaced, places, repeats, unexpected
 from tools.simulate.progress import Figures, watch
 from tools.simulate.report import Report, percentile, reason_kind
@@ -51,6 +51,7 @@ class Options:
     drop: bool = False
     pause_storage: bool = False
     pause_broker: bool = False
+    shape: Shape = field(default_factory=Shape)
 
     @property
     def faults(self) -> list[str]:
@@ -163,7 +164,8 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
     faults = Faults(bad=options.bad, spoofed=options.spoofed)
     publishers = [asyncio.create_task(publish_for(d, i, rate=options.rate, until=until, faults=faults,
                                                   others=[x for x in ids if x != d.device_id],
-                                                  rng=random.Random(rng.random()), tally=tally))
+                                                  rng=random.Random(rng.random()), tally=tally,
+                                                  shape=options.shape))
                   for i, d in enumerate(fleet)]
     try:
         if options.drop:
