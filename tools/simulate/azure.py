@@ -40,9 +40,9 @@ import aiohttp
 
 from shared.platform.timestamps import format_timestamp
 from tools.eventhub_factory import EVENT_GRID_NAMESPACE, routed_body
-from tools.simulate.fleet import Faults, Publishing, SimDevice, behaviours, publish_for
+from tools.simulate.fleet import SimDevice, behaviours
 from tools.simulate.invariants import FINAL, unexpected
-from tools.simulate.local import BROADCAST, GROUPS, OPERATOR, Api, Options, _broadcast, _commands
+from tools.simulate.local import BROADCAST, GROUPS, OPERATOR, Api, Options, _broadcast, _commands, publish
 from tools.simulate.report import Report, percentile, reason_kind
 from tools.simulate.stand_in import stream_of
 from tools.simulate.stored import Sent, account, read_stored
@@ -200,18 +200,6 @@ async def simulate_azure(options: Options, azure: AzureOptions, target: Target, 
     return report
 
 
-async def _publish(options: Options, fleet: list[SimDevice], rng: random.Random) -> Publishing:
-    until = time.monotonic() + options.duration
-    tally = Publishing()
-    ids = [d.device_id for d in fleet]
-    faults = Faults(bad=options.bad, spoofed=options.spoofed)
-    await asyncio.gather(*(publish_for(d, i, rate=options.rate, until=until, faults=faults,
-                                       others=[x for x in ids if x != d.device_id],
-                                       rng=random.Random(rng.random()), tally=tally, shape=options.shape)
-                           for i, d in enumerate(fleet)))
-    return tally
-
-
 def _sent(fleet: list[SimDevice]) -> list[Sent]:
     """Every stream message published, with its wall-clock time."""
     offset = time.time() - time.perf_counter()
@@ -237,7 +225,7 @@ async def _via_eventhubs(options: Options, azure: AzureOptions, target: Target, 
     stop = asyncio.Event()
     flusher = asyncio.create_task(sender.run(stop))
     try:
-        publishing = asyncio.create_task(_publish(options, fleet, rng))
+        publishing = asyncio.create_task(publish(options, fleet, rng))
         done, _ = await asyncio.wait({publishing, flusher}, return_when=asyncio.FIRST_COMPLETED)
         if flusher in done:  # it only ends early on an error
             publishing.cancel()
@@ -389,11 +377,11 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
         print(f"{len(fleet)} devices connected to {url} with their certificates.", flush=True)
         await _until(lambda: _registry(api), lambda found: all(found.get(d.device_id) for d in fleet),
                      azure.settle, "the registry to show every device connected")
-        publishing = asyncio.create_task(_publish(options, fleet, rng))
+        publishing = asyncio.create_task(publish(options, fleet, rng))
         commands = await _commands(options, api, fleet)
         report.broadcasts = await _broadcast(api)
         report.published = dict((await publishing).kinds)
-        settled = await _until(lambda: _commands_now(api, commands),
+        settled = await _until(lambda: api.current(commands),
                                lambda found: all(c["status"] in FINAL for c in found), azure.settle,
                                "every command to reach a final status")
         await _report_streams(report, target, credential, prefix, start, _sent(fleet), azure.settle)
@@ -441,15 +429,6 @@ async def _delete_devices(made: list[Any], target: Target, credential: Any) -> N
 
 async def _registry(api: Api) -> dict[str, bool]:
     return {d["deviceId"]: bool(d["connected"]) for d in await api.pages("devices")}
-
-
-async def _commands_now(api: Api, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    found = []
-    for command in commands:
-        status, body = await api.call("GET", f"devices/{quote(command['deviceId'])}/commands/{command['commandId']}")
-        if status == 200:
-            found.append(body)
-    return found
 
 
 async def _until(read: Any, done: Any, seconds: float, what: str) -> Any:

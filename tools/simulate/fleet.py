@@ -158,3 +158,17 @@ async def publish_for(device: SimDevice, index: int, *, rate: float, until: floa
             tally.kinds[kind] = tally.kinds.get(kind, 0) + 1
             number += 1
         await asyncio.sleep(interval)
+
+
+async def publish_fleet(fleet: list[SimDevice], *, rate: float, duration: float, faults: Faults, shape: Shape,
+                        rng: random.Random) -> Publishing:
+    """Every device publishing (:func:`publish_for`) for ``duration`` seconds from now,
+    each with a random generator of its own drawn from ``rng``; what they published."""
+    until = time.monotonic() + duration
+    tally = Publishing()
+    ids = [d.device_id for d in fleet]
+    await asyncio.gather(*(publish_for(d, i, rate=rate, until=until, faults=faults,
+                                       others=[x for x in ids if x != d.device_id],
+                                       rng=random.Random(rng.random()), tally=tally, shape=shape)
+                           for i, d in enumerate(fleet)))
+    return tally

@@ -61,14 +61,18 @@ async def holds_stream_data() -> str | None:
     return None
 
 
+def origin(stream: str, item: dict[str, Any]) -> Place:
+    """Where an archive line or dead letter came from: its stream and Event Hubs position."""
+    source = item.get("eventHub") or {}
+    return stream, str(source.get("partitionId")), int(source.get("sequenceNumber", -1)), source.get("position")
+
+
 async def places() -> tuple[Counter[Place], dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]]:
     """Where every message is: each archive line and dead letter by its origin."""
     found: Counter[Place] = Counter()
     both = {stream: await stored(stream) for stream in ("telemetry", "inference")}
     for stream, (lines, letters) in both.items():
-        for item in (*lines, *letters):
-            origin = item["eventHub"]
-            found[(stream, origin["partitionId"], origin["sequenceNumber"], origin.get("position"))] += 1
+        found.update(origin(stream, item) for item in (*lines, *letters))
     return found, both
 
 

@@ -22,7 +22,7 @@ from shared.platform.storage_names import DEADLETTER_CONTAINER
 from shared.platform.timestamps import format_timestamp
 from tools.edge import Behaviour
 from tools.simulate import scenario
-from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, Shape, SimDevice, behaviours, publish_for
+from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, Shape, SimDevice, behaviours, publish_fleet
 from tools.simulate.invariants import FINAL, holds_stream_data, misplaced, places, repeats, unexpected
 from tools.simulate.progress import Figures, watch
 from tools.simulate.report import Report, percentile, reason_kind
@@ -82,6 +82,31 @@ class Api:
             if not page.get("continuationToken"):
                 return items
             query["continuationToken"] = page["continuationToken"]
+
+    async def post(self, path: str, body: Any, *, headers: dict[str, str] | None = None, wanted: int = 202) -> Any:
+        """The answer to a POST that must succeed with ``wanted``; a RuntimeError otherwise."""
+        status, answer = await self.call("POST", path, body, headers=headers)
+        if status != wanted:
+            raise RuntimeError(f"POST /api/{path} answered {status}: {answer}")
+        return answer
+
+    async def command(self, device_id: str, command_id: str) -> tuple[int, Any]:
+        return await self.call("GET", f"devices/{quote(device_id, safe='')}/commands/{command_id}")
+
+    async def current(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each of ``commands`` as the API has it now (those it finds)."""
+        found = []
+        for command in commands:
+            status, body = await self.command(command["deviceId"], command["commandId"])
+            if status == 200:
+                found.append(body)
+        return found
+
+
+async def publish(options: Options, fleet: list[SimDevice], rng: random.Random) -> Publishing:
+    """The fleet publishing as ``options`` say (rate, duration, the bad and spoofed faults, shape)."""
+    return await publish_fleet(fleet, rate=options.rate, duration=options.duration,
+                               faults=Faults(bad=options.bad, spoofed=options.spoofed), shape=options.shape, rng=rng)
 
 
 def _log(line: str) -> None:
@@ -158,15 +183,8 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
     flusher = asyncio.create_task(stand_in.run(stop))
     began = time.monotonic()
     progress = asyncio.create_task(watch(lambda: _figures(began, fleet, stand_in, api, made, statuses), stop))
-    until = began + options.duration
-    tally = Publishing()
     ids = [d.device_id for d in fleet]
-    faults = Faults(bad=options.bad, spoofed=options.spoofed)
-    publishers = [asyncio.create_task(publish_for(d, i, rate=options.rate, until=until, faults=faults,
-                                                  others=[x for x in ids if x != d.device_id],
-                                                  rng=random.Random(rng.random()), tally=tally,
-                                                  shape=options.shape))
-                  for i, d in enumerate(fleet)]
+    publishing = asyncio.create_task(publish(options, fleet, rng))
     try:
         if options.drop:
             await asyncio.sleep(options.duration * 0.2)
@@ -184,7 +202,7 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
         report.broadcasts = await _broadcast(api)
         await scenario.group_broadcast(api, GROUPS[0])
         report.broadcasts += 1
-        await asyncio.gather(*publishers)
+        tally = await publishing
         report.published = dict(tally.kinds)
         settled = await _settle(api, stand_in, fleet, made, tally.total)
         jobbed = await scenario.job_outcome(api, job, fleet, GROUPS[0], time.monotonic() + SETTLE_SECONDS)
@@ -285,8 +303,7 @@ async def _figures(began: float, fleet: list[SimDevice], stand_in: StandIn, api:
         dead += sum([1 async for _ in container.list_blobs(name_starts_with=f"{stream}/")])
     for command in list(commands):
         if statuses.setdefault(command["commandId"], command["status"]) not in FINAL:
-            status, found = await api.call("GET", f"devices/{quote(command['deviceId'], safe='')}/commands/"
-                                                  f"{command['commandId']}")
+            status, found = await api.command(command["deviceId"], command["commandId"])
             if status == 200:
                 statuses[command["commandId"]] = found["status"]
     return Figures(elapsed=time.monotonic() - began, online=sum(d.online for d in fleet), devices=len(fleet),
@@ -345,20 +362,15 @@ async def _commands(options: Options, api: Api, fleet: list[SimDevice]) -> list[
     made = []
     for number in range(count):
         device = fleet[number % len(fleet)]
-        status, body = await api.call("POST", f"devices/{quote(device.device_id)}/commands",
-                                      {"name": "set-exposure", "payload": {"ev": number},
-                                       "timeoutSeconds": COMMAND_TIMEOUT_SECONDS})
-        if status != 202:
-            raise RuntimeError(f"POST a command to {device.device_id} answered {status}: {body}")
-        made.append(body)
+        made.append(await api.post(f"devices/{quote(device.device_id, safe='')}/commands",
+                                   {"name": "set-exposure", "payload": {"ev": number},
+                                    "timeoutSeconds": COMMAND_TIMEOUT_SECONDS}))
     _log(f"{len(made)} commands sent over HTTP.")
     return made
 
 
 async def _broadcast(api: Api) -> int:
-    status, body = await api.call("POST", "broadcasts", BROADCAST)
-    if status != 202:
-        raise RuntimeError(f"POST /api/broadcasts answered {status}: {body}")
+    await api.post("broadcasts", BROADCAST)
     return 1
 
 
@@ -372,12 +384,7 @@ async def _settle(api: Api, stand_in: StandIn, fleet: list[SimDevice], commands:
             break
         await asyncio.sleep(0.1)
     while True:
-        found = []
-        for command in commands:
-            device_id, command_id = command["deviceId"], command["commandId"]
-            status, body = await api.call("GET", f"devices/{quote(device_id)}/commands/{command_id}")
-            if status == 200:
-                found.append(body)
+        found = await api.current(commands)
         if all(c["status"] in FINAL for c in found) or time.monotonic() > deadline:
             return found
         await asyncio.sleep(0.3)

@@ -41,14 +41,6 @@ class Outcome:
     commands: list[dict[str, Any]] = field(default_factory=list)  # the commands it made, to settle and check
 
 
-async def _post(api: Api, path: str, body: dict[str, Any], headers: dict[str, str] | None = None,
-                wanted: int = 202) -> Any:
-    status, answer = await api.call("POST", path, body, headers=headers)
-    if status != wanted:
-        raise RuntimeError(f"POST /api/{path} answered {status}: {answer}")
-    return answer
-
-
 def _commands_path(device_id: str) -> str:
     return f"devices/{quote(device_id, safe='')}/commands"
 
@@ -56,7 +48,7 @@ def _commands_path(device_id: str) -> str:
 async def offline_queue(api: Api, device: SimDevice, come_online: Callable[[], Awaitable[None]],
                         timeout_seconds: int) -> Outcome:
     """Commands for ``device`` while it is offline, then it comes online."""
-    made = [await _post(api, _commands_path(device.device_id), {"name": name, "timeoutSeconds": timeout_seconds})
+    made = [await api.post(_commands_path(device.device_id), {"name": name, "timeoutSeconds": timeout_seconds})
             for name in QUEUED]
     await come_online()
     deadline = time.monotonic() + WAIT_SECONDS
@@ -93,7 +85,7 @@ async def fleet_job(api: Api, group: str, timeout_seconds: int) -> dict[str, Any
     """A fleet job to the devices whose attribute ``group`` is ``group``; the job as created."""
     body = {"name": JOB_NAME, "payload": {"model": "yolo-v8", "version": "8.2"}, "timeoutSeconds": timeout_seconds,
             "target": {"attributes": {"group": group}}}
-    created: dict[str, Any] = await _post(api, "commands", body)
+    created: dict[str, Any] = await api.post("commands", body)
     return created
 
 
@@ -120,7 +112,7 @@ async def job_outcome(api: Api, created: dict[str, Any], fleet: list[SimDevice],
 
 
 async def group_broadcast(api: Api, group: str) -> None:
-    await _post(api, "broadcasts", {"name": GROUP_BROADCAST_NAME, "payload": {"from": "02:00Z", "until": "03:00Z"},
+    await api.post("broadcasts", {"name": GROUP_BROADCAST_NAME, "payload": {"from": "02:00Z", "until": "03:00Z"},
                                     "ttlSeconds": 600, "group": group})
 
 

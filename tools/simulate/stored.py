@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
-from tools.simulate.invariants import Place
+from tools.simulate.invariants import Place, origin
 from tools.simulate.stand_in import Key, stream_of
 
 CONTAINERS = {"telemetry": TELEMETRY_CONTAINER, "inference": INFERENCE_CONTAINER}
@@ -70,13 +70,8 @@ class Stored:
         return found
 
     def origins(self) -> Counter[Place]:
-        found: Counter[Place] = Counter()
-        for stream in ("telemetry", "inference"):
-            for item in (*self.lines[stream], *self.letters[stream]):
-                origin = item.get("eventHub") or {}
-                found[(stream, str(origin.get("partitionId")), int(origin.get("sequenceNumber", -1)),
-                       origin.get("position"))] += 1
-        return found
+        return Counter(origin(stream, item) for stream in ("telemetry", "inference")
+                       for item in (*self.lines[stream], *self.letters[stream]))
 
 
 def letter_key(letter: dict[str, Any]) -> Key | None:
