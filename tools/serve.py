@@ -316,31 +316,28 @@ async def run_server(*, port: int = DEFAULT_PORT, key: str | None, timer_period:
 
 
 @contextlib.contextmanager
-def services(storage: str | None, broker: str | None, data: DemoData | None = None) -> Iterator[list[str]]:
+def services(storage: str | None, broker: str | None, *, location: Path | None = None,
+             described: str | None = None) -> Iterator[tuple[list[str], dict[str, int]]]:
     """The app's settings pointed at the given services, or at Azurite and Mosquitto
-    started on free ports for the block; yields lines saying where they are. The Azurite
-    started serves the data a demo kept in ``data`` when there is any (holding its lock),
-    and is in memory otherwise."""
+    started on free ports for the block; yields lines saying where they are, and the
+    started services' processes (``storage``, ``broker``: the simulator pauses them).
+    The Azurite started keeps its data in the folder ``location`` when given (in memory
+    otherwise); ``described`` says what that data is."""
     from shared.platform.settings import reset_settings
 
     with contextlib.ExitStack() as stack:
-        lines = []
+        lines, pids = [], {}
         if storage is None:
-            if data is not None:
-                stack.enter_context(data.exclusive())
-            kept = data.azurite if data is not None and data.present() else None
-            azurite = stack.enter_context(run_azurite(location=kept))
-            storage = azurite.connection_string
-            what = "(in memory)" if kept is None else f"with the data of the last make demo ({kept})"
+            azurite = stack.enter_context(run_azurite(location=location))
+            storage, pids["storage"] = azurite.connection_string, azurite.pid
+            what = described or ("(in memory)" if location is None else f"(its data kept in {location})")
             lines.append(f"Azurite {what} on 127.0.0.1: blob {azurite.blob_port}, queue {azurite.queue_port}, "
                          f"table {azurite.table_port} (DataStorage, AzureWebJobsStorage)")
-            if data is not None and kept is None:
-                lines.append(f"No demo data in {data.folder} (make demo keeps it there): the registry is empty")
         else:
             lines.append("Storage: --storage (DataStorage, AzureWebJobsStorage)")
         if broker is None:
             mosquitto = stack.enter_context(run_mosquitto())
-            broker = mosquitto.url
+            broker, pids["broker"] = mosquitto.url, mosquitto.pid
             lines.append(f"Mosquitto (MQTT v5) on {broker} (MQTT_BROKER_URL); watch the commands with "
                          f"mosquitto_sub -h 127.0.0.1 -p {mosquitto.port} -V mqttv5 -v -t 'devices/#' "
                          f"-t 'broadcast/#' -t 'groups/#'")
@@ -349,7 +346,7 @@ def services(storage: str | None, broker: str | None, data: DemoData | None = No
         os.environ.update({"DataStorage": storage, "AzureWebJobsStorage": storage, "MQTT_BROKER_URL": broker,
                            "COMMAND_TRANSPORT": "mqtt"})
         reset_settings()
-        yield lines
+        yield lines, {name: pid for name, pid in pids.items() if pid is not None}
 
 
 async def serve(*, port: int, key: str | None, lines: list[str]) -> None:
@@ -396,10 +393,19 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     try:
-        with services(args.storage, args.broker, data) as lines, contextlib.suppress(KeyboardInterrupt):
-            if data and data.present() and not (args.key or args.no_auth):
+        with contextlib.ExitStack() as stack:
+            if data is not None and args.storage is None:
+                stack.enter_context(data.exclusive())  # no demo writes the folder while it is served
+            kept = data.azurite if data is not None and data.present() else None
+            lines, _ = stack.enter_context(services(
+                args.storage, args.broker, location=kept,
+                described=None if kept is None else f"with the data of the last make demo ({kept})"))
+            if data is not None and kept is None:
+                lines.append(f"No demo data in {data.folder} (make demo keeps it there): the registry is empty")
+            if data is not None and kept is not None and not (args.key or args.no_auth):
                 lines.append(f"The function key is the demo's ({data.key_file})")
-            asyncio.run(serve(port=args.port, key=key, lines=lines))
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve(port=args.port, key=key, lines=lines))
     except Unusable as exc:
         parser.error(str(exc))
     print("Stopped.", flush=True)

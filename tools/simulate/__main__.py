@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,33 +124,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-@contextlib.contextmanager
-def services(storage: str | None, broker: str | None, *, location: Path | None = None,
-             ) -> Iterator[tuple[list[str], dict[str, int]]]:
-    """As :func:`tools.serve.services`, also yielding the started services' processes
-    (``storage``, ``broker``) for the pause faults; the Azurite started keeps its data
-    in the folder ``location`` when given (in memory otherwise)."""
-    from shared.platform.settings import reset_settings
-    from tools.services import run_azurite, run_mosquitto
-
-    with contextlib.ExitStack() as stack:
-        lines, pids = [], {}
-        if storage is None:
-            azurite = stack.enter_context(run_azurite(location=location))
-            storage, pids["storage"] = azurite.connection_string, azurite.pid
-            kept = "in memory" if location is None else f"its data kept in {location}"
-            lines.append(f"Azurite ({kept}) on 127.0.0.1: blob {azurite.blob_port}, queue {azurite.queue_port}, "
-                         f"table {azurite.table_port}")
-        if broker is None:
-            mosquitto = stack.enter_context(run_mosquitto())
-            broker, pids["broker"] = mosquitto.url, mosquitto.pid
-            lines.append(f"Mosquitto (MQTT v5) on {broker}")
-        os.environ.update({"DataStorage": storage, "AzureWebJobsStorage": storage, "MQTT_BROKER_URL": broker,
-                           "COMMAND_TRANSPORT": "mqtt"})
-        reset_settings()
-        yield lines, {name: pid for name, pid in pids.items() if pid is not None}
-
-
 async def run(options: Options, pids: dict[str, int], key: str | None = None) -> Report:
     from shared.commands.transport import reset_transport
     from shared.platform.host_storage import reset_queues
@@ -184,6 +156,8 @@ def execute(args: argparse.Namespace, *, location: Path | None = None, key: str 
     services' lines, progress and report printed; Azurite keeps its data in
     ``location`` when given, and the API server takes ``key`` (default: a random one)."""
     logging.basicConfig(level=logging.WARNING, format="  [app log] %(message)s", stream=sys.stderr)
+    from tools.serve import services
+
     with services(args.storage, args.broker, location=location) as (lines, pids):
         print("\n".join(lines), flush=True)
         report = asyncio.run(run(options_of(args), pids, key))
