@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,58 +103,68 @@ def watching(inbox: Inbox, prefix: str, wanted: int) -> list[bench.Message]:
         time.sleep(0.05)
 
 
-@pytest.mark.usefixtures("app_env")
-def test_a_tiny_round_of_the_simulator_figure_sends_its_messages_through_the_broker_and_the_routing_stand_in(
-        run: Any, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto) -> None:
+@dataclass
+class PathRound:
+    figures: dict[str, float]
+    checked: list[tuple[str, list[bench.Message]]]  # each side's messages, as stored_once checked them
+    prefix: str  # the path's devices
+    path: list[bench.Message]
+    carried: list[bench.Message]  # what the broker carried of the path's devices
+    since: datetime
+
+
+def path_round(run: Any, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto,
+               figure: Callable[[], Awaitable[dict[str, float]]], names: tuple[str, str, str],
+               wanted: int | None) -> PathRound:
+    """A tiny round of a path figure while the broker is watched (``wanted`` None: all the
+    path's messages); its ``names`` (the path's rate, the direct rate, their ratio) are
+    figures, the ratio the rates' quotient."""
     checked = record_checks(monkeypatch)
     since = datetime.now(UTC)
     inbox = Inbox(mosquitto.url, ["devices/+/telemetry"], client_id=f"bench-watch-{uuid.uuid4().hex[:6]}")
     try:
-        figures = run(bench.simulator_overhead_ratio())  # asserts each message of both sides archived once
+        figures = run(figure())  # asserts each message of both sides archived once
         assert [prefix[:4] for prefix, _ in checked] == ["path", "dire"]
         (prefix, path), = [c for c in checked if c[0].startswith("path")]
-        carried = watching(inbox, prefix, len(path))
+        carried = watching(inbox, prefix, len(path) if wanted is None else wanted)
     finally:
         inbox.close()
-    for name in ("simulator_msgs_per_s", "simulator_direct_msgs_per_s", "simulator_overhead_ratio"):
+    for name in names:
         assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
-    assert figures["simulator_overhead_ratio"] == pytest.approx(
-        figures["simulator_direct_msgs_per_s"] / figures["simulator_msgs_per_s"], rel=0.02)
+    path_rate, direct_rate, ratio = names
+    assert figures[ratio] == pytest.approx(figures[direct_rate] / figures[path_rate], rel=0.02)
+    assert len(path) == bench.PATH_WARMUP + bench.PATH_ROUNDS * bench.PATH_MESSAGES
+    return PathRound(figures, checked, prefix, path, carried, since)
 
+
+@pytest.mark.usefixtures("app_env")
+def test_a_tiny_round_of_the_simulator_figure_sends_its_messages_through_the_broker_and_the_routing_stand_in(
+        run: Any, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto) -> None:
+    done = path_round(run, monkeypatch, mosquitto, bench.simulator_overhead_ratio,
+                      ("simulator_msgs_per_s", "simulator_direct_msgs_per_s", "simulator_overhead_ratio"), None)
     # Every message of the path crossed the broker (QoS 1 from its device), once, and
     # reached the function in the routing stand-in's partition of its device.
-    assert len(path) == bench.PATH_WARMUP + bench.PATH_ROUNDS * bench.PATH_MESSAGES and sorted(carried) == sorted(path)
-    origins = archive_origins(run, prefix, since)
-    assert len(origins) == len(path)
+    assert sorted(done.carried) == sorted(done.path)
+    origins = archive_origins(run, done.prefix, done.since)
+    assert len(origins) == len(done.path)
     assert all(hub == "telemetry" and partition == hub_partition(device) for device, hub, partition in origins)
-    check_the_direct_baseline(run, checked, since)
+    check_the_direct_baseline(run, done.checked, done.since)
 
 
 @pytest.mark.usefixtures("app_env")
 def test_a_tiny_round_of_the_eventhubs_figure_sends_its_messages_with_the_producer_not_over_mqtt(
         run: Any, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto) -> None:
-    checked = record_checks(monkeypatch)
-    since = datetime.now(UTC)
-    inbox = Inbox(mosquitto.url, ["devices/+/telemetry"], client_id=f"bench-watch-{uuid.uuid4().hex[:6]}")
-    try:
-        figures = run(bench.eventhubs_producer_overhead_ratio())  # asserts each message archived once
-        assert [prefix[:4] for prefix, _ in checked] == ["path", "dire"]
-        (prefix, path), = [c for c in checked if c[0].startswith("path")]
-        carried = watching(inbox, prefix, 0)  # the figure ran seconds after its last message was sent
-    finally:
-        inbox.close()
-    for name in ("eventhubs_producer_msgs_per_s", "eventhubs_direct_msgs_per_s", "eventhubs_producer_overhead_ratio"):
-        assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
-    assert figures["eventhubs_producer_overhead_ratio"] == pytest.approx(
-        figures["eventhubs_direct_msgs_per_s"] / figures["eventhubs_producer_msgs_per_s"], rel=0.02)
-
+    # the figure ran seconds after its last message was sent: the broker had its chance
+    done = path_round(run, monkeypatch, mosquitto, bench.eventhubs_producer_overhead_ratio,
+                      ("eventhubs_producer_msgs_per_s", "eventhubs_direct_msgs_per_s",
+                       "eventhubs_producer_overhead_ratio"), 0)
     # No MQTT on this path: the producer sent each message to the hub with its device as
     # the partition key, and the Event Hubs stand-in put it in that key's partition.
-    assert len(path) == bench.PATH_WARMUP + bench.PATH_ROUNDS * bench.PATH_MESSAGES and carried == []
-    origins = archive_origins(run, prefix, since)
-    assert len(origins) == len(path)
+    assert done.carried == []
+    origins = archive_origins(run, done.prefix, done.since)
+    assert len(origins) == len(done.path)
     assert all(hub == "telemetry" and partition == hub_partition(device) for device, hub, partition in origins)
-    check_the_direct_baseline(run, checked, since)
+    check_the_direct_baseline(run, done.checked, done.since)
 
 
 @pytest.mark.usefixtures("app_env")
