@@ -1,6 +1,8 @@
 """Cloud-to-edge commands: one device, fleet jobs, broadcasts; their expiry, the
 fleet fan-out's continuation, and the devices' answers."""
 
+from typing import List  # List, not list: see blueprints/__init__.py
+
 import azure.functions as func
 
 from blueprints.telemetry import RETRY
@@ -159,7 +161,7 @@ async def fleet_fanout(message: func.QueueMessage) -> None:
                               connection="EventHubConnection", consumer_group="%EVENTHUB_CONSUMER_GROUP%",
                               cardinality=func.Cardinality.MANY, data_type=func.DataType.BINARY)
 @bp.retry(**RETRY)
-async def command_responses(events: list[func.EventHubEvent], context: func.Context) -> None:
+async def command_responses(events: List[func.EventHubEvent], context: func.Context) -> None:
     from shared.commands.responses import handle_responses
     from shared.platform.settings import settings_of
     from shared.streams.settings import StreamSettings

@@ -1,6 +1,8 @@
 """AI inference results from Event Hubs (archive, latest state per model, model
 statistics, alerts, dead letters) and the model statistics over HTTP."""
 
+from typing import List  # List, not list: see blueprints/__init__.py
+
 import azure.functions as func
 
 from blueprints.telemetry import RETRY
@@ -13,7 +15,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
                               connection="EventHubConnection", consumer_group="%EVENTHUB_CONSUMER_GROUP%",
                               cardinality=func.Cardinality.MANY, data_type=func.DataType.BINARY)
 @bp.retry(**RETRY)
-async def inference_ingest(events: list[func.EventHubEvent], context: func.Context) -> None:
+async def inference_ingest(events: List[func.EventHubEvent], context: func.Context) -> None:
     from shared.streams.service import ingest
 
     retry = context.retry_context

@@ -1,6 +1,6 @@
 """Telemetry from Event Hubs: archive, latest state, alerts, dead letters."""
 
-from typing import Any
+from typing import Any, List  # List, not list: see blueprints/__init__.py
 
 import azure.functions as func
 
@@ -19,7 +19,7 @@ RETRY: dict[str, Any] = {"strategy": "exponential_backoff", "max_retry_count": "
                               connection="EventHubConnection", consumer_group="%EVENTHUB_CONSUMER_GROUP%",
                               cardinality=func.Cardinality.MANY, data_type=func.DataType.BINARY)
 @bp.retry(**RETRY)
-async def telemetry_ingest(events: list[func.EventHubEvent], context: func.Context) -> None:
+async def telemetry_ingest(events: List[func.EventHubEvent], context: func.Context) -> None:
     from shared.streams.service import ingest
 
     retry = context.retry_context
