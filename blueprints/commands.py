@@ -163,12 +163,9 @@ async def fleet_fanout(message: func.QueueMessage) -> None:
 @bp.retry(**RETRY)
 async def command_responses(events: List[func.EventHubEvent], context: func.Context) -> None:
     from shared.commands.responses import handle_responses
-    from shared.platform.settings import settings_of
-    from shared.streams.settings import StreamSettings
 
     retry = context.retry_context
-    await handle_responses(events, hub=settings_of(StreamSettings).command_responses_hub_name,
-                           retry_count=retry.retry_count, max_retry_count=retry.max_retry_count)
+    await handle_responses(events, retry_count=retry.retry_count, max_retry_count=retry.max_retry_count)
 
 
 def _quote(device_id: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 # A field's kind: a scalar name, a message class name, or "repeated X" / "map X".
 _SCALARS: dict[str, tuple[type, ...]] = {
@@ -70,11 +70,8 @@ class Message:
             raise ValueError(f'Protocol message has no "{group}" field.')
         return next((m for m in self.ONEOFS[group] if m in self._set), None)
 
-    def HasField(self, field: str) -> bool:  # noqa: N802 (protobuf's name)
-        return field in self._set
-
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._set == self._set  # type: ignore[attr-defined]
+        return isinstance(other, Message) and type(other) is type(self) and other._set == self._set
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as protobuf's
 
@@ -98,7 +95,7 @@ def _checked(where: str, kind: str, value: Any) -> Any:
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise TypeError(f"{where}: {value!r} has type {type(value).__name__}, but expected one of: "
                             f"{', '.join(t.__name__ for t in allowed)}")
-        if kind == "int" and not -(2 ** 63) <= value < 2 ** 64:
+        if kind == "int" and not -(2 ** 63) <= cast(int, value) < 2 ** 64:
             raise ValueError(f"{where}: value out of range: {value}")
         return value
     if not isinstance(value, MESSAGES[kind]):
@@ -107,7 +104,7 @@ def _checked(where: str, kind: str, value: Any) -> Any:
 
 
 def _message(name: str, fields: dict[str, str], oneofs: dict[str, tuple[str, ...]] | None = None,
-             **constants: Any) -> type[Message]:
+             **constants: Any) -> Any:
     cls = type(name, (Message,), {"FIELDS": fields, "ONEOFS": oneofs or {}, **constants})
     MESSAGES[name] = cls
     return cls
@@ -129,7 +126,7 @@ class _SameSite:
     Lax, Strict, ExplicitNone = 1, 2, 3
 
 
-setattr(_SameSite, "None", 0)  # noqa: B010 ("None" is no identifier)
+setattr(_SameSite, "None", 0)
 
 RpcHttpCookie = _message("RpcHttpCookie", {
     "name": "string", "value": "string", "domain": "NullableString", "path": "NullableString",
@@ -166,7 +163,7 @@ RetryContext = _message("RetryContext", {"retry_count": "int", "max_retry_count"
 # BindingInfo's Direction (in 0, out 1, inout 2) and DataType (undefined 0, string 1,
 # binary 2, stream 3) are nested enums: protobuf puts their values on the class.
 BindingInfo = _message("BindingInfo", {"type": "string", "direction": "enum", "data_type": "enum",
-                                       "properties": "map string"},
+                                       "properties": "map string"}, None,
                        out=1, inout=2, undefined=0, string=1, binary=2, stream=3, **{"in": 0})
 RpcRetryOptions = _message("RpcRetryOptions", {"max_retry_count": "int", "delay_interval": "duration",
                                                "minimum_interval": "duration", "maximum_interval": "duration",

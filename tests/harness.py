@@ -18,7 +18,6 @@ from azure.core.exceptions import ServiceRequestError
 
 from shared.platform.settings import reset_settings
 from shared.platform.storage import CLIENT_OPTIONS, reset_data_store
-from tools import event_factory
 from tools.invoke import http_request, json_of, user_function
 from tools.services import ROOT
 from tools.storage_requests import Requests, request_hook
@@ -31,7 +30,7 @@ def deliver(run: Any, *documents: dict[str, Any]) -> None:
     """Invoke ``client_lifecycle`` once per event document, in order."""
     handler = user_function("client_lifecycle")
     for document in documents:
-        run(handler(event_factory.to_function_event(document)))
+        run(handler(document))
 
 
 @contextlib.contextmanager

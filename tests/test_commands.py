@@ -402,7 +402,7 @@ def test_a_fleet_job_of_2000_devices_by_attribute_continues_through_the_queue(ru
 
     async def register() -> None:
         for i in range(0, len(events), 64):
-            await asyncio.gather(*(handler(ev.to_function_event(e)) for e in events[i:i + 64]))
+            await asyncio.gather(*(handler(e) for e in events[i:i + 64]))
 
     run(register())
     response = fleet(run, {"name": "snapshot", "target": {"attributes": {"line": line, "type": "camera"}}})

@@ -217,9 +217,8 @@ def http_functions() -> dict[str, tuple[str, str]]:
     """Every HTTP function the app indexes: its route and first method."""
     found: dict[str, tuple[str, str]] = {}
     for name, function in FUNCTIONS.items():
-        for binding in json.loads(function.get_function_json())["bindings"]:
-            if binding["type"] == "httpTrigger":
-                found[str(name)] = (binding["route"], binding["methods"][0].upper())
+        if function.trigger["type"] == "httpTrigger":
+            found[name] = (function.trigger["route"], function.trigger["methods"][0].upper())
     return found
 
 

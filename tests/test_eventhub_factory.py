@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import azure.functions as func
@@ -49,7 +50,7 @@ def offset(event: func.EventHubEvent) -> int:
     return value
 
 
-def positions(batch: list[func.EventHubEvent]) -> dict[int, tuple[Any, ...]]:
+def positions(batch: Sequence[func.EventHubEvent]) -> dict[int, tuple[Any, ...]]:
     out = {}
     for event in batch:
         assert event.sequence_number is not None

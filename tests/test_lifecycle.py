@@ -288,7 +288,7 @@ def test_concurrent_events_for_one_device_lose_nothing(run: Any) -> None:
     documents.append(ev.connected(dev, 11, T0 + timedelta(hours=3)))
 
     async def all_at_once() -> None:
-        await asyncio.gather(*(handler(ev.to_function_event(d)) for d in documents))
+        await asyncio.gather(*(handler(d) for d in documents))
 
     run(all_at_once())
     body = device(run, dev)
@@ -360,7 +360,7 @@ def test_a_refusal_and_a_disable_delivered_at_once_leave_no_alert(run: Any, atte
     disable = ev.created_or_updated(dev, T0 + timedelta(hours=1), created_on=T0, state="Disabled")
 
     async def at_once() -> None:
-        await asyncio.gather(handler(ev.to_function_event(refusal)), handler(ev.to_function_event(disable)))
+        await asyncio.gather(handler(refusal), handler(disable))
 
     run(at_once())
     assert alert_count(run, dev) == 0
@@ -457,7 +457,7 @@ def test_the_connected_index_follows_reordered_and_concurrent_sessions(
     documents.append(ev.connected(dev, 7, T0 + timedelta(hours=2)))
 
     async def all_at_once() -> None:
-        await asyncio.gather(*(handler(ev.to_function_event(d)) for d in documents[::-1]))
+        await asyncio.gather(*(handler(d) for d in documents[::-1]))
 
     run(all_at_once())
     listed = json_of(run(user_function("list_devices")(http_request("GET", "devices", params={"connected": "true"}))))

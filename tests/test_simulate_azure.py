@@ -50,8 +50,8 @@ async def register(device_ids: list[str]) -> None:
     """What Event Grid reports when the devices' clients are registered."""
     now = datetime.now(UTC)
     for device in device_ids:
-        await user_function("client_lifecycle")(ev.to_function_event(
-            ev.created_or_updated(device, now, created_on=now, attributes={"role": "edge-device"})))
+        await user_function("client_lifecycle")(
+            ev.created_or_updated(device, now, created_on=now, attributes={"role": "edge-device"}))
 
 
 class Deployment:

@@ -22,7 +22,7 @@ from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
 from tests.harness import failing_requests, http_request, json_of, storage_requests, user_function
 from tests.test_stream_decoding import CORPUS
-from tools.eventhub_factory import Partition, routed_body
+from tools.eventhub_factory import Batch, Partition, routed_body
 from tools.invoke import InvocationContext, retry_policy
 
 pytestmark = pytest.mark.usefixtures("app_env")
@@ -52,7 +52,7 @@ def inference(device: str, n: int, *, model: str = "yolo", version: str = "8.1",
     return routed_body(payload, topic=f"devices/{device}/inference", at=at)
 
 
-def ingest(run: Any, stream: str, batch: list[Any], *, retry_count: int = 0) -> None:
+def ingest(run: Any, stream: str, batch: Batch, *, retry_count: int = 0) -> None:
     function = f"{stream}_ingest"
     max_retries = int(retry_policy(function)["max_retry_count"])
     run(user_function(function)(batch, InvocationContext(function, retry_count=retry_count,

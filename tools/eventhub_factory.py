@@ -37,13 +37,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import azure.functions as func
 import orjson
-from azure.functions.eventhub import EventHubTriggerConverter
-from azure.functions.meta import Datum
+
+from standins import rpc
 
 EVENT_HUBS_NAMESPACE = "evhns-edge.servicebus.windows.net"
 CONSUMER_GROUP = "$Default"
@@ -137,7 +136,7 @@ class Partition:
         return range(start, self.next_sequence)
 
     def deliver(self, sequence_numbers: range | None = None, *,
-                data_type: Literal["binary", "string"] = "binary") -> list[func.EventHubEvent]:
+                data_type: Literal["binary", "string"] = "binary") -> Batch:
         """The events with ``sequence_numbers`` (default: the whole log) as one batch."""
         wanted = range(self.first_sequence, self.next_sequence) if sequence_numbers is None else sequence_numbers
         if len(wanted) == 0:
@@ -146,10 +145,10 @@ class Partition:
             raise ValueError(f"sequence numbers {wanted.start}..{wanted.stop - 1} are not a run of the "
                              f"partition's {self.first_sequence}..{self.next_sequence - 1}")
         records = self.log[wanted.start - self.first_sequence:wanted.stop - self.first_sequence]
-        return decode_batch(records, hub=self.hub, partition_id=self.partition_id, namespace=self.namespace,
+        return host_batch(records, hub=self.hub, partition_id=self.partition_id, namespace=self.namespace,
                             consumer_group=self.consumer_group, data_type=data_type)
 
-    def batches(self, size: int, sequence_numbers: range | None = None) -> list[list[func.EventHubEvent]]:
+    def batches(self, size: int, sequence_numbers: range | None = None) -> list[Batch]:
         """``sequence_numbers`` (default: the whole log) in consecutive batches of at most ``size``."""
         if size < 1:
             raise ValueError("size must be at least 1")
@@ -161,7 +160,7 @@ def events(bodies: Sequence[bytes], *, hub: str = "telemetry", partition: str = 
            first_offset: int = 0, first_enqueued: datetime = START, spacing: timedelta = timedelta(milliseconds=100),
            partition_keys: Sequence[str | None] | None = None, properties: Sequence[Mapping[str, Any]] | None = None,
            namespace: str = EVENT_HUBS_NAMESPACE, consumer_group: str = CONSUMER_GROUP,
-           data_type: Literal["binary", "string"] = "binary") -> list[func.EventHubEvent]:
+           data_type: Literal["binary", "string"] = "binary") -> Batch:
     """One batch of ``bodies`` from a fresh partition, as the worker passes it to the function."""
     log = Partition(hub, partition, namespace=namespace, consumer_group=consumer_group, first_sequence=first_sequence,
                     first_offset=first_offset, first_enqueued=first_enqueued, spacing=spacing)
@@ -169,23 +168,55 @@ def events(bodies: Sequence[bytes], *, hub: str = "telemetry", partition: str = 
     return log.deliver(data_type=data_type)
 
 
-def decode_batch(records: Sequence[Published], *, hub: str, partition_id: str,
-                 namespace: str = EVENT_HUBS_NAMESPACE, consumer_group: str = CONSUMER_GROUP,
-                 data_type: Literal["binary", "string"] = "binary") -> list[func.EventHubEvent]:
-    """``records`` decoded by the library's converter from the host's data and metadata."""
+class Batch(Sequence[func.EventHubEvent]):
+    """One delivery of a run of a partition: what the host sends the worker (``data``,
+    the bodies, and ``metadata``, the trigger metadata, as the protocol's ``TypedData``)
+    and, read as a sequence, the events the worker's conversion makes of it (decoded
+    on first use by the runtime's own ``from_incoming_proto``)."""
+
+    def __init__(self, data: Any, metadata: dict[str, Any]) -> None:
+        self.data = data
+        self.metadata = metadata
+        self._events: list[func.EventHubEvent] | None = None
+
+    def _decoded(self) -> list[func.EventHubEvent]:
+        if self._events is None:
+            from azure_functions_runtime.bindings import meta
+
+            meta.load_binding_registry()
+            decoded = meta.from_incoming_proto("eventHubTrigger", rpc.ParameterBinding(name="events", data=self.data),
+                                               pytype=None, trigger_metadata=self.metadata, function_name="")
+            assert isinstance(decoded, list)  # cardinality many: the metadata holds SystemPropertiesArray
+            self._events = decoded
+        return self._events
+
+    @overload
+    def __getitem__(self, index: int) -> func.EventHubEvent: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[func.EventHubEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> func.EventHubEvent | list[func.EventHubEvent]:
+        return self._decoded()[index]
+
+    def __len__(self) -> int:
+        bodies = self.data.collection_bytes.bytes or self.data.collection_string.string
+        return len(bodies)
+
+
+def host_batch(records: Sequence[Published], *, hub: str, partition_id: str,
+               namespace: str = EVENT_HUBS_NAMESPACE, consumer_group: str = CONSUMER_GROUP,
+               data_type: Literal["binary", "string"] = "binary") -> Batch:
+    """``records`` as the host delivers them to a ``cardinality="many"`` trigger."""
     if data_type == "binary":
-        data = Datum(SimpleNamespace(bytes=[r.body for r in records]), "collection_bytes")
+        data = rpc.TypedData(collection_bytes=rpc.CollectionBytes(bytes=[r.body for r in records]))
     else:
-        data = Datum(SimpleNamespace(string=[r.body.decode() for r in records]), "collection_string")
-    decoded = EventHubTriggerConverter.decode(
-        data, trigger_metadata=trigger_metadata(records, hub=hub, partition_id=partition_id, namespace=namespace,
-                                                consumer_group=consumer_group))
-    assert isinstance(decoded, list)  # cardinality many: the metadata holds SystemPropertiesArray
-    return decoded
+        data = rpc.TypedData(collection_string=rpc.CollectionString(string=[r.body.decode() for r in records]))
+    return Batch(data, trigger_metadata(records, hub=hub, partition_id=partition_id, namespace=namespace,
+                                        consumer_group=consumer_group))
 
 
 def trigger_metadata(records: Sequence[Published], *, hub: str, partition_id: str,
-                     namespace: str = EVENT_HUBS_NAMESPACE, consumer_group: str = CONSUMER_GROUP) -> dict[str, Datum]:
+                     namespace: str = EVENT_HUBS_NAMESPACE, consumer_group: str = CONSUMER_GROUP) -> dict[str, Any]:
     """The trigger metadata of a batch, each value the ``TypedData`` kind the host sends."""
     context = _json({"IsCheckpointingAfterInvocation": True, "FullyQualifiedNamespace": namespace,
                      "EventHubName": hub, "ConsumerGroup": consumer_group, "PartitionId": partition_id})
@@ -194,12 +225,12 @@ def trigger_metadata(records: Sequence[Published], *, hub: str, partition_id: st
         "TriggerPartitionContext": context,
         "PartitionContext": context,
         # string[] without its null and empty items: the host skips them.
-        "PartitionKeyArray": Datum(SimpleNamespace(string=[r.partition_key for r in records if r.partition_key]),
-                                   "collection_string"),
-        "OffsetArray": Datum(SimpleNamespace(string=offsets), "collection_string"),
-        "OffsetStringArray": Datum(SimpleNamespace(string=list(offsets)), "collection_string"),
-        "SequenceNumberArray": Datum(SimpleNamespace(sint64=[r.sequence_number for r in records]),
-                                     "collection_sint64"),
+        "PartitionKeyArray": rpc.TypedData(collection_string=rpc.CollectionString(
+            string=[r.partition_key for r in records if r.partition_key])),
+        "OffsetArray": rpc.TypedData(collection_string=rpc.CollectionString(string=offsets)),
+        "OffsetStringArray": rpc.TypedData(collection_string=rpc.CollectionString(string=list(offsets))),
+        "SequenceNumberArray": rpc.TypedData(collection_sint64=rpc.CollectionSInt64(
+            sint64=[r.sequence_number for r in records])),
         "EnqueuedTimeUtcArray": _json([dotnet_datetime(r.enqueued) for r in records]),
         "PropertiesArray": _json([dict(r.properties) for r in records]),
         "SystemPropertiesArray": _json([_system_properties(r) for r in records]),
@@ -229,8 +260,8 @@ def dotnet_datetime(moment: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "")
 
 
-def _json(value: Any) -> Datum:
-    return Datum(orjson.dumps(value).decode(), "json")
+def _json(value: Any) -> Any:
+    return rpc.TypedData(json=orjson.dumps(value).decode())
 
 
 def _per_event(values: Sequence[Any] | None, count: int, default: Any, name: str) -> list[Any]:

@@ -1,30 +1,41 @@
-"""Calling the app's functions as the Python worker does: the user function that
-``app.get_functions()`` indexed, with trigger objects built by azure-functions itself.
-Shared by the tests, the demo and the benchmark."""
+"""Calling the app's functions as the Functions host does: through Microsoft's
+Python worker runtime (``azure-functions-runtime``, :mod:`standins.host`), which
+indexed the app, converts what the host sends into the trigger objects and the
+function's answer back. Shared by the tests, the local API server, the simulator,
+the demo and the benchmark.
+
+A function is called with what its trigger's host sends, in the forms the rest of
+the tools build: an HTTP request's parts (a ``func.HttpRequest``, taken apart into
+the ``RpcHttp`` the host sends), an Event Hubs :class:`~tools.eventhub_factory.Batch`,
+an Event Grid event's JSON document, ``None`` for a timer. What comes back is what
+the host reads: an HTTP answer rebuilt as ``func.HttpResponse`` from the ``RpcHttp``
+the worker returned, or :class:`~standins.host.FunctionFailed` when it raised."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import os
-import threading
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import azure.functions as func
 import orjson
-from azure.functions._abc import RetryContext, TraceContext
 
-from function_app import app
-from tools.eventhub_factory import Partition
+from standins import triggers
+from standins.host import Function, FunctionFailed, host
+from tools.eventhub_factory import Batch, Partition
 
 T = TypeVar("T")
 
-FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
+__all__ = ["FUNCTIONS", "RESPONSE_CHECKS", "FunctionFailed", "InvocationContext", "deliver", "drain_queue",
+           "http_request", "json_of", "retry_policy", "run_against_azurite", "user_function"]
+
+# The functions as the worker indexed them (name, id, raw bindings, retry options).
+FUNCTIONS: Mapping[str, Function] = host().functions
 
 # Called with (function name, response) on every response an HTTP function returns
 # through :func:`user_function`; the tests install one that checks the response
@@ -32,32 +43,61 @@ FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
 RESPONSE_CHECKS: list[Callable[[str, func.HttpResponse], None]] = []
 
 
-def user_function(name: str) -> Any:
-    """The function as the worker calls it; an HTTP function's responses also go
-    through :data:`RESPONSE_CHECKS` (read at each call)."""
-    function = FUNCTIONS[name]
-    user = function.get_user_function()
-    trigger = function.get_trigger()
-    if trigger is None or trigger.get_binding_name() != "httpTrigger":
-        return user
+@dataclass(frozen=True, slots=True)
+class InvocationContext:
+    """The invocation's ``RetryContext`` as the host fills it: where this attempt stands
+    in the function's retry policy (the first attempt is 0; the last is
+    ``max_retry_count``). The worker builds the ``context`` argument from it."""
 
-    def checked(response: func.HttpResponse) -> func.HttpResponse:
+    function_name: str
+    retry_count: int = 0
+    max_retry_count: int = 0
+
+
+def host_data(name: str, argument: Any) -> tuple[Any, dict[str, Any]]:
+    """What the host sends ``name``'s trigger for ``argument``: ``TypedData`` and
+    trigger metadata."""
+    kind = FUNCTIONS[name].trigger["type"]
+    if kind == "httpTrigger" and isinstance(argument, func.HttpRequest):
+        return triggers.http_request(method=argument.method, url=argument.url, headers=dict(argument.headers),
+                                     query=dict(argument.params), params=dict(argument.route_params),
+                                     body=argument.get_body()), {}
+    if kind == "eventHubTrigger" and isinstance(argument, Batch):
+        return argument.data, dict(argument.metadata)
+    if kind == "eventGridTrigger" and isinstance(argument, Mapping):
+        return triggers.event_grid(argument), {}
+    if kind == "timerTrigger" and argument is None:
+        return triggers.timer(), {}
+    raise TypeError(f"{name} ({kind}) is not called with a {type(argument).__name__}: give what its host sends "
+                    "(module docstring)")
+
+
+def user_function(name: str) -> Callable[..., Awaitable[Any]]:
+    """Function ``name`` as the host calls it, with the trigger's argument (and, for a
+    function with a retry policy, an :class:`InvocationContext`); an HTTP function's
+    responses also go through :data:`RESPONSE_CHECKS` (read at each call)."""
+
+    async def call(argument: Any, context: InvocationContext | None = None) -> Any:
+        data, metadata = host_data(name, argument)
+        attempt = context or InvocationContext(name)
+        value = await host().invoke(name, data, metadata, retry_count=attempt.retry_count,
+                                    max_retry_count=attempt.max_retry_count)
+        if FUNCTIONS[name].trigger["type"] != "httpTrigger":
+            return None
+        response = http_response(triggers.http_result(value))
         for check in RESPONSE_CHECKS:
             check(name, response)
         return response
 
-    if inspect.iscoroutinefunction(user):
-        @functools.wraps(user)
-        async def call_async(*args: Any, **kwargs: Any) -> func.HttpResponse:
-            return checked(await user(*args, **kwargs))
-
-        return call_async
-
-    @functools.wraps(user)
-    def call(*args: Any, **kwargs: Any) -> func.HttpResponse:
-        return checked(user(*args, **kwargs))
-
     return call
+
+
+def http_response(result: triggers.HttpResult) -> func.HttpResponse:
+    """The answer the host read, as a ``func.HttpResponse`` for the callers' checks."""
+    headers = dict(result.headers)
+    content_type = headers.get("content-type", "")
+    mimetype = content_type.split(";")[0].strip() or None
+    return func.HttpResponse(body=result.body, status_code=result.status, headers=headers, mimetype=mimetype)
 
 
 def http_request(method: str, path: str, *, route_params: dict[str, str] | None = None,
@@ -93,75 +133,15 @@ def run_against_azurite(main: Callable[[], Awaitable[T]], settings: dict[str, st
         return asyncio.run(run())
 
 
-class _Retry(RetryContext):
-    def __init__(self, retry_count: int, max_retry_count: int) -> None:
-        self._count, self._max = retry_count, max_retry_count
-
-    @property
-    def retry_count(self) -> int:
-        return self._count
-
-    @property
-    def max_retry_count(self) -> int:
-        return self._max
-
-    @property
-    def exception(self) -> Any:
-        return None
-
-
-class _Trace(TraceContext):
-    @property
-    def trace_state(self) -> str:
-        return ""
-
-    @property
-    def trace_parent(self) -> str:
-        return "00-" + "0" * 32 + "-" + "0" * 16 + "-00"
-
-    @property
-    def attributes(self) -> dict[str, str]:
-        return {}
-
-
-class InvocationContext(func.Context):
-    """The ``context`` argument as the worker fills it: the function's name and, for
-    a function with a retry policy, where this attempt stands in it (the first
-    attempt is 0; the last is ``max_retry_count``)."""
-
-    def __init__(self, function_name: str, *, retry_count: int = 0, max_retry_count: int = 0) -> None:
-        self._name = function_name
-        self._retry = _Retry(retry_count, max_retry_count)
-
-    @property
-    def invocation_id(self) -> str:
-        return str(uuid.uuid4())
-
-    @property
-    def thread_local_storage(self) -> type[threading.local]:
-        return threading.local
-
-    @property
-    def function_name(self) -> str:
-        return self._name
-
-    @property
-    def function_directory(self) -> str:
-        return str(Path(__file__).resolve().parent.parent)
-
-    @property
-    def trace_context(self) -> TraceContext:
-        return _Trace()
-
-    @property
-    def retry_context(self) -> RetryContext:
-        return self._retry
-
-
 def retry_policy(name: str) -> dict[str, Any]:
-    """The retry policy a function declares (what the host applies to it)."""
-    setting = FUNCTIONS[name].get_setting("retry_policy")
-    return dict(setting.get_dict_repr()) if setting is not None else {}
+    """The retry policy the host applies to ``name``: the worker's ``RpcRetryOptions``
+    of it (an empty dict when it declares none)."""
+    options = FUNCTIONS[name].retry
+    if not options.max_retry_count and not options.retry_strategy:
+        return {}
+    return {"strategy": options.retry_strategy, "max_retry_count": options.max_retry_count,
+            "minimum_interval": options.minimum_interval, "maximum_interval": options.maximum_interval,
+            "delay_interval": options.delay_interval}
 
 
 HUB_FUNCTIONS = {"telemetry": "telemetry_ingest", "inference": "inference_ingest",
@@ -172,8 +152,8 @@ HUB_FUNCTIONS = {"telemetry": "telemetry_ingest", "inference": "inference_ingest
 def max_event_batch_size() -> int:
     """host.json's ``maxEventBatchSize``: the most events the host hands an Event Hubs
     function at once."""
-    host = orjson.loads((Path(__file__).resolve().parent.parent / "host.json").read_bytes())
-    return int(host["extensions"]["eventHubs"]["maxEventBatchSize"])
+    settings = orjson.loads((Path(__file__).resolve().parent.parent / "host.json").read_bytes())
+    return int(settings["extensions"]["eventHubs"]["maxEventBatchSize"])
 
 
 async def deliver(log: Partition, sequence: range) -> None:
@@ -196,11 +176,8 @@ async def deliver(log: Partition, sequence: range) -> None:
 
 async def drain_queue(queue_name: str, function_name: str, *, max_messages: int = 1000) -> int:
     """Do what the host's queue trigger does: take each message of ``queue_name``
-    (in ``AzureWebJobsStorage``), hand it to ``function_name`` as the worker builds
-    it (the library's converter), and delete it once the function succeeded.
-    Returns how many messages were handled."""
-    from azure.functions.meta import Datum
-    from azure.functions.queue import QueueMessageInConverter
+    (in ``AzureWebJobsStorage``), send it to ``function_name`` through the worker,
+    and delete it once the function succeeded. Returns how many messages were handled."""
     from azure.storage.queue import TextBase64DecodePolicy
     from azure.storage.queue.aio import QueueClient
 
@@ -212,10 +189,12 @@ async def drain_queue(queue_name: str, function_name: str, *, max_messages: int 
             if not batch:
                 return handled
             for message in batch:
-                decoded = QueueMessageInConverter.decode(Datum(message.content, "string"), trigger_metadata={
-                    "Id": Datum(message.id, "string"), "DequeueCount": Datum(message.dequeue_count, "int"),
-                    "PopReceipt": Datum(message.pop_receipt, "string")})
-                await user_function(function_name)(decoded)
+                assert message.inserted_on and message.expires_on and message.next_visible_on  # received: all set
+                data, metadata = triggers.queue_message(
+                    body=message.content, message_id=message.id, dequeue_count=message.dequeue_count or 1,
+                    pop_receipt=message.pop_receipt or "", inserted=message.inserted_on,
+                    expires=message.expires_on, next_visible=message.next_visible_on)
+                await host().invoke(function_name, data, metadata)
                 await queue.delete_message(message)
                 handled += 1
     return handled

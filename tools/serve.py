@@ -2,12 +2,13 @@
 Azure Functions Core Tools: the app's HTTP functions on http://127.0.0.1:7071/api/...,
 against Azurite and Mosquitto started on free ports.
 
-Routes, methods and auth levels come from the functions' own bindings, under host.json's
-``routePrefix``. A request reaches the function as the host hands it to the Python worker
-and the worker's converter builds it (header names lower-cased, repeated headers and query
-values joined with commas, empty query values left out, route parameters percent-decoded,
-the body as bytes); the function runs on the server's one event loop, as in the worker;
-its response goes through the worker's converter (``Content-Type`` from the mimetype).
+Routes, methods and auth levels come from the functions' bindings as Microsoft's Python
+worker runtime indexed them (``standins.host``), under host.json's ``routePrefix``. A
+request reaches the function as the host sends it to the worker (header names
+lower-cased, repeated headers and query values joined with commas, empty query values
+left out, route parameters percent-decoded, the body as bytes), and the worker converts
+it, calls the function on the server's one event loop and converts its answer back
+(``Content-Type`` from the mimetype), which is written as the host writes it.
 Like the host: an unknown path, or a known path with another method, is a 404 without a
 body; a FUNCTION or ADMIN route without the key (``x-functions-key`` header or ``code``
 query parameter) is a 401 without a body; an exception in the function is a 500 without
@@ -26,7 +27,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import inspect
 import json
 import logging
 import os
@@ -39,14 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 from aiohttp import web
-from azure.functions.http import HttpRequestConverter, HttpResponseConverter
-from azure.functions.meta import Datum
-from azure.functions.timer import TimerRequestConverter
 
+from standins import triggers
+from standins.host import host
 from tools.demo_data import DemoData, Unusable
-from tools.invoke import FUNCTIONS, InvocationContext, drain_queue
+from tools.invoke import FUNCTIONS, drain_queue
 from tools.services import ROOT, run_azurite, run_mosquitto
 
 log = logging.getLogger("tools.serve")
@@ -78,8 +76,7 @@ def function_names() -> list[str]:
 
 def trigger(name: str) -> dict[str, Any]:
     """The trigger binding of function ``name``, as the host reads it from the index."""
-    bindings: list[dict[str, Any]] = json.loads(FUNCTIONS[name].get_function_json())["bindings"]
-    return next(b for b in bindings if b["type"].endswith("Trigger"))
+    return FUNCTIONS[name].trigger
 
 
 def route_prefix() -> str:
@@ -129,47 +126,22 @@ def _joined(items: Iterable[tuple[str, str]], *, lower: bool = False) -> dict[st
     return {name: ",".join(each) for name, each in values.items()}
 
 
-async def function_request(request: web.Request) -> func.HttpRequest:
-    """The request as the host hands it to the Python worker (which declares no nullable
-    values: an empty query value is left out) and the worker's converter builds it."""
-    value = {
-        "method": Datum(request.method, "string"),
-        "url": Datum(str(request.url), "string"),
-        "headers": {k: Datum(v, "string") for k, v in _joined(request.headers.items(), lower=True).items()},
-        "query": {k: Datum(v, "string") for k, v in _joined(request.query.items()).items() if v},
-        "params": {k: Datum(v, "string") for k, v in request.match_info.items()},  # percent-decoded
-        "body": Datum(await request.read(), "bytes"),
-    }
-    decoded: func.HttpRequest = HttpRequestConverter.decode(Datum(value, "http"), trigger_metadata={})
-    return decoded
+async def function_request(request: web.Request) -> Any:
+    """The request as the host sends it to the Python worker (which declares no nullable
+    values: an empty query value is left out)."""
+    return triggers.http_request(
+        method=request.method, url=str(request.url), headers=_joined(request.headers.items(), lower=True),
+        query={k: v for k, v in _joined(request.query.items()).items() if v},
+        params=dict(request.match_info),  # percent-decoded
+        body=await request.read())
 
 
-def web_response(result: Any) -> web.Response:
-    """The function's return value through the worker's converter (``Content-Type`` from
-    mimetype and, for text, charset), then as the host writes it."""
-    datum = HttpResponseConverter.encode(result, expected_type=None)
-    if datum.type == "string":
-        return web.Response(text=datum.value, content_type="text/plain")
-    value = datum.value
-    response = web.Response(status=int(value["status_code"].value), body=value["body"].value)
-    for name, header in value["headers"].items():
-        response.headers[name] = header.value
-    for cookie in value["cookies"] or ():
-        for morsel in cookie.values():
-            response.headers.add("Set-Cookie", morsel.OutputString())
+def web_response(result: triggers.HttpResult) -> web.Response:
+    """The function's answer as the host writes it."""
+    response = web.Response(status=result.status, body=result.body)
+    for name, header in result.headers.items():
+        response.headers[name] = header
     return response
-
-
-async def _call(name: str, argument: Any) -> Any:
-    """Call function ``name`` as the worker does: by its binding's name, with ``context``
-    when it asks for one; a sync function in a thread."""
-    user = FUNCTIONS[name].get_user_function()
-    kwargs = {trigger(name)["name"]: argument}
-    if "context" in inspect.signature(user).parameters:
-        kwargs["context"] = InvocationContext(name)
-    if inspect.iscoroutinefunction(user):
-        return await user(**kwargs)
-    return await asyncio.to_thread(user, **kwargs)
 
 
 def _has_key(request: web.Request, key: str) -> bool:
@@ -182,8 +154,8 @@ def _handler(function: HttpFunction, key: str | None) -> Callable[[web.Request],
         if key is not None and function.auth_level != ANONYMOUS and not _has_key(request, key):
             return web.Response(status=401)
         try:
-            result = await _call(function.name, await function_request(request))
-            return web_response(result)
+            value = await host().invoke(function.name, await function_request(request))
+            return web_response(triggers.http_result(value))
         except Exception:
             log.exception("Executed 'Functions.%s' (Failed)", function.name)
             return web.Response(status=500)
@@ -231,8 +203,7 @@ def background_jobs(*, timer_period: float = 60.0, queue_period: float = 2.0) ->
 
 
 async def _timer(name: str) -> None:
-    await _call(name, TimerRequestConverter.decode(Datum(json.dumps({"IsPastDue": False}), "json"),
-                                                   trigger_metadata={}))
+    await host().invoke(name, triggers.timer())
 
 
 async def _drain(queue: str, name: str) -> None:

@@ -13,7 +13,6 @@ a ``pending`` or ``sent`` command; after a terminal status it is kept as ``lateR
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from shared.commands.models import CommandResponse
 from shared.commands.store import CommandStore
 from shared.platform.errors import InvalidInput, validate
 from shared.platform.storage import DataStore, data_store
-from shared.streams.batch import Origin, dead_letter, last_attempt, origin_of, partition_context
+from shared.streams.batch import Origin, dead_letter, give_up, last_attempt, origin_of, partition_context
 from shared.streams.decode import Rejected
 from shared.streams.envelopes import unwrap_body
 from shared.streams.limits import DEFAULT_LIMITS
@@ -34,26 +33,28 @@ log = logging.getLogger(__name__)
 STREAM = "command-responses"
 
 
-async def handle_responses(events: Sequence[Any], *, hub: str, retry_count: int = 0,
-                           max_retry_count: int = 0) -> int:
-    """Apply a batch of answers; returns how many changed a command."""
-    store = data_store()
+async def handle_responses(events: Sequence[Any], *, retry_count: int = 0, max_retry_count: int = 0) -> int:
+    """Apply a batch of answers; returns how many changed a command. Any failure, a
+    bad setting included, fails the invocation for the host to retry, except on the
+    last attempt, which dead-letters the batch and never raises."""
+    from shared.platform.settings import settings_of
+    from shared.streams.settings import StreamSettings
+
     now = datetime.now(UTC)
-    context = partition_context(events)
-    hub = str(context.get("EventHubName") or hub)
-    partition = str(context.get("PartitionId", "0"))
+    hub: str | None = None
     changed = 0
     try:
+        context = partition_context(events)
+        hub = str(context.get("EventHubName") or settings_of(StreamSettings).command_responses_hub_name)
+        partition = str(context.get("PartitionId", "0"))
+        store = data_store()
         for event in sorted(events, key=lambda e: e.sequence_number or 0):
             changed += await _one(store, origin_of(event, hub=hub, partition=partition, now=now),
                                   event.get_body(), now)
-    except Exception:
+    except Exception as exc:
         if not last_attempt(retry_count, max_retry_count):
             raise
-        log.exception("giving up on command responses %s/%s after the last retry", hub, partition)
-        reason = "internal: not processed after the last retry"
-        await asyncio.gather(*(_dead_letter(store, origin_of(e, hub=hub, partition=partition, now=now),
-                                            Rejected(reason, [], e.get_body()), now) for e in events))
+        await give_up(STREAM, events, exc, hub=hub, now=now)
     return changed
 
 
@@ -104,6 +105,4 @@ async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
 
 
 async def _dead_letter(store: DataStore, origin: Origin, rejected: Rejected, now: datetime) -> None:
-    log.warning("dead-lettering a command response %s/%s/%d: %s", origin.hub, origin.partition,
-                origin.sequence_number, rejected.reason)
     await dead_letter(store, STREAM, origin, rejected, now)

@@ -9,6 +9,7 @@ in Event Hubs again, and which orders the partition's events for the archive.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 from shared.platform.deadletter import write_dead_letter
 from shared.platform.errors import InvalidInput
-from shared.platform.storage import DataStore
+from shared.platform.storage import DataStore, data_store
 from shared.platform.timestamps import format_timestamp
 from shared.streams.decode import Accepted, Rejected, decode
 from shared.streams.envelopes import Stream
@@ -108,3 +109,40 @@ def read_batch(stream: Stream, events: Sequence[Any], *, hub: str, limits: Strea
         batch.append(Event(origin, body, results))
     batch.sort(key=lambda e: e.origin.sequence_number)
     return batch
+
+
+async def give_up(stream: str, events: Sequence[Any], exc: BaseException, *, hub: str | None, now: datetime,
+                  after: int = -1) -> int:
+    """The last retry of a batch failed with ``exc``: each of its events past sequence
+    number ``after`` (what the archive already holds) to dead letters, each on its own,
+    with the reason. Never raises, so the partition moves on: a settings or storage
+    failure here too leaves the events in Event Hubs, and the log names their range
+    for a replay, once every write has ended (so it says what really happened).
+    Returns how many events were dead-lettered."""
+    context = partition_context(events)
+    hub = str(context.get("EventHubName") or hub or "unknown")
+    partition = str(context.get("PartitionId", "0"))
+    pending = [e for e in events if (e.sequence_number if e.sequence_number is not None else -1) > after]
+    reason = f"internal: not processed after the last retry ({type(exc).__name__})"
+    try:
+        store = data_store()
+        results = await asyncio.gather(*(
+            dead_letter(store, stream, origin_of(e, hub=hub, partition=partition, now=now),
+                        Rejected(reason, [], e.get_body()), now) for e in pending), return_exceptions=True)
+        lost = [e for e, result in zip(pending, results, strict=True) if isinstance(result, BaseException)]
+    except Exception:  # noqa: BLE001 - no store at all (settings): nothing could be written
+        lost = pending
+    first, last = _sequence_span(events)
+    log.error("giving up on %s events %s/%s %s-%s after the last retry (%s: %s); %d of %d dead-lettered", stream,
+              hub, partition, first, last, type(exc).__name__, exc, len(pending) - len(lost), len(pending))
+    if lost:
+        lost_first, lost_last = _sequence_span(lost)
+        log.error("LOST unless replayed: %d %s events of %s partition %s, sequence numbers %s-%s, could not be "
+                  "dead-lettered either; replay them from Event Hubs", len(lost), stream, hub, partition,
+                  lost_first, lost_last)
+    return len(pending) - len(lost)
+
+
+def _sequence_span(events: Sequence[Any]) -> tuple[int | None, int | None]:
+    numbers = [e.sequence_number for e in events if e.sequence_number is not None]
+    return (min(numbers), max(numbers)) if numbers else (None, None)

@@ -32,7 +32,7 @@ from shared.alerts.store import AlertStore
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import INFERENCE_CONTAINER, TELEMETRY_CONTAINER
 from shared.streams.archive import Archive, Segment
-from shared.streams.batch import Event, dead_letter, last_attempt, read_batch
+from shared.streams.batch import Event, dead_letter, give_up, last_attempt, partition_context, read_batch
 from shared.streams.decode import Accepted, Rejected
 from shared.streams.envelopes import Stream
 from shared.streams.limits import StreamLimits
@@ -56,21 +56,24 @@ class Report:
 
 async def ingest(stream: Stream, events: Sequence[Any], *, retry_count: int = 0, max_retry_count: int = 0,
                  now: datetime | None = None) -> Report:
-    """Handle one batch of one partition (``func.EventHubEvent`` objects)."""
+    """Handle one batch of one partition (``func.EventHubEvent`` objects). Any failure,
+    a bad setting included, fails the invocation for the host to retry, except on the
+    last attempt, which never raises (:func:`_give_up`)."""
     from shared.platform.settings import settings_of
 
-    settings = settings_of(StreamSettings)
-    hub = settings.telemetry_hub_name if stream == "telemetry" else settings.inference_hub_name
-    limits = StreamLimits(max_future_skew=float(settings.max_future_seconds))
-    store = data_store()
     now = now or datetime.now(UTC)
-    batch = read_batch(stream, events, hub=hub, limits=limits, now=now)
+    hub: str | None = None
     try:
+        settings = settings_of(StreamSettings)
+        hub = settings.telemetry_hub_name if stream == "telemetry" else settings.inference_hub_name
+        limits = StreamLimits(max_future_skew=float(settings.max_future_seconds))
+        store = data_store()
+        batch = read_batch(stream, events, hub=hub, limits=limits, now=now)
         return await _handle(store, stream, batch, now)
     except Exception as exc:
         if not last_attempt(retry_count, max_retry_count):
             raise  # the host retries the batch (the function's retry policy)
-        return await _give_up(store, stream, batch, exc, now)
+        return await _give_up(stream, events, exc, hub, now)
 
 
 async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: datetime) -> Report:
@@ -141,30 +144,20 @@ async def _alerts(store: DataStore, stream: Stream, accepted: list[Accepted], no
     return alerts
 
 
-async def _give_up(store: DataStore, stream: Stream, batch: list[Event], exc: Exception, now: datetime) -> Report:
-    """The last retry failed: every event of the batch that the archive does not
-    hold yet (as far as its watermark says) to dead letters, whole."""
-    first, last = batch[0].origin, batch[-1].origin
+async def _give_up(stream: Stream, events: Sequence[Any], exc: Exception, hub: str | None, now: datetime) -> Report:
+    """The last retry failed: every event of the batch that the archive does not hold
+    yet (as far as its watermark says) to dead letters, whole; never raises."""
+    done = -1
     try:
-        archive = _archive(store, stream)
-        done = await archive.watermark(first.hub, first.partition)
-    except Exception:  # noqa: BLE001 - storage is what failed: assume nothing is archived
+        context = partition_context(events)
+        done = await _archive(data_store(), stream).watermark(str(context.get("EventHubName") or hub),
+                                                              str(context.get("PartitionId", "0")))
+    except Exception:  # noqa: BLE001 - storage or settings are what failed: assume nothing is archived
         done = -1
-    batch = [e for e in batch if e.origin.sequence_number > done]
-    if not batch:  # every message is archived already: only its latest state, statistics or alerts are missing
-        log.error("the last retry of %s events %s/%s %d-%d failed after the archive held them all; their latest "
-                  "state, statistics or alerts may be missing: %r", stream, first.hub, first.partition,
-                  first.sequence_number, last.sequence_number, exc)
+    if all(e.sequence_number is not None and e.sequence_number <= done for e in events):
+        log.error("the last retry of %s events %s failed after the archive held them all; their latest state, "
+                  "statistics or alerts may be missing: %r", stream, partition_context(events), exc)
         return Report()
+    written = await give_up(stream, events, exc, hub=hub, now=now, after=done)
     reason = f"internal: not processed after the last retry ({type(exc).__name__})"
-    log.error("giving up on %s events %s/%s %d-%d after the last retry; dead-lettering them: %r", stream,
-              first.hub, first.partition, first.sequence_number, last.sequence_number, exc)
-    try:
-        await asyncio.gather(*(dead_letter(store, stream, e.origin, Rejected(reason, [], e.body), now)
-                               for e in batch))
-    except Exception:
-        log.exception("LOST unless replayed: %s hub %s partition %s sequence numbers %d-%d could not be "
-                      "dead-lettered either; replay them from Event Hubs", stream, first.hub, first.partition,
-                      first.sequence_number, last.sequence_number)
-        raise
-    return Report(events=len(batch), rejected=[reason] * len(batch))
+    return Report(events=len(events), rejected=[reason] * written)

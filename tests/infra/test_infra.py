@@ -228,12 +228,12 @@ def binding_settings() -> tuple[set[str], set[str]]:
     """(%SETTING% names, connection names) of the app's bindings, plus the contract's."""
     percent = set(CONTRACT_BINDING_SETTINGS)
     connections = {"EventHubConnection"}
-    # The app's functions as indexed once per process (get_functions() may run once).
+    # The app's functions as the worker indexed them (get_functions() may run once).
     from tools.invoke import FUNCTIONS
 
     for function in FUNCTIONS.values():
-        for binding in function.get_bindings():
-            for key, raw in binding.get_dict_repr().items():
+        for binding in function.raw_bindings:
+            for key, raw in binding.items():
                 value = str(getattr(raw, "value", raw))
                 percent.update(re.findall(r"%([A-Za-z0-9_]+)%", value))
                 if key == "connection" and value:

@@ -121,7 +121,7 @@ class StandIn:
         async with self._flushing:
             handler = user_function("client_lifecycle")
             for document in self._lifecycle_deliveries():
-                await handler(ev.to_function_event(document))
+                await handler(document)
                 self.lifecycle_events += 1
             taken = self._inbox.take()
             groups: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
