@@ -4,9 +4,9 @@ decoded by azure-functions' own converter, and the routed CloudEvents inside the
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import azure.functions as func

@@ -73,3 +73,16 @@ def test_blueprints_import_shared_only_inside_their_functions() -> None:
         names = {a.name for n in top_level if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module or "" for n in top_level if isinstance(n, ast.ImportFrom)}
         assert not any(name.startswith("shared") for name in names), path.name
+
+
+def test_the_app_imports_no_stand_in_and_the_stand_ins_import_no_tool() -> None:
+    """``standins/`` (the host and other cloud services played locally) never ships:
+    the app (``function_app``, ``blueprints``, ``shared``) imports neither it nor
+    ``tools``, and the stand-ins import nothing of ``tools``, which stands on them."""
+    app = [ROOT / "function_app.py", *(ROOT / "blueprints").rglob("*.py"), *SHARED.rglob("*.py")]
+    wrong = [f"{path.relative_to(ROOT)} imports {module}" for path in app for module in imports(path)
+             if module.split(".")[0] in ("standins", "tools", "tests")]
+    wrong += [f"{path.relative_to(ROOT)} imports {module}" for path in (ROOT / "standins").rglob("*.py")
+              for module in imports(path) if module.split(".")[0] in ("tools", "tests")]
+    assert wrong == []
+    assert "standins/" in (ROOT / ".funcignore").read_text().split(), "the deployment package leaves it out"

@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 import pytest
-from azure.core.exceptions import AzureError
 
 from shared.lifecycle.registry import DeviceRegistry
 from shared.platform.keys import device_key
@@ -27,8 +26,11 @@ from tests.harness import (
     user_function,
 )
 from tools import event_factory as ev
+from tools.invoke import FunctionFailed
 
 pytestmark = pytest.mark.usefixtures("app_env")
+# How the worker reports a storage failure of the function (type name and message).
+STORAGE_FAILURE = "ServiceRequestError|ServiceResponseError|HttpResponseError"
 # Two days ago at 08:00 UTC: alerts can be listed up to 90 days back.
 T0 = (datetime.now(UTC) - timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
 SINCE = (T0 - timedelta(days=30)).isoformat().replace("+00:00", "Z")
@@ -270,7 +272,7 @@ def test_an_event_that_can_never_apply_is_dead_lettered_with_its_reason(
 
 def test_a_storage_failure_fails_the_invocation_so_event_grid_retries(run: Any) -> None:
     dev = new_id()
-    with unreachable_storage(run), pytest.raises(AzureError):
+    with unreachable_storage(run), pytest.raises(FunctionFailed, match=STORAGE_FAILURE):
         deliver(run, ev.connected(dev, 1, T0))
     deliver(run, ev.connected(dev, 1, T0))  # Event Grid's retry
     assert device(run, dev)["connected"] is True
@@ -341,7 +343,7 @@ def test_a_failed_retraction_is_repaired_by_the_redelivered_disable(run: Any) ->
             ev.disconnected(dev, 1, T0 + timedelta(hours=1), reason="ClientAuthenticationError"))
     assert alert_count(run, dev) == 1
     disable = ev.created_or_updated(dev, T0 + timedelta(hours=1), created_on=T0, state="Disabled")
-    with failing_requests(run, "DELETE", "/alerts(") as failed, pytest.raises(AzureError):
+    with failing_requests(run, "DELETE", "/alerts(") as failed, pytest.raises(FunctionFailed, match=STORAGE_FAILURE):
         deliver(run, disable)  # the registry is written, the retraction fails: Event Grid retries
     assert failed, "the retraction was attempted"
     assert device(run, dev)["state"] == "Disabled"

@@ -14,16 +14,15 @@ from typing import Any
 
 import orjson
 import pytest
-from azure.core.exceptions import AzureError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
-from tests.harness import failing_requests, http_request, json_of, storage_requests, user_function
+from tests.harness import changed_settings, failing_requests, http_request, json_of, storage_requests, user_function
 from tests.test_stream_decoding import CORPUS
 from tools.eventhub_factory import Batch, Partition, routed_body
-from tools.invoke import InvocationContext, retry_policy
+from tools.invoke import FunctionFailed, InvocationContext, retry_policy
 
 pytestmark = pytest.mark.usefixtures("app_env")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -137,7 +136,7 @@ def test_a_replay_that_starts_inside_an_archived_blob_goes_on_after_it(run: Any)
 def test_a_failure_fails_the_invocation_and_the_retry_completes_the_batch_exactly_once(run: Any) -> None:
     log = hub()
     log.publish([telemetry(f"d{n % 4}", n) for n in range(40)])
-    with failing_requests(run, "POST", "/devices", times=1), pytest.raises(AzureError):
+    with failing_requests(run, "POST", "/devices", times=1), pytest.raises(FunctionFailed, match="Error"):
         ingest(run, "telemetry", log.deliver(range(1000, 1020)))  # archived, then the latest state fails
     ingest(run, "telemetry", log.deliver(range(1000, 1040)), retry_count=1)  # the host retries, larger
     assert places(run, log) == Counter({(seq, None): 1 for seq in range(1000, 1040)})
@@ -311,7 +310,7 @@ def test_storage_stopping_mid_batch_fails_it_and_a_redelivery_stores_everything_
                 if method == "PUT" and "/devices(" in path and len(requests) > 3:
                     azurite.stop()  # the archive blob is written; the latest state is not
 
-            with _hook(run, stop_after_the_blob, retry_total=0), pytest.raises(AzureError):
+            with _hook(run, stop_after_the_blob, retry_total=0), pytest.raises(FunctionFailed, match="Error"):
                 ingest(run, "telemetry", log.deliver(range(1020, 1040)))
             azurite.start()
             run(reset_data_store())
@@ -338,7 +337,7 @@ def test_a_storm_raises_one_alert_stored_and_forwarded_at_least_once(run: Any) -
         dev = f"hot-{uuid.uuid4().hex[:6]}"
         log = hub()
         log.publish([telemetry(dev, n, cpuTemp=90 + n % 3) for n in range(12)])
-        with pytest.raises(Exception, match="connection lost"):
+        with pytest.raises(FunctionFailed, match="connection lost"):
             ingest(run, "telemetry", log.deliver(range(1000, 1006)))  # stored, then the send fails
         for batch in log.batches(4):
             ingest(run, "telemetry", batch, retry_count=1)
@@ -399,3 +398,48 @@ def test_a_last_retry_that_fails_after_the_archive_dead_letters_nothing_the_arch
         ingest(run, "telemetry", log.deliver(), retry_count=last)  # ... and fails there, after the archive
     assert failed, "the latest state was read and failed"
     assert places(run, log) == Counter({(seq, None): 1 for seq in range(1000, 1004)})
+
+
+def test_the_last_retry_with_an_invalid_setting_dead_letters_the_batch_and_never_raises(
+        run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    log = hub()
+    log.publish([telemetry("bad-setting", n) for n in range(3)])
+    last = int(retry_policy("telemetry_ingest")["max_retry_count"])
+    with changed_settings(run, {"MAX_FUTURE_SECONDS": "soon"}):
+        with pytest.raises(FunctionFailed, match="MAX_FUTURE_SECONDS"):  # an earlier attempt: the host retries
+            ingest(run, "telemetry", log.deliver(), retry_count=last - 1)
+        ingest(run, "telemetry", log.deliver(), retry_count=last)  # the last: no exception
+    letters = dead_letters(run, log)
+    assert sorted(d["eventHub"]["sequenceNumber"] for d in letters) == [1000, 1001, 1002]
+    assert all(d["reason"] == "internal: not processed after the last retry (SettingsError)" for d in letters)
+    assert any(f"{log.hub}/{log.partition_id} 1000-1002" in r.getMessage() and "3 of 3 dead-lettered"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_the_last_retry_of_command_responses_without_storage_logs_the_range_and_never_raises(
+        run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    log = Partition("command-responses", "5", first_sequence=4000)
+    log.publish([b"{}", b"{}"])
+    last = int(retry_policy("command_responses")["max_retry_count"])
+    with changed_settings(run, {"DataStorage": None}):
+        with pytest.raises(FunctionFailed, match="DataStorage"):
+            run(user_function("command_responses")(log.deliver(), InvocationContext(
+                "command_responses", retry_count=last - 1, max_retry_count=last)))
+        run(user_function("command_responses")(log.deliver(), InvocationContext(
+            "command_responses", retry_count=last, max_retry_count=last)))
+    lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LOST unless replayed")]
+    assert lost == ["LOST unless replayed: 2 command-responses events of command-responses partition 5, sequence "
+                    "numbers 4000-4001, could not be dead-lettered either; replay them from Event Hubs"]
+
+
+def test_a_last_retry_that_cannot_dead_letter_logs_the_range_lost_and_still_never_raises(
+        run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    log = hub()
+    log.publish([telemetry("no-storage", n) for n in range(4)])
+    last = int(retry_policy("telemetry_ingest")["max_retry_count"])
+    with failing_requests(run, "PUT", "/", times=100):  # neither the archive nor a dead letter can be written
+        ingest(run, "telemetry", log.deliver(), retry_count=last)
+    assert dead_letters(run, log) == [] and archived(run, log) == []
+    lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LOST unless replayed")]
+    assert lost == [f"LOST unless replayed: 4 telemetry events of {log.hub} partition {log.partition_id}, sequence "
+                    "numbers 1000-1003, could not be dead-lettered either; replay them from Event Hubs"]

@@ -127,15 +127,15 @@ def test_a_return_annotation_the_worker_does_not_take_fails_the_app(tmp_path: Pa
 def test_the_protocol_messages_refuse_what_protobuf_refuses() -> None:
     with pytest.raises(ValueError, match='has no "bodyy" field'):
         rpc.RpcHttp(bodyy=rpc.TypedData(bytes=b""))
-    with pytest.raises(TypeError, match="RpcHttp.status_code"):
+    with pytest.raises(TypeError, match=r"RpcHttp\.status_code"):
         rpc.RpcHttp(status_code=200)
-    with pytest.raises(TypeError, match="CollectionSInt64.sint64"):
+    with pytest.raises(TypeError, match=r"CollectionSInt64\.sint64"):
         rpc.CollectionSInt64(sint64=["1"])
-    with pytest.raises(TypeError, match="TypedData.int"):
+    with pytest.raises(TypeError, match=r"TypedData\.int"):
         rpc.TypedData(int=True)
     with pytest.raises(ValueError, match="oneof data"):
         rpc.TypedData(string="a", bytes=b"a")
-    with pytest.raises(TypeError, match="RpcHttp.headers"):
+    with pytest.raises(TypeError, match=r"RpcHttp\.headers"):
         rpc.RpcHttp(headers={"a": 1})
 
 

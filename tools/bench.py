@@ -284,7 +284,7 @@ def inference_body(device: str, n: int, at: datetime) -> bytes:
 def stream_partition(stream: str, count: int, devices: int) -> Partition:
     """A partition of a hub of its own (nothing archived yet) holding ``count``
     messages, message ``n`` from device ``n % devices``."""
-    from tools.eventhub_factory import Batch, Partition
+    from tools.eventhub_factory import Partition
 
     tag = uuid.uuid4().hex[:6]
     partition = Partition(f"bench-{stream}-{tag}", "0", first_enqueued=STREAM_START, spacing=SPACING)

@@ -1,4 +1,4 @@
-// The function app on Flex Consumption (Linux, Python 3.12), running as its
+// The function app on Flex Consumption (Linux, Python 3.13), running as its
 // user-assigned identity. Every connection is identity-based: no keys or
 // connection strings are stored in the app settings.
 //
@@ -28,7 +28,7 @@ param flappingDisconnects int = 5
 param flappingWindowSeconds int = 600
 param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
-param pythonVersion string = '3.12'
+param pythonVersion string = '3.13'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
   name: identityName
