@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import logging
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -443,3 +444,16 @@ def test_a_last_retry_that_cannot_dead_letter_logs_the_range_lost_and_still_neve
     lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LOST unless replayed")]
     assert lost == [f"LOST unless replayed: 4 telemetry events of {log.hub} partition {log.partition_id}, sequence "
                     "numbers 1000-1003, could not be dead-lettered either; replay them from Event Hubs"]
+
+
+def test_a_clean_batch_writes_no_log_record_and_the_sdks_log_no_request(
+        run: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The worker ships every record at Information to the host; storage requests
+    must not each become one (azure-core logs two per request at that level)."""
+    log = hub()
+    log.publish([telemetry(f"quiet-{n}", n) for n in range(100)])  # every message from another device
+    with caplog.at_level(logging.INFO):
+        ingest(run, "telemetry", log.deliver())
+    assert len(archived(run, log)) == 100
+    ours = [r for r in caplog.records if not r.name.startswith("azure.functions")]  # the worker's own lines
+    assert ours == [], [f"{r.name}: {r.getMessage()[:80]}" for r in ours]
