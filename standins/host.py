@@ -158,6 +158,17 @@ def _require(result: Any, what: str) -> None:
         raise WorkerRefused(f"{what} failed in the worker: {result.exception.message}")
 
 
+def converted(binding: str, data: Any, metadata: Mapping[str, Any] | None = None) -> Any:
+    """What the worker hands a function for ``data`` and ``metadata`` sent to a trigger
+    of type ``binding`` (the runtime's own ``from_incoming_proto``), without calling
+    one: for tests that look at the trigger objects themselves."""
+    from azure_functions_runtime.bindings import meta
+
+    meta.load_binding_registry()
+    return meta.from_incoming_proto(binding, rpc.ParameterBinding(name="trigger", data=data), pytype=None,
+                                    trigger_metadata=dict(metadata or {}), function_name="")
+
+
 @cache
 def host() -> Host:
     """This process's host of the app (the runtime keeps its registry in module state,

@@ -1,4 +1,5 @@
-"""Indexing the app as the host does: no setting, no network, light imports, and
+"""Importing and indexing the app (what the worker does first, test_worker.py runs the
+worker itself): no setting, no network, light imports, and
 every setting the code reads documented in local.settings.sample.json and the README."""
 
 from __future__ import annotations

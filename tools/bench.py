@@ -2,11 +2,13 @@
 
 * ``import_ratio``: time to import ``function_app`` in a fresh interpreter divided
   by the time to import ``azure.functions`` alone (best of several, same run).
-* ``cold_request_ratio``: the first request of a fresh worker, importing
-  ``function_app``, indexing it and answering ``get_device`` for a stored device,
-  divided by the same work done naively: import ``azure.functions`` and
-  ``azure.data.tables.aio``, build a ``TableClient``, one ``get_entity`` of that
-  device's row (fresh interpreters against one Azurite, best of several, same run).
+* ``cold_request_ratio``: the first request of a fresh worker process (the worker
+  runtime imported, as it is before the host's init): the host's init request, in
+  which the runtime imports ``function_app`` and indexes it, then one ``get_device``
+  invocation for a stored device, as the host sends it; divided by the same work
+  done naively: import ``azure.functions`` and ``azure.data.tables.aio``, build a
+  ``TableClient``, one ``get_entity`` of that device's row (fresh interpreters against
+  one Azurite, best of several, same run).
 * life cycle events applied per second through ``client_lifecycle`` against Azurite,
   one at a time and 16 at once, and as a ratio to a baseline of bare Table upserts
   (one per event, the I/O floor) run in the same process.
@@ -23,7 +25,9 @@
   do), same clients, same Azurite, same process; also ``telemetry_msgs_per_s``,
   ``telemetry_fleet_msgs_per_s`` (every message of a batch from another device, as
   in a large fleet's partition), the worker's CPU per message of both, and
-  ``inference_msgs_per_s``.
+  ``inference_msgs_per_s``; ``log_records_per_1000_messages``, the records the app
+  and its SDKs write with the root logger at Information during the fleet-shaped
+  round (the worker ships each to the host).
 * command figures, with Mosquitto beside Azurite (the ``mqtt`` transport):
   ``command_overhead_ratio``, the median latency of ``send_command`` to an online
   device (an MQTT v5 client subscribed to its commands, answering nothing) divided

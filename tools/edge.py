@@ -12,7 +12,7 @@ response``) by its behaviour: succeed, fail, reject, or stay silent.
 
 A :class:`ResponseRouter` subscribes to every device's response topic and hands
 the answers to ``command_responses`` as Event Grid routing would: each one as a
-routed CloudEvent in an Event Hub batch built by the library's own converter.
+routed CloudEvent in an Event Hub batch as the host sends it, through the worker.
 """
 
 from __future__ import annotations

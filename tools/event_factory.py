@@ -10,8 +10,9 @@ from typing import Any
 
 import azure.functions as func
 import orjson
-from azure.functions.eventgrid import EventGridEventInConverter
-from azure.functions.meta import Datum
+
+from standins import triggers
+from standins.host import converted
 
 NAMESPACE = "evgns-edge"
 SOURCE = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-edge"
@@ -63,7 +64,9 @@ def deleted(device: str, at: datetime, *, schema: str = "eventgrid") -> dict[str
 
 
 def to_function_event(document: dict[str, Any]) -> func.EventGridEvent | func.CloudEvent:
-    """Decode one event as the worker does, with the library's own converter: a
-    CloudEvent becomes ``func.CloudEvent``, which the worker passes to a function
-    annotated with ``func.EventGridEvent`` all the same."""
-    return EventGridEventInConverter.decode(Datum(orjson.dumps(document).decode(), "json"), trigger_metadata={})
+    """One event as the worker hands it to ``client_lifecycle`` (the runtime's own
+    conversion of what the host sends): a CloudEvent becomes ``func.CloudEvent``,
+    which the worker passes to a function annotated with ``func.EventGridEvent`` all
+    the same."""
+    event: func.EventGridEvent | func.CloudEvent = converted("eventGridTrigger", triggers.event_grid(document))
+    return event

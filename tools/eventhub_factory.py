@@ -1,12 +1,12 @@
-"""Event Hub batches exactly as the Python worker hands them to a ``cardinality="many"``
-trigger, and the CloudEvents the Event Grid MQTT broker routes into the hubs. Used by
-the tests, the demo and the benchmark.
+"""Event Hub batches exactly as the Functions host sends them to the Python worker for
+a ``cardinality="many"`` trigger, and the CloudEvents the Event Grid MQTT broker routes
+into the hubs. Used by the tests, the demo and the benchmark.
 
-A batch is built from what the Functions host sends over RPC and decoded by
-azure-functions' own ``EventHubTriggerConverter``, so nothing here builds an
-``EventHubEvent`` by hand. What the host sends (the Event Hubs extension's
-``EventHubTriggerBindingStrategy.AddBindingData``, turned into ``TypedData`` by the
-host's ``ToRpc``; the Python worker announces ``TypedDataCollection``):
+A :class:`Batch` is what the host sends over RPC: nothing here builds an
+``EventHubEvent``; the worker runtime converts it (and so does :class:`Batch` when
+read as a sequence, with the runtime's own conversion). What the host sends (the
+Event Hubs extension's ``EventHubTriggerBindingStrategy.AddBindingData``, turned into
+``TypedData`` by the host's ``ToRpc``; the Python worker announces ``TypedDataCollection``):
 
 - the bodies: ``collection_bytes`` for ``data_type`` binary, ``collection_string``
   for string;
@@ -21,7 +21,7 @@ host's ``ToRpc``; the Python worker announces ``TypedDataCollection``):
 - enqueued times are .NET ``DateTime`` values of kind Unspecified
   (``EnqueuedTime.DateTime``), which Json.NET writes without a zone.
 
-What the converter makes of it, per event and from ``SystemPropertiesArray`` alone:
+What the worker makes of it, per event and from ``SystemPropertiesArray`` alone:
 ``sequence_number`` (int), ``offset`` (an **int**, although annotated ``str``: the
 extension writes ``Offset`` as a number), ``partition_key`` (str or None),
 ``enqueued_time`` (a **naive** datetime holding UTC: the zone-less text parses as
@@ -43,6 +43,7 @@ import azure.functions as func
 import orjson
 
 from standins import rpc
+from standins.host import converted
 
 EVENT_HUBS_NAMESPACE = "evhns-edge.servicebus.windows.net"
 CONSUMER_GROUP = "$Default"
@@ -161,7 +162,7 @@ def events(bodies: Sequence[bytes], *, hub: str = "telemetry", partition: str = 
            partition_keys: Sequence[str | None] | None = None, properties: Sequence[Mapping[str, Any]] | None = None,
            namespace: str = EVENT_HUBS_NAMESPACE, consumer_group: str = CONSUMER_GROUP,
            data_type: Literal["binary", "string"] = "binary") -> Batch:
-    """One batch of ``bodies`` from a fresh partition, as the worker passes it to the function."""
+    """One batch of ``bodies`` from a fresh partition, as the host sends it."""
     log = Partition(hub, partition, namespace=namespace, consumer_group=consumer_group, first_sequence=first_sequence,
                     first_offset=first_offset, first_enqueued=first_enqueued, spacing=spacing)
     log.publish(bodies, partition_keys=partition_keys, properties=properties)
@@ -181,11 +182,7 @@ class Batch(Sequence[func.EventHubEvent]):
 
     def _decoded(self) -> list[func.EventHubEvent]:
         if self._events is None:
-            from azure_functions_runtime.bindings import meta
-
-            meta.load_binding_registry()
-            decoded = meta.from_incoming_proto("eventHubTrigger", rpc.ParameterBinding(name="events", data=self.data),
-                                               pytype=None, trigger_metadata=self.metadata, function_name="")
+            decoded = converted("eventHubTrigger", self.data, self.metadata)
             assert isinstance(decoded, list)  # cardinality many: the metadata holds SystemPropertiesArray
             self._events = decoded
         return self._events
