@@ -7,6 +7,7 @@ baseline straight to the function. Never timing."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,7 @@ def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_request
     for name in STREAM_FIGURES:
         assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
     assert figures["telemetry_requests_per_1000"] >= 1000 / bench.BATCH, "at least the archive blob of each batch"
+    assert figures["log_records_per_1000_messages"] <= 5, "the log-volume budget (README, Speed)"
 
     requests = run(bench.counted_telemetry_requests(2))
     blob_writes = [path for method, path in requests.seen if method == "PUT" and "/telemetry/" in path]
@@ -55,6 +57,15 @@ def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_request
     assert len(blob_writes) >= 2, requests.seen
     assert len(state_writes) >= 2 * bench.STREAM_DEVICES, requests.seen
 
+
+
+def test_the_log_count_takes_the_apps_records_at_information_and_not_the_workers_own() -> None:
+    with bench.app_log_records() as records:
+        logging.getLogger("shared.streams.service").info("counted")
+        logging.getLogger("azure.core.pipeline").warning("counted too")
+        logging.getLogger("azure.functions").info("the worker's own line")
+        logging.getLogger("shared.streams.service").debug("below Information")
+    assert [r.getMessage() for r in records] == ["counted", "counted too"]
 
 
 def record_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[bench.Message]]]:
