@@ -35,6 +35,7 @@ from shared.platform.storage import DataStore
 from shared.platform.storage_names import APP_META_TABLE
 from shared.streams.batch import Event
 from shared.streams.decode import Accepted
+from shared.streams.lines import archive_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +56,7 @@ def blob_name(event: Event) -> str:
 
 def archive_lines(events: Sequence[Event]) -> bytes:
     """The JSON Lines of the accepted messages of ``events``, each with its origin."""
-    lines = []
-    for event in events:
-        origin = event.origin.to_json()
-        for result in event.results:
-            if isinstance(result, Accepted):
-                line = {**result.archive, "eventHub": origin}
-                if result.position is not None:
-                    line["eventHub"] = {**origin, "position": result.position}
-                lines.append(orjson.dumps(line))
-    return b"".join(line + b"\n" for line in lines)
+    return b"".join(archive_line(r, e.origin) + b"\n" for e in events for r in e.results if isinstance(r, Accepted))
 
 
 class Archive:
