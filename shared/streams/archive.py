@@ -1,41 +1,46 @@
 """The archive: every accepted message in JSON Lines blobs, exactly once per Event
-Hubs (hub, partition, sequence number), whatever batches the host delivers.
+Hubs (hub, partition, sequence number), whatever batches the host delivers, however
+often, to however many instances, in whatever order.
 
-The blobs of one partition form a chain. A blob is named by the first sequence
-number it covers and records the last one in its metadata; it is written only if
-no blob of that name exists (``If-None-Match: *``) and never changed. A batch
-starts at the first sequence number not yet archived, so two deliveries of the
-same events (a retry, a redelivery with other boundaries, two instances during a
-lease handover) aim at the same name: one creates the blob, the other finds it,
-reads how far it reaches, and goes on after it. No sequence number can be in two
-blobs. A range whose messages were all dead-lettered still gets its (empty) blob,
-so that the chain has no gap another writer could fill differently.
-
-The highest sequence number archived per (hub, partition) is kept in table
-``appmeta`` (and in memory) only to know where the chain ends without walking it;
-it is advanced after the blob exists, so a crash in between costs one extra look
-at the blob on the next delivery.
+Storage decides what is archived: one ledger row per partition in table ``appmeta``
+(:mod:`shared.streams.ledger`), written conditionally on its ETag. A delivery reads
+it (or remembers it: a partition's owner is its only writer, and a stale memory only
+costs a failed write and a read), settles any intent over its events, announces a
+blob for each run of its events that nothing holds yet (one ledger write), creates
+each blob with ``If-None-Match: *``, and counts them archived in the next ledger
+write. Two instances during a lease handover, a redelivery with other boundaries,
+or a replay below, across or above what is archived: each event lands in one blob,
+and a range that no blob holds (a last retry dead-lettered it) is filled by the
+replay that brings it. A run whose messages were all rejected is recorded without a
+blob. Steady state: one ledger write and one blob per batch.
 
 Blob: container ``telemetry`` or ``inference``,
-``{yyyy}/{MM}/{dd}/{HH}/{hub}-{partition}-{first sequence, 20 digits}.jsonl`` (the
-hour of the first event's enqueued time), metadata ``firstsequence``,
-``lastsequence``, ``messages``.
+``{yyyy}/{MM}/{dd}/{HH}/{hub}-{partition}-{first sequence, 20 digits}-{ledger
+generation, 8 digits}.jsonl`` (the hour of the first event's enqueued time; names
+sort by sequence within an hour), metadata ``firstsequence``, ``lastsequence``,
+``messages``. An empty blob with metadata ``void`` marks an announced write that
+another instance settled before it happened; it holds nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from shared.platform.rows import merge_row
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import APP_META_TABLE
 from shared.streams.batch import Event
 from shared.streams.decode import Accepted
+from shared.streams.ledger import MAX_INTENTS, MAX_SPANS, Blob, Ledger, runs
 from shared.streams.lines import archive_line
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +53,10 @@ class Segment:
     created: bool
 
 
-def blob_name(event: Event) -> str:
+def blob_name(event: Event, generation: int) -> str:
     origin = event.origin
     return (f"{origin.enqueued_time:%Y/%m/%d/%H}/{origin.hub}-{origin.partition}-"
-            f"{origin.sequence_number:020d}.jsonl")
+            f"{origin.sequence_number:020d}-{generation:08d}.jsonl")
 
 
 def archive_lines(events: Sequence[Event]) -> bytes:
@@ -59,72 +64,188 @@ def archive_lines(events: Sequence[Event]) -> bytes:
     return b"".join(archive_line(r, e.origin) + b"\n" for e in events for r in e.results if isinstance(r, Accepted))
 
 
+class ArchiveConflict(RuntimeError):
+    """Another instance settled this delivery's announced blob before it was written
+    (or the ledger kept changing): the invocation fails and the retry starts afresh."""
+
+
+# Ledger writes tried before the invocation fails (each conflict means another
+# instance wrote the same partition's ledger in between: rare outside a handover).
+MAX_ATTEMPTS = 6
+
+
 class Archive:
     def __init__(self, store: DataStore, stream: str, container: str) -> None:
         self._store, self._stream, self._container = store, stream, container
 
     async def append(self, events: Sequence[Event]) -> list[Segment]:
-        """Archive what of ``events`` (one partition, in sequence order) is not yet
-        archived; returns the chain's blobs that cover them, written now or before."""
-        from azure.core.exceptions import ResourceExistsError
-
+        """Archive what of ``events`` (one partition) nothing holds yet; returns the
+        blobs that cover them: written now, or written before and still remembered by
+        name (so what depends on a blob can be redone from its lines)."""
         if not events:
             return []
         hub, partition = events[0].origin.hub, events[0].origin.partition
-        done = await self.watermark(hub, partition)
-        pending = [e for e in events if e.origin.sequence_number > done]
-        container = await self._store.container(self._container)
-        segments: list[Segment] = []
-        while pending:
-            first, last = pending[0].origin.sequence_number, pending[-1].origin.sequence_number
-            name = blob_name(pending[0])
-            body = archive_lines(pending)
-            try:
-                await container.upload_blob(
-                    name, body, overwrite=False,
-                    metadata={"firstsequence": str(first), "lastsequence": str(last),
-                              "messages": str(body.count(b"\n"))},
-                    content_settings=_JSONL())
-                segments.append(Segment(name, first, last, created=True))
-            except ResourceExistsError:
-                # Written by an earlier delivery: it reaches as far as it says.
-                properties = await container.get_blob_client(name).get_blob_properties()
-                last = int(properties.metadata["lastsequence"])
-                segments.append(Segment(name, first, last, created=False))
-            pending = [e for e in pending if e.origin.sequence_number > last]
-        return segments
+        sequences = [e.origin.sequence_number for e in events]
+        created: list[Blob] = []
+        conflicts = 0
+        try:
+            while True:
+                ledger, etag = await self._read(hub, partition)
+                written, void = await self._settle(ledger.intents_over(sequences), void_missing=True)
+                ledger = ledger.settled(written, void) if written or void else ledger
+                pending = [e for e in events if not ledger.archived(e.origin.sequence_number)]
+                announced = self._announce(ledger, pending)[:MAX_INTENTS]
+                if not (announced or written or void):
+                    return _segments(ledger, sequences, created=created)
+                ledger = ledger.with_intents(announced)
+                etag = await self._write(hub, partition, ledger, etag)
+                if etag is None:  # someone else wrote the ledger: read it again and decide again
+                    conflicts += 1
+                    if conflicts >= MAX_ATTEMPTS:
+                        raise ArchiveConflict(f"the archive ledger of {hub}/{partition} changed {conflicts} times")
+                    continue
+                await self._create(announced, pending)
+                self._remember(hub, partition, ledger.settled(announced), etag)
+                created += announced
+        except BaseException:
+            self._forget(hub, partition)
+            raise
+
+    async def archived(self, hub: str, partition: str, sequences: Sequence[int]) -> set[int]:
+        """Which of ``sequences`` the archive holds, as storage says now (for the last
+        retry, which dead-letters only the others)."""
+        self._forget(hub, partition)
+        ledger, _ = await self._read(hub, partition)
+        written, _void = await self._settle(ledger.intents_over(sequences), void_missing=False)
+        ledger = ledger.settled(written)
+        return {s for s in sequences if ledger.archived(s)}
 
     async def read(self, segment: Segment) -> list[dict[str, Any]]:
         """The lines of a blob written before (to redo what depends on it)."""
+        if not segment.name:
+            return []
         container = await self._store.container(self._container)
         data = await (await container.download_blob(segment.name)).readall()
         return [orjson.loads(line) for line in data.splitlines() if line]
 
-    async def advance(self, hub: str, partition: str, last: int) -> None:
-        """Record that the chain reaches ``last`` (never moves back)."""
-        key = ("archive", self._stream, hub, partition)
-        if self._store.memo.get(key, -1) >= last:
-            return
+    # ----------------------------------------------------------------- decisions
 
-        def forward(stored: dict[str, Any] | None) -> dict[str, Any] | None:
-            return None if stored is not None and int(stored["lastSequence"]) >= last else {"lastSequence": str(last)}
+    def _announce(self, ledger: Ledger, pending: Sequence[Event]) -> list[Blob]:
+        """A blob for each run of consecutive pending events, named by the next
+        generation (so no two intents ever share a name); a run without an accepted
+        message gets no blob (its events are dead letters only)."""
+        by_sequence = {e.origin.sequence_number: e for e in pending}
+        generation = ledger.generation + 1
+        blobs = []
+        for first, last in runs(by_sequence):
+            run = [by_sequence[s] for s in range(first, last + 1)]
+            has_lines = any(isinstance(r, Accepted) for e in run for r in e.results)
+            blobs.append(Blob(first, last, blob_name(run[0], generation) if has_lines else ""))
+        return blobs
 
-        await merge_row(self._store, APP_META_TABLE, f"archive|{self._stream}", f"{hub}|{partition}", forward)
-        self._store.memo[key] = last
+    # ----------------------------------------------------------------- I/O
 
-    async def watermark(self, hub: str, partition: str) -> int:
-        """The last sequence number the chain is known to reach (-1: none)."""
-        key = ("archive", self._stream, hub, partition)
-        if key not in self._store.memo:
-            from azure.core.exceptions import ResourceNotFoundError
+    async def _create(self, announced: Sequence[Blob], pending: Sequence[Event]) -> None:
+        from azure.core.exceptions import ResourceExistsError
 
-            table = await self._store.table(APP_META_TABLE)
+        container = await self._store.container(self._container)
+        for blob in announced:
+            if not blob.name:
+                continue
+            body = archive_lines([e for e in pending if blob.covers(e.origin.sequence_number)])
             try:
-                entity = await table.get_entity(f"archive|{self._stream}", f"{hub}|{partition}")
-                self._store.memo[key] = int(entity["lastSequence"])
+                await container.upload_blob(
+                    blob.name, body, overwrite=False, content_settings=_JSONL(),
+                    metadata={"firstsequence": str(blob.first), "lastsequence": str(blob.last),
+                              "messages": str(body.count(b"\n"))})
+            except ResourceExistsError as exc:
+                raise ArchiveConflict(f"{blob.name} was settled by another instance before it was written") from exc
+
+    async def _settle(self, intents: Sequence[Blob], *, void_missing: bool) -> tuple[list[Blob], list[Blob]]:
+        """Each intent is a blob that exists (written) or, with ``void_missing``, one
+        made impossible by creating its name empty first (void)."""
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+        container = await self._store.container(self._container)
+        written: list[Blob] = []
+        void: list[Blob] = []
+        for intent in intents:
+            if not intent.name:
+                written.append(intent)  # nothing to write: the ledger write was all of it
+                continue
+            client = container.get_blob_client(intent.name)
+            try:
+                properties = await client.get_blob_properties()
             except ResourceNotFoundError:
-                self._store.memo[key] = -1
-        return int(self._store.memo[key])
+                if not void_missing:
+                    continue
+                try:
+                    await client.upload_blob(b"", overwrite=False, metadata={
+                        "firstsequence": str(intent.first), "lastsequence": str(intent.last), "messages": "0",
+                        "void": "true"})
+                    void.append(intent)
+                    continue
+                except ResourceExistsError:
+                    properties = await client.get_blob_properties()  # its writer won the race: it is written
+            (void if properties.metadata.get("void") == "true" else written).append(intent)
+        return written, void
+
+    def _key(self, hub: str, partition: str) -> tuple[str, str, str, str]:
+        return ("ledger", self._stream, hub, partition)
+
+    def _remember(self, hub: str, partition: str, ledger: Ledger, etag: str) -> None:
+        self._store.memo[self._key(hub, partition)] = (ledger, etag)
+
+    def _forget(self, hub: str, partition: str) -> None:
+        self._store.memo.pop(self._key(hub, partition), None)
+
+    async def _read(self, hub: str, partition: str) -> tuple[Ledger, str | None]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        remembered = self._store.memo.get(self._key(hub, partition))
+        if remembered is not None:
+            return remembered  # type: ignore[no-any-return]
+        table = await self._store.table(APP_META_TABLE)
+        try:
+            entity = await table.get_entity(f"archive|{self._stream}", f"{hub}|{partition}")
+        except ResourceNotFoundError:
+            return Ledger(), None
+        return Ledger.from_row(dict(entity), f"{hub}-{partition}-"), str(entity.metadata["etag"])
+
+    async def _write(self, hub: str, partition: str, ledger: Ledger, etag: str | None) -> str | None:
+        """The ledger, if the row is still as read; None when another writer changed it."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        if ledger.folded:
+            log.error("the archive ledger of %s %s/%s holds more than %d ranges: the oldest gaps %s are closed, so "
+                      "a replay into them is taken as archived", self._stream, hub, partition, MAX_SPANS,
+                      ledger.folded)
+        table = await self._store.table(APP_META_TABLE)
+        row = {"PartitionKey": f"archive|{self._stream}", "RowKey": f"{hub}|{partition}",
+               **ledger.to_row(f"{hub}-{partition}-")}
+        try:
+            if etag is None:
+                written = await table.create_entity(row)
+            else:
+                written = await table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
+                                                    match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            self._forget(hub, partition)
+            await asyncio.sleep(random.uniform(0, 0.02))  # noqa: S311 - jitter
+            return None
+        return str(written["etag"])
+
+
+def _segments(ledger: Ledger, sequences: Sequence[int], *, created: Sequence[Blob]) -> list[Segment]:
+    """The blobs that cover ``sequences``: those ``created`` now, and earlier ones the
+    ledger still knows by name."""
+    mine = {b.name or f"{b.first}": b for b in created}
+    earlier = {b.name or f"{b.first}": b for s in sequences if (b := ledger.blob_of(s)) is not None}
+    segments = [Segment(b.name, b.first, b.last, created=True) for b in mine.values()]
+    segments += [Segment(b.name, b.first, b.last, created=False) for k, b in earlier.items() if k not in mine]
+    return sorted(segments, key=lambda s: s.first)
 
 
 def _JSONL() -> Any:  # noqa: N802 - reads as the content type it builds

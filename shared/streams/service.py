@@ -87,15 +87,13 @@ async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: dat
     segments = await archive.append(batch)
     report.archived = sum(_lines_in(batch, s) for s in segments if s.created)
     if stream == "inference":
-        for segment in segments:
+        for segment in (s for s in segments if s.name):  # a run without accepted messages has no blob
             await add_blob(store, hub=batch[0].origin.hub, partition=batch[0].origin.partition,
                            first_sequence=segment.first, lines=await _lines(archive, batch, segment))
         await write_latest(store, {}, coalesce_inference(accepted))
     else:
         await write_latest(store, coalesce_telemetry(accepted), {})
     report.alerts = await _alerts(store, stream, accepted, now)
-    if segments:
-        await archive.advance(batch[0].origin.hub, batch[0].origin.partition, segments[-1].last)
     return report
 
 
@@ -146,18 +144,22 @@ async def _alerts(store: DataStore, stream: Stream, accepted: list[Accepted], no
 
 async def _give_up(stream: Stream, events: Sequence[Any], exc: Exception, hub: str | None, now: datetime) -> Report:
     """The last retry failed: every event of the batch that the archive does not hold
-    yet (as far as its watermark says) to dead letters, whole; never raises."""
-    done = -1
+    (as its ledger says now) to dead letters, whole; never raises. Events the archive
+    holds are not dead-lettered: what failed after them (latest state, statistics,
+    alerts) is logged."""
+    context = partition_context(events)
     try:
-        context = partition_context(events)
-        done = await _archive(data_store(), stream).watermark(str(context.get("EventHubName") or hub),
-                                                              str(context.get("PartitionId", "0")))
-    except Exception:  # noqa: BLE001 - storage or settings are what failed: assume nothing is archived
-        done = -1
-    if all(e.sequence_number is not None and e.sequence_number <= done for e in events):
+        archived = await _archive(data_store(), stream).archived(
+            str(context.get("EventHubName") or hub or stream), str(context.get("PartitionId", "0")),
+            [e.sequence_number for e in events if e.sequence_number is not None])
+    except Exception:  # noqa: BLE001 - storage or settings are what failed: take nothing as archived
+        archived = set()
+    if archived and all(e.sequence_number in archived for e in events):
         log.error("the last retry of %s events %s failed after the archive held them all; their latest state, "
-                  "statistics or alerts may be missing: %r", stream, partition_context(events), exc)
+                  "statistics or alerts may be missing (stored alerts stay listed by list_alerts): %r", stream,
+                  partition_context(events), exc)
         return Report()
-    written = await give_up(stream, events, exc, hub=hub, now=now, after=done)
+    rest = [e for e in events if e.sequence_number not in archived]
+    written = await give_up(stream, rest, exc, hub=hub, now=now)
     reason = f"internal: not processed after the last retry ({type(exc).__name__})"
-    return Report(events=len(events), rejected=[reason] * written)
+    return Report(events=len(rest), rejected=[reason] * written)
