@@ -457,3 +457,4 @@ def test_a_clean_batch_writes_no_log_record_and_the_sdks_log_no_request(
     assert len(archived(run, log)) == 100
     ours = [r for r in caplog.records if not r.name.startswith("azure.functions")]  # the worker's own lines
     assert ours == [], [f"{r.name}: {r.getMessage()[:80]}" for r in ours]
+
