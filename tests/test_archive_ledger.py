@@ -110,7 +110,7 @@ def test_two_deliveries_at_once_of_overlapping_ranges_archive_each_event_once(ru
     log.publish([telemetry(f"race-{n % 4}", n) for n in range(60)])
     handler = user_function("telemetry_ingest")
 
-    async def both() -> list[Any]:
+    async def both() -> tuple[Any, ...]:
         return await asyncio.gather(
             handler(log.deliver(range(1000, 1040)), InvocationContext("telemetry_ingest")),
             handler(log.deliver(range(1020, 1060)), InvocationContext("telemetry_ingest")),
