@@ -87,3 +87,51 @@ def test_a_removed_alert_is_gone_from_both_listings(run: Any) -> None:
     run(store.remove([gone]))  # already gone is fine
     assert [a["value"] for a in json_of(list_alerts(run, deviceId="rm"))["items"]] == [2]
     assert [a["value"] for a in json_of(list_alerts(run))["items"]] == [2]
+
+
+def test_an_alert_raised_today_for_a_message_of_last_month_is_listed_as_todays(run: Any) -> None:
+    late = Alert(alert_id="late-1", device_id="late", rule="cpuTempHigh", severity="warning", stream="telemetry",
+                 message="m", value=91, timestamp=NOW - timedelta(days=30), raised_at=NOW)
+    run(AlertStore(data_store()).add([late]))
+    assert [a["alertId"] for a in json_of(list_alerts(run))["items"]][:1] == ["late-1"]
+    assert [a["alertId"] for a in json_of(list_alerts(run, deviceId="late"))["items"]] == ["late-1"]
+    since_yesterday = json_of(list_alerts(run, deviceId="late", since=z(NOW - timedelta(days=1))))["items"]
+    assert [a["alertId"] for a in since_yesterday] == ["late-1"]
+
+
+def test_a_second_add_keeps_the_first_raised_at_in_both_listings(run: Any) -> None:
+    store = AlertStore(data_store())
+    first = alert("twice", NOW - timedelta(minutes=10), 1)
+    assert run(store.add([first])) == [first]
+    assert run(store.add([first.model_copy(update={"raised_at": NOW})])) == []
+    for listing in (json_of(list_alerts(run))["items"], json_of(list_alerts(run, deviceId="twice"))["items"]):
+        assert [a["raisedAt"] for a in listing if a["deviceId"] == "twice"] == [z(first.raised_at)]
+
+
+def test_an_add_that_fails_before_its_time_row_lists_it_in_both_once_retried(run: Any) -> None:
+    from tests.harness import failing_requests
+
+    store = AlertStore(data_store())
+    crashed = alert("crash", NOW - timedelta(minutes=3), 7)
+    with failing_requests(run, "POST", "/alerts", times=1), pytest.raises(Exception, match="injected"):
+        run(store.add([crashed]))  # the device's rows are written, the time row is not
+    assert run(store.add([crashed])) == [], "the retry finds it stored"
+    assert [a["alertId"] for a in json_of(list_alerts(run))["items"]].count(crashed.alert_id) == 1
+    assert [a["alertId"] for a in json_of(list_alerts(run, deviceId="crash"))["items"]] == [crashed.alert_id]
+
+
+def test_adds_and_removes_at_once_leave_both_listings_agreeing(run: Any) -> None:
+    import asyncio
+
+    store = AlertStore(data_store())
+    raced = [alert(f"race-{n}", NOW - timedelta(minutes=1), n) for n in range(12)]
+
+    async def race() -> None:
+        for _ in range(3):
+            await asyncio.gather(*(store.add([a]) for a in raced), *(store.remove([a]) for a in raced[::2]))
+
+    run(race())
+    listed = json_of(list_alerts(run, limit="1000"))["items"]
+    by_time = {a["alertId"] for a in listed if a["deviceId"].startswith("race")}
+    by_device = {a["alertId"] for n in range(12) for a in json_of(list_alerts(run, deviceId=f"race-{n}"))["items"]}
+    assert by_time == by_device

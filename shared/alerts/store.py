@@ -1,24 +1,30 @@
-"""Alerts in Table storage, written twice so that both reads touch only what they return.
+"""Alerts in Table storage, listed by when they were raised, so that both listings
+touch only what they return.
 
-Table ``alerts``:
+Table ``alerts``, three rows per alert:
 
-* by time: ``PartitionKey`` = ``t`` + the alert's UTC hour counted down from the
-  year 2100 (7 digits) + a shard ``0``-``f`` from the device id, ``RowKey`` =
-  milliseconds counted down + ``_`` + the alert id. A storm of one hour spreads over
-  16 partitions; one range query over partition keys reads the newest hours first,
-  and hours without alerts cost nothing.
-* by device: ``PartitionKey`` = ``d`` + the escaped device id, the same ``RowKey``:
-  one partition holds a device's alerts, newest first.
+* by device: ``PartitionKey`` = ``d`` + the escaped device id, holding two rows
+  written in one transaction: ``i_`` + the alert id (which makes a second ``add`` of
+  the same alert a no-op and keeps the first ``raisedAt``), and ``r`` + milliseconds
+  of ``raisedAt`` counted down + ``_`` + the id (the device's listing, newest first);
+* by time: ``PartitionKey`` = ``t`` + the UTC hour of ``raisedAt`` counted down from
+  the year 2100 (7 digits) + a shard ``0``-``f`` from the device id, ``RowKey`` as the
+  device's listing row. A storm of one hour spreads over 16 partitions; one range
+  query over partition keys reads the newest hours first, and hours without alerts
+  cost nothing.
 
-An alert's id is derived from what raised it, so a second ``add`` of the same alert
-changes nothing (the first ``raisedAt`` stays) and ``remove`` finds its rows by
-their keys alone. The two rows are not written atomically; a failure between them
-fails the invocation, and the retry writes both again.
+Listings go by ``raisedAt``: an alert raised today for a message stamped last month
+is today's. The time row is derived from the device's rows, which decide: ``add``
+writes it after them (from the stored ``raisedAt``), ``remove`` deletes it before
+them, and an ``add`` that finds its device rows removed meanwhile deletes the time
+row it wrote. A crash in between leaves the time row missing until the retry of
+that invocation writes it, never a time row without its alert.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -52,22 +58,28 @@ def _shard(device_id: str) -> str:
     return f"{hashlib.sha256(device_id.encode('utf-8', 'surrogatepass')).digest()[0] % SHARDS:x}"
 
 
-def _row_key(alert: Alert) -> str:
-    return f"{_MAX_MS - _ms(alert.timestamp):015d}_{alert.alert_id}"
+def _listed(raised_at: datetime, alert_id: str) -> str:
+    return f"r{_MAX_MS - _ms(raised_at):015d}_{alert_id}"
 
 
-def _keys(alert: Alert) -> tuple[tuple[str, str], tuple[str, str]]:
-    """(time row, device row) keys of ``alert``."""
-    row = _row_key(alert)
-    return (_hour_key(alert.timestamp) + _shard(alert.device_id), row), ("d" + device_key(alert.device_id), row)
+def _device_partition(device_id: str) -> str:
+    return "d" + device_key(device_id)
 
 
-def _entity(alert: Alert, keys: tuple[str, str]) -> dict[str, Any]:
+def _id_row(alert_id: str) -> str:
+    return "i_" + alert_id
+
+
+def _time_keys(alert: Alert) -> tuple[str, str]:
+    return _hour_key(alert.raised_at) + _shard(alert.device_id), _listed(alert.raised_at, alert.alert_id)
+
+
+def _entity(alert: Alert, partition: str, row: str) -> dict[str, Any]:
     from azure.data.tables import EdmType, EntityProperty
 
     return {
-        "PartitionKey": keys[0], "RowKey": keys[1], "deviceId": alert.device_id, "rule": alert.rule,
-        "timestampMs": EntityProperty(_ms(alert.timestamp), EdmType.INT64),
+        "PartitionKey": partition, "RowKey": row, "deviceId": alert.device_id, "rule": alert.rule,
+        "raisedAtMs": EntityProperty(_ms(alert.raised_at), EdmType.INT64),
         "doc": orjson.dumps(alert.model_dump(mode="json")).decode(),
     }
 
@@ -90,47 +102,80 @@ class AlertStore:
         self._store = store
 
     async def add(self, alerts: Iterable[Alert]) -> list[Alert]:
-        """Store ``alerts``; any already stored is left as it is. Returns the new ones."""
-        from azure.core.exceptions import ResourceExistsError
-
+        """Store ``alerts``; any already stored is left as it is (its first ``raisedAt``
+        stays). Returns the new ones."""
         alerts = list(alerts)
         if not alerts:
             return []
-        table = await self._store.table(ALERTS_TABLE)
-
-        async def create(entity: dict[str, Any]) -> bool:
-            try:
-                await table.create_entity(entity)
-            except ResourceExistsError:
-                return False
-            return True
-
-        async def add_one(alert: Alert) -> bool:
-            by_time, by_device = _keys(alert)
-            new = await asyncio.gather(create(_entity(alert, by_time)), create(_entity(alert, by_device)))
-            return new[0]
-
-        created = await asyncio.gather(*(add_one(a) for a in alerts))
+        created = await asyncio.gather(*(self._add(a) for a in alerts))
         return [alert for alert, new in zip(alerts, created, strict=True) if new]
 
-    async def remove(self, alerts: Iterable[Alert]) -> None:
-        """Delete ``alerts`` (both rows); already gone is fine."""
-        alerts = list(alerts)
-        if not alerts:
-            return
+    async def _add(self, alert: Alert) -> bool:
+        from azure.core.exceptions import ResourceExistsError
+        from azure.data.tables import TableTransactionError
+
         table = await self._store.table(ALERTS_TABLE)
-        # delete_entity treats "not found" as done.
-        await asyncio.gather(*(table.delete_entity(pk, rk) for alert in alerts for pk, rk in _keys(alert)))
+        partition = _device_partition(alert.device_id)
+        try:
+            await table.submit_transaction([
+                ("create", _entity(alert, partition, _id_row(alert.alert_id))),
+                ("create", _entity(alert, partition, _listed(alert.raised_at, alert.alert_id)))])
+            new = True
+        except TableTransactionError as exc:
+            if exc.status_code != 409:
+                raise
+            stored = await self._stored(alert)
+            if stored is None:  # removed between the two: nothing to list
+                return False
+            alert, new = stored, False
+        time_partition, row = _time_keys(alert)
+        with contextlib.suppress(ResourceExistsError):
+            await table.create_entity(_entity(alert, time_partition, row))
+        if await self._stored(alert) is None:  # removed while the time row was written: take it back
+            await table.delete_entity(time_partition, row)
+            return False
+        return new
+
+    async def _stored(self, alert: Alert) -> Alert | None:
+        """The stored copy of ``alert`` (by its id), None when there is none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        table = await self._store.table(ALERTS_TABLE)
+        try:
+            return _alert(await table.get_entity(_device_partition(alert.device_id), _id_row(alert.alert_id)))
+        except ResourceNotFoundError:
+            return None
+
+    async def remove(self, alerts: Iterable[Alert]) -> None:
+        """Delete ``alerts`` (the time row first, then the device's two rows in one
+        transaction); already gone is fine."""
+        from azure.data.tables import TableTransactionError
+
+        table = await self._store.table(ALERTS_TABLE)
+
+        async def remove_one(alert: Alert) -> None:
+            stored = await self._stored(alert)
+            if stored is None:
+                return
+            await table.delete_entity(*_time_keys(stored))  # "not found" is done
+            partition = _device_partition(stored.device_id)
+            try:
+                await table.submit_transaction([
+                    ("delete", {"PartitionKey": partition, "RowKey": _id_row(stored.alert_id)}),
+                    ("delete", {"PartitionKey": partition, "RowKey": _listed(stored.raised_at, stored.alert_id)})])
+            except TableTransactionError as exc:
+                if exc.status_code != 404:  # removed meanwhile by another remove
+                    raise
+
+        await asyncio.gather(*(remove_one(a) for a in alerts))
 
     async def of_device(self, device_id: str, *, rule: str | None = None, since: datetime | None = None,
                         limit: int | None = None) -> list[Alert]:
-        """``device_id``'s alerts, newest first: one partition."""
+        """``device_id``'s alerts, newest raised first: one partition."""
         table = await self._store.table(ALERTS_TABLE)
-        query = "PartitionKey eq @pk"
-        parameters: dict[str, Any] = {"pk": "d" + device_key(device_id)}
-        if since is not None:
-            query += " and RowKey lt @row"
-            parameters["row"] = f"{_MAX_MS - _ms(since) + 1:015d}"
+        query = "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi"
+        newest = f"r{_MAX_MS - _ms(since) + 1:015d}" if since is not None else "s"
+        parameters: dict[str, Any] = {"pk": _device_partition(device_id), "lo": "r", "hi": newest}
         if rule is not None:
             query += " and rule eq @rule"
             parameters["rule"] = rule
@@ -144,8 +189,8 @@ class AlertStore:
 
     async def list(self, *, device_id: str | None = None, since: datetime | None = None, limit: int = 100,
                    now: datetime | None = None) -> list[Alert]:
-        """Newest first, at most ``limit``, not older than ``since`` (default 7 days,
-        at most 90). The cost grows with the alerts read, not with the time spanned."""
+        """Newest raised first, at most ``limit``, raised at ``since`` or later
+        (default 7 days ago, at most 90). The cost grows with the alerts read, not with the time spanned."""
         now = now or datetime.now(UTC)
         since = check_since(since, now)
         if device_id is not None:
@@ -153,7 +198,7 @@ class AlertStore:
         table = await self._store.table(ALERTS_TABLE)
         # Partitions sort by hour, newest first, then by shard: gather an hour's shards,
         # then order them, until the page is full.
-        query = "PartitionKey gt @lo and PartitionKey lt @hi and timestampMs ge @since"
+        query = "PartitionKey gt @lo and PartitionKey lt @hi and raisedAtMs ge @since"
         parameters = {"lo": "t", "hi": f"t{_MAX_HOUR - _ms(since) // 3_600_000 + 1:07d}",
                       "since": _ms(since)}
         items: list[Alert] = []
