@@ -75,6 +75,9 @@ param localConsumerGroupName string = 'local'
 @description('Throughput units of the Event Grid namespace (MQTT connections and message rate).')
 param eventGridCapacity int = 1
 
+@description('Set by the postprovision hook once routing exists (azd environment value EVENTGRID_ROUTING_ESTABLISHED): every later provision keeps routing in its first write of the namespace, so telemetry is never left unrouted while it runs.')
+param eventGridRoutingEstablished bool = false
+
 @minValue(1)
 @maxValue(100)
 @description('EVENTGRID_MAX_SESSIONS_PER_DEVICE: concurrent MQTT sessions allowed per authentication name (device id). 1: a second connection with the same certificate cannot run beside the first.')
@@ -289,6 +292,7 @@ module eventGrid 'app/eventgrid.bicep' = {
     lifecycleDeadLetterContainerName: lifecycleDeadLetterContainerName
     routingDeadLetterContainerName: routingDeadLetterContainerName
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    routingEstablished: eventGridRoutingEstablished
   }
 }
 

@@ -55,6 +55,8 @@ param storageAccountName string
 param lifecycleDeadLetterContainerName string
 param routingDeadLetterContainerName string
 param logAnalyticsWorkspaceId string = ''
+@description('Whether an earlier provision set up routing (azd environment value EVENTGRID_ROUTING_ESTABLISHED, which the postprovision hook sets once it exists). Then the first write of the namespace keeps routing, so no device message goes unrouted while a later provision runs; on the first provision the route topic does not exist yet, so routing comes with the second write (eventgrid-routing.bicep).')
+param routingEstablished bool = false
 
 var deviceClientGroupName = 'edge-devices'
 var deviceRoleAttribute = 'edge-device'
@@ -62,6 +64,44 @@ var routeTopicName = 'device-messages'
 var deviceIdEnrichmentKey = 'deviceid'
 // Routing enrichment ${client.attributes.role}: 'edge-device' for a device, '' for the app.
 var clientRoleEnrichmentKey = 'clientrole'
+
+// The namespace's MQTT broker settings, without and with routing: both writes of the
+// namespace take them from here.
+var topicSpaces = {
+  state: 'Enabled'
+  maximumClientSessionsPerAuthenticationName: maximumClientSessionsPerAuthenticationName
+  maximumSessionExpiryInHours: maximumSessionExpiryInHours
+}
+var routedTopicSpaces = union(topicSpaces, {
+  // A namespace topic of this namespace: no routing identity needed.
+  routeTopicResourceId: resourceId('Microsoft.EventGrid/namespaces/topics', name, routeTopicName)
+  routingEnrichments: {
+    dynamic: [
+      {
+        // CloudEvent extension attribute carrying the device id (the client's authentication name).
+        key: deviceIdEnrichmentKey
+        value: '\${client.authenticationName}'
+      }
+      {
+        // CloudEvent extension attribute carrying the publisher's client attribute
+        // `role` ('edge-device' for every device); "" for what the app publishes with
+        // HTTP Publish (no client resource, no attributes). The hub subscriptions
+        // filter on it.
+        key: clientRoleEnrichmentKey
+        value: '\${client.attributes.role}'
+      }
+    ]
+    static: [
+      {
+        key: 'app'
+        valueType: 'String'
+        value: 'edge-cloud-messaging'
+      }
+    ]
+  }
+})
+// The first write of the namespace in this deployment.
+var firstTopicSpaces = routingEstablished ? routedTopicSpaces : topicSpaces
 
 // Built-in role: Azure Event Hubs Data Sender.
 var eventHubsDataSenderRoleId = '2b629674-e913-4c01-ae53-ef4638d8f975'
@@ -110,12 +150,9 @@ resource namespace 'Microsoft.EventGrid/namespaces@2025-02-15' = {
   properties: {
     minimumTlsVersionAllowed: '1.2'
     publicNetworkAccess: 'Enabled'
-    // Routing is added by eventgrid-routing.bicep once the namespace topic exists.
-    topicSpacesConfiguration: {
-      state: 'Enabled'
-      maximumClientSessionsPerAuthenticationName: maximumClientSessionsPerAuthenticationName
-      maximumSessionExpiryInHours: maximumSessionExpiryInHours
-    }
+    // With routing once an earlier provision set it up; on the first, routing comes
+    // with eventgrid-routing.bicep once the namespace topic exists.
+    topicSpacesConfiguration: firstTopicSpaces
   }
 }
 
@@ -428,14 +465,27 @@ module routing 'eventgrid-routing.bicep' = {
     tags: tags
     name: namespace.name
     capacity: capacity
-    maximumClientSessionsPerAuthenticationName: maximumClientSessionsPerAuthenticationName
-    maximumSessionExpiryInHours: maximumSessionExpiryInHours
-    routeTopicResourceId: routeTopic.id
-    deviceIdEnrichmentKey: deviceIdEnrichmentKey
-    clientRoleEnrichmentKey: clientRoleEnrichmentKey
+    topicSpacesConfiguration: routedTopicSpaces
   }
+  // Every other write of the namespace and of its children first: ARM refuses a write
+  // of the namespace while one of them is being written (409). The route topic too:
+  // routing names it by id (routedTopicSpaces), not by reference.
   dependsOn: [
+    routeTopic
     hubSubscriptions
+    deviceUplink
+    deviceResponses
+    deviceCommands
+    deviceBroadcasts
+    cloudPublish
+    deviceGroup
+    publishUplink
+    publishResponses
+    subscribeCommands
+    subscribeBroadcasts
+    clients
+    systemTopic
+    diagnostics
   ]
 }
 

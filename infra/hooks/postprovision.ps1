@@ -13,6 +13,13 @@ if (-not $env:EVENTHUB_FULLY_QUALIFIED_NAMESPACE) {
     exit 0
 }
 
+# Routing exists now: every later provision keeps it in its first write of the
+# namespace (infra/app/eventgrid.bicep, routingEstablished). postdown sets it back.
+azd env set EVENTGRID_ROUTING_ESTABLISHED true
+if ($LASTEXITCODE -ne 0) {
+    Write-Warning 'postprovision: could not record EVENTGRID_ROUTING_ESTABLISHED; the next provision pauses routing while it runs.'
+}
+
 function Get-Setting([string]$name, [string]$default) {
     $value = [Environment]::GetEnvironmentVariable($name)
     if ($value) { return $value } else { return $default }

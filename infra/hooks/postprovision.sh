@@ -14,6 +14,11 @@ if [ -z "${EVENTHUB_FULLY_QUALIFIED_NAMESPACE:-}" ]; then
   exit 0
 fi
 
+# Routing exists now: every later provision keeps it in its first write of the
+# namespace (infra/app/eventgrid.bicep, routingEstablished). postdown sets it back.
+azd env set EVENTGRID_ROUTING_ESTABLISHED true ||
+  echo "postprovision: could not record EVENTGRID_ROUTING_ESTABLISHED; the next provision pauses routing while it runs." >&2
+
 PYTHON=$(command -v python3 || command -v python || true)
 if [ -z "$PYTHON" ]; then
   echo "postprovision: python is needed to write local.settings.json; skipping." >&2

@@ -180,6 +180,7 @@ def tools(tmp_path: Path) -> Tools:
         # {"token", "expiresOn"}, indented; not signed in, it fails on stderr.
         "azd": f"""#!/bin/sh
 echo "azd $*" >> '{calls}'
+[ "$1 $2" = "env set" ] && [ $# -eq 4 ] && exit 0
 [ "$1 $2" = "auth token" ] || exit 2
 if [ -n "${{STANDIN_LOGGED_OUT:-}}" ]; then
   echo 'ERROR: fetching token: not logged in, run `azd auth login` to login' >&2
@@ -565,3 +566,67 @@ def test_the_docs_list_every_variable_azd_maps() -> None:
             if variable not in AZD_VARIABLES - {"AZURE_LOCATION"}:
                 assert f"`{variable}`" in table, f"{variable} ({name}) is not in the Parameters table"
     assert re.search(r"azd env set ALERT_RULES\s", docs) is None
+
+
+# --------------------------------------------------------------------------- re-provision keeps routing
+
+
+EVENTGRID_BICEP = INFRA / "app" / "eventgrid.bicep"
+
+
+def namespace_writes(established: bool) -> tuple[Any, Any]:
+    """The topic spaces configuration of the namespace's first write (eventgrid.bicep)
+    and of its second (the routing module), for a provision with ``established``."""
+    params = {"name": "evgns-abc", "maximumClientSessionsPerAuthenticationName": 1,
+              "maximumSessionExpiryInHours": 1, "routingEstablished": established}
+    symbols = {"resourceId": lambda kind, *names: f"/{kind}/{'/'.join(names)}"}
+    eventgrid = template(EVENTGRID_BICEP)
+    return (evaluate(eventgrid, "firstTopicSpaces", params, symbols),
+            evaluate(eventgrid, "routedTopicSpaces", params, symbols))
+
+
+def test_the_first_provision_routes_from_the_second_write_of_the_namespace() -> None:
+    first, second = namespace_writes(established=False)
+    assert "routeTopicResourceId" not in first, "the route topic does not exist before the namespace"
+    assert second["routeTopicResourceId"] == "/Microsoft.EventGrid/namespaces/topics/evgns-abc/device-messages"
+    assert {e["key"] for e in second["routingEnrichments"]["dynamic"]} == {"deviceid", "clientrole"}
+
+
+def test_a_later_provision_keeps_routing_in_every_write_of_the_namespace() -> None:
+    first, second = namespace_writes(established=True)
+    assert first == second, "no write of the namespace switches routing off"
+    assert first["routeTopicResourceId"].endswith("/device-messages")
+
+
+def test_the_routing_module_writes_what_eventgrid_bicep_decides() -> None:
+    routing = (INFRA / "app" / "eventgrid-routing.bicep").read_text(encoding="utf-8")
+    assert "topicSpacesConfiguration: topicSpacesConfiguration" in routing
+    assert "routingEnrichments" not in routing, "one source for the namespace's configuration"
+    main = (INFRA / "main.bicep").read_text(encoding="utf-8")
+    assert "routingEstablished: eventGridRoutingEstablished" in main
+    assert azd_values({})["eventGridRoutingEstablished"] is False
+    assert azd_values({"EVENTGRID_ROUTING_ESTABLISHED": "true"})["eventGridRoutingEstablished"] is True
+
+
+def test_the_routing_module_waits_for_every_other_write_of_the_namespace() -> None:
+    eventgrid = template(EVENTGRID_BICEP)
+    text = EVENTGRID_BICEP.read_text(encoding="utf-8")
+    block = text[text.index("module routing"):]
+    block = block[:block.index("\n}\n")]
+    waits = set(re.findall(r"^    (\w+)$", block[block.index("dependsOn"):], flags=re.M))
+    others = {r.symbol for r in eventgrid.resources if not r.existing and r.symbol != "namespace"
+              and r.type_name.startswith("Microsoft.EventGrid/")}
+    assert others <= waits, f"the routing module writes the namespace while {sorted(others - waits)} may be written"
+
+
+def test_postprovision_records_that_routing_exists_and_postdown_forgets_it(tmp_path: Path, tools: Tools) -> None:
+    result = run_hook("postprovision.sh", tmp_path, tools, dict(HOOK_OUTPUTS))
+    assert result.returncode == 0, result.stderr
+    assert "env set EVENTGRID_ROUTING_ESTABLISHED true" in tools.seen("azd")
+    result = run_hook("postdown.sh", tmp_path, tools, {})
+    assert result.returncode == 0, result.stderr
+    assert tools.seen("azd")[-1] == "env set EVENTGRID_ROUTING_ESTABLISHED false"
+    for hook in ("postprovision.ps1", "postdown.ps1"):
+        assert "azd env set EVENTGRID_ROUTING_ESTABLISHED" in (HOOKS / hook).read_text(encoding="utf-8")
+    azure_yaml = (ROOT / "azure.yaml").read_text(encoding="utf-8")
+    assert "  postdown:" in azure_yaml and "run: ./infra/hooks/postdown.sh" in azure_yaml

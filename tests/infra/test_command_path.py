@@ -18,12 +18,14 @@ import re
 import string
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from .bicep_check import BicepFile, Resource, parse
+from .bicep_eval import evaluate
 from .broker_model import (
     Client,
     Filter,
@@ -179,33 +181,33 @@ def routes() -> tuple[Subscription, ...]:
                  for item in loop_items(bicep, array))
 
 
+# The parameters the namespace's configuration reads (any values: the enrichments do not depend on them).
+NAMESPACE_PARAMS = {"name": "evgns-x", "maximumClientSessionsPerAuthenticationName": 1,
+                    "maximumSessionExpiryInHours": 1, "routingEstablished": True}
+
+
+def routed_configuration() -> dict[str, Any]:
+    """The routed namespace's ``topicSpacesConfiguration``, as eventgrid.bicep builds it for
+    both of its writes (``routedTopicSpaces``, which the routing module writes as given)."""
+    value = evaluate(eventgrid(), "routedTopicSpaces", NAMESPACE_PARAMS,
+                     {"resourceId": lambda kind, *names: f"/{kind}/{'/'.join(names)}"})
+    assert isinstance(value, dict)
+    return value
+
+
 @cache
 def enrichments() -> tuple[dict[str, str], dict[str, str]]:
-    """(dynamic, static) routing enrichments of the routed namespace, keys resolved through the module call."""
-    caller = eventgrid()
-    module = next(m for m in caller.modules if m.path == "eventgrid-routing.bicep")
-    params = module.body.get("params") if module.body is not None else None
-    assert params is not None
-    outer = literal_scope(caller)
-    scope: dict[str, object] = {}
-    for parameter, argument in params.props:
-        try:
-            scope[parameter] = resolve(argument, outer)
-        except ValueError:
-            continue  # resource references (ids, names) are not literals
-    routed = [r for r in template(ROUTING_BICEP).resources if r.type_name == "Microsoft.EventGrid/namespaces"]
-    (namespace,) = routed
-    properties = namespace.body.get("properties") if namespace.body is not None else None
-    config = properties.get("topicSpacesConfiguration") if properties is not None else None
-    found = config.get("routingEnrichments") if config is not None else None
+    """(dynamic, static) routing enrichments of the routed namespace."""
+    found = routed_configuration().get("routingEnrichments")
     assert found is not None, "routing has no enrichments"
+    routed = [r for r in template(ROUTING_BICEP).resources if r.type_name == "Microsoft.EventGrid/namespaces"]
+    assert len(routed) == 1
+    assert "topicSpacesConfiguration: topicSpacesConfiguration" in ROUTING_BICEP.read_text(), \
+        "the routing module writes the configuration it is given"
     out: tuple[dict[str, str], dict[str, str]] = ({}, {})
     for kind, target in zip(("dynamic", "static"), out, strict=True):
-        items = found.get(kind)
-        for item in items.items if items is not None else []:
-            key, value = item.get("key"), item.get("value")
-            assert key is not None and value is not None
-            target[str(resolve(key, scope))] = str(resolve(value, scope))
+        for item in found.get(kind, []):
+            target[str(item["key"])] = str(item["value"])
     return out
 
 

@@ -679,18 +679,16 @@ def test_topic_spaces_confine_each_device_to_its_own_topics() -> None:
 
 
 def test_routing_enriches_with_the_device_id() -> None:
+    from .test_command_path import routed_configuration
+
     namespaces = resources_of("Microsoft.EventGrid/namespaces")
     assert len(namespaces) == 2  # created, then updated with routing once the topic exists
     for ns in namespaces:
         assert literal(ns.body, "properties.minimumTlsVersionAllowed") == "1.2"
         assert literal(ns.body, "identity.type") == "SystemAssigned"
-        assert literal(ns.body, "properties.topicSpacesConfiguration.state") == "Enabled"
-    routed = [ns for ns in namespaces if prop(ns.body, "properties.topicSpacesConfiguration.routeTopicResourceId")]
-    assert len(routed) == 1
-    dynamic = prop(routed[0].body, "properties.topicSpacesConfiguration.routingEnrichments.dynamic")
-    assert dynamic is not None
-    assert dynamic.kind == "array"
-    assert any(literal(item, "value") == "${client.authenticationName}" for item in dynamic.items)
+    routed = routed_configuration()
+    assert routed["state"] == "Enabled" and routed["routeTopicResourceId"]
+    assert any(item["value"] == "${client.authenticationName}" for item in routed["routingEnrichments"]["dynamic"])
 
 
 def test_push_subscriptions_deliver_to_the_hubs_with_the_namespace_identity() -> None:
