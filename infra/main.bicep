@@ -98,9 +98,9 @@ param firstDeviceName string = ''
 param firstDeviceThumbprint string = ''
 
 // Function app
-@minValue(40)
+@minValue(1)
 @maxValue(1000)
-@description('Flex Consumption: most instances the app scales out to.')
+@description('Flex Consumption: most instances the app scales out to, per function scale group (the Event Hubs functions scale apart from the HTTP ones). Flex allows 1 to 1000.')
 param maximumInstanceCount int = 40
 
 @allowed([
@@ -145,7 +145,9 @@ param logDailyQuotaGb int = 1
 type deviceClient = {
   @description('Client resource name and authentication name (the device id): letters, digits, -, :, ., _.')
   name: string
-  @description('SHA-256 thumbprints of the client certificates the device may present.')
+  @description('SHA-256 thumbprints of the client certificates the device may present: Event Grid takes one or two (two while a certificate is rolled over).')
+  @minLength(1)
+  @maxLength(2)
   thumbprints: string[]
   @description('Extra client attributes (role = edge-device is always set; other attributes, e.g. site or type, serve fleet targeting).')
   attributes: object?
@@ -308,7 +310,7 @@ module functionApp 'app/function.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerName: deploymentContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
-    eventHubNamespaceName: eventHubs.outputs.name
+    eventHubsFullyQualifiedNamespace: eventHubs.outputs.fullyQualifiedNamespace
     telemetryHubName: telemetryHubName
     inferenceHubName: inferenceHubName
     commandResponsesHubName: commandResponsesHubName

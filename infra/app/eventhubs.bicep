@@ -96,4 +96,6 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
 
 output name string = namespace.name
 output id string = namespace.id
-output fullyQualifiedNamespace string = '${namespace.name}.servicebus.windows.net'
+// The namespace's host as the service reports it (https://HOST:443/), so a sovereign
+// cloud's suffix is right without knowing it.
+output fullyQualifiedNamespace string = split(split(split(namespace.properties.serviceBusEndpoint, '://')[1], '/')[0], ':')[0]

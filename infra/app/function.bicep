@@ -15,7 +15,8 @@ param identityName string
 param storageAccountName string
 param deploymentContainerName string
 param applicationInsightsName string
-param eventHubNamespaceName string
+@description('The Event Hubs namespace host (eventhubs.bicep reads it from the namespace: the suffix differs in sovereign clouds).')
+param eventHubsFullyQualifiedNamespace string
 param telemetryHubName string
 param inferenceHubName string
 param commandResponsesHubName string
@@ -119,7 +120,7 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       DataStorage__credential: 'managedidentity'
       DataStorage__clientId: identity.properties.clientId
       // Event Hubs triggers and the alerts output.
-      EventHubConnection__fullyQualifiedNamespace: '${eventHubNamespaceName}.servicebus.windows.net'
+      EventHubConnection__fullyQualifiedNamespace: eventHubsFullyQualifiedNamespace
       EventHubConnection__credential: 'managedidentity'
       EventHubConnection__clientId: identity.properties.clientId
       TELEMETRY_HUB_NAME: telemetryHubName

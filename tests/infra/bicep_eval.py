@@ -66,6 +66,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "length": len,
     "string": lambda v: v if isinstance(v, str) else json.dumps(v),
     "toLower": str.lower,
+    "split": lambda value, separator: value.split(separator),
     # ARM decodes with .NET's Convert.FromBase64String, which rejects what is not base64.
     "base64ToString": lambda v: base64.b64decode(v, validate=True).decode("utf-8"),
     "base64": lambda v: base64.b64encode(v.encode("utf-8")).decode("ascii"),
@@ -153,6 +154,11 @@ class _Scope:
             return self._member(node, named)
         if kind == "call_expression":
             return self._call(named)
+        if kind == "subscript_expression":  # a[i]: an array's item or an object's property
+            container, index = self.eval(named[0]), self.eval(named[-1])
+            if isinstance(container, list) and not (isinstance(index, int) and 0 <= index < len(container)):
+                raise DeploymentFailed(f"index {index!r} is out of range in {_text(node)[:60]!r}")
+            return container[index]
         raise Unsupported(f"{kind}: {_text(node)[:60]!r}")
 
     def _binary(self, node: Node, named: list[Node]) -> Any:

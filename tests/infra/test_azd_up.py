@@ -630,3 +630,33 @@ def test_postprovision_records_that_routing_exists_and_postdown_forgets_it(tmp_p
         assert "azd env set EVENTGRID_ROUTING_ESTABLISHED" in (HOOKS / hook).read_text(encoding="utf-8")
     azure_yaml = (ROOT / "azure.yaml").read_text(encoding="utf-8")
     assert "  postdown:" in azure_yaml and "run: ./infra/hooks/postdown.sh" in azure_yaml
+
+
+# --------------------------------------------------------------------------- bounds and sovereign clouds
+
+
+def test_a_device_has_one_or_two_thumbprints_as_event_grid_takes() -> None:
+    text = MAIN_BICEP.read_text(encoding="utf-8")
+    declaration = text[text.index("type deviceClient = {"):]
+    declaration = declaration[:declaration.index("\n}\n")]
+    assert re.search(r"@minLength\(1\)\s*@maxLength\(2\)\s*thumbprints: string\[\]", declaration), declaration
+
+
+def test_the_instance_ceiling_takes_what_flex_consumption_allows() -> None:
+    assert "@minValue(1)" in decorators("maximumInstanceCount")
+    assert "@maxValue(1000)" in decorators("maximumInstanceCount")
+    assert "per function scale group" in decorators("maximumInstanceCount")
+
+
+@pytest.mark.parametrize("endpoint, host", [
+    ("https://evhns-x.servicebus.windows.net:443/", "evhns-x.servicebus.windows.net"),
+    ("https://evhns-x.servicebus.usgovcloudapi.net:443/", "evhns-x.servicebus.usgovcloudapi.net"),
+    ("https://evhns-x.servicebus.chinacloudapi.cn/", "evhns-x.servicebus.chinacloudapi.cn"),
+])
+def test_the_event_hubs_host_comes_from_the_namespace_in_any_cloud(endpoint: str, host: str) -> None:
+    eventhubs = template(INFRA / "app" / "eventhubs.bicep")
+    namespace = {"name": "evhns-x", "properties": {"serviceBusEndpoint": endpoint}}
+    assert evaluate(eventhubs, "fullyQualifiedNamespace", {}, {"namespace": namespace}) == host
+    for path in INFRA.rglob("*.bicep"):
+        code = "\n".join(line.split("//")[0] for line in path.read_text(encoding="utf-8").splitlines())
+        assert "servicebus.windows.net" not in code, f"{path.name} hard-codes the public cloud's suffix"
