@@ -603,3 +603,16 @@ def test_the_process_transport_follows_the_settings_until_reset(environment: pyt
                                                    password="pw")
     assert mqtt_transport.client_id.startswith("cloud-")
     assert MqttTransport.from_url("mqtt://h").client_id != mqtt_transport.client_id
+
+
+def test_the_http_publish_api_version_is_a_setting_with_the_tested_default() -> None:
+    from shared.commands.settings import CommandSettings
+    from shared.platform.settings import SettingsError, load
+
+    assert load(CommandSettings, {}).eventgrid_publish_api_version == "2025-02-15-preview"
+    newer = load(CommandSettings, {"EVENTGRID_PUBLISH_API_VERSION": "2026-06-01-preview"})
+    url = publish_url("https://ns.westus3-1.ts.eventgrid.azure.net", "devices/d/commands/c",
+                      newer.eventgrid_publish_api_version)
+    assert url.query["api-version"] == "2026-06-01-preview"
+    with pytest.raises(SettingsError, match="EVENTGRID_PUBLISH_API_VERSION"):
+        load(CommandSettings, {"EVENTGRID_PUBLISH_API_VERSION": "latest&topic=x"})

@@ -131,6 +131,8 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       // Commands: HTTP Publish to the Event Grid MQTT broker with the identity.
       COMMAND_TRANSPORT: 'eventgrid'
       EVENTGRID_MQTT_HOSTNAME: eventGridMqttHostname
+      // HTTP Publish is a preview API (README, Settings): the tested default.
+      EVENTGRID_PUBLISH_API_VERSION: '2025-02-15-preview'
       MQTT_BROKER_URL: ''
       MQTT_USERNAME: ''
       MQTT_PASSWORD: ''

@@ -59,6 +59,7 @@ $values = [ordered]@{
     EVENTHUB_CONSUMER_GROUP                     = (Get-Setting 'EVENTHUB_LOCAL_CONSUMER_GROUP' '$Default')
     COMMAND_TRANSPORT                           = 'eventgrid'
     EVENTGRID_MQTT_HOSTNAME                     = (Get-Setting 'EVENTGRID_MQTT_HOSTNAME' '')
+    EVENTGRID_PUBLISH_API_VERSION               = '2025-02-15-preview'
     MQTT_BROKER_URL                             = ''
     MQTT_USERNAME                               = ''
     MQTT_PASSWORD                               = ''

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The tested default of the EVENTGRID_PUBLISH_API_VERSION setting (commands/settings.py).
 API_VERSION = "2025-02-15-preview"
 EVENTGRID_SCOPE = "https://eventgrid.azure.net/.default"
 REQUEST_TIMEOUT_SECONDS = 5.0
@@ -69,8 +70,9 @@ ROLE_HINT = ("check that the app's identity holds the EventGrid TopicSpaces Publ
              "that holds the topic")
 
 
-def publish_url(base_url: str, topic: str) -> URL:
-    return URL(f"{base_url}/mqtt/messages?topic={quote(topic, safe='')}&api-version={API_VERSION}", encoded=True)
+def publish_url(base_url: str, topic: str, api_version: str = API_VERSION) -> URL:
+    return URL(f"{base_url}/mqtt/messages?topic={quote(topic, safe='')}&api-version={quote(api_version)}",
+               encoded=True)
 
 
 def publish_headers(publication: Publication, token: str) -> dict[str, str]:
@@ -137,8 +139,10 @@ class EventGridTransport:
 
     def __init__(self, hostname: str, credential: AsyncTokenCredential | None = None, *,
                  base_url: str | None = None, request_timeout: float = REQUEST_TIMEOUT_SECONDS,
-                 total_timeout: float = TOTAL_TIMEOUT_SECONDS, rng: random.Random | None = None) -> None:
+                 total_timeout: float = TOTAL_TIMEOUT_SECONDS, rng: random.Random | None = None,
+                 api_version: str = API_VERSION) -> None:
         self.base_url = (base_url or f"https://{hostname}").rstrip("/")
+        self.api_version = api_version
         self.request_timeout = request_timeout
         self.total_timeout = total_timeout
         self._credential = credential
@@ -164,7 +168,7 @@ class EventGridTransport:
     async def publish(self, publication: Publication) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_timeout
-        url = publish_url(self.base_url, publication.topic)
+        url = publish_url(self.base_url, publication.topic, self.api_version)
         attempt = 0
         while True:
             token = await self._token()

@@ -71,7 +71,8 @@ def transport() -> Transport:
             from shared.commands.eventgrid_transport import EventGridTransport
 
             assert settings.eventgrid_mqtt_hostname  # CommandSettings.problems() checks it
-            _transport = EventGridTransport(settings.eventgrid_mqtt_hostname)
+            _transport = EventGridTransport(settings.eventgrid_mqtt_hostname,
+                                            api_version=settings.eventgrid_publish_api_version)
         else:
             from shared.commands.mqtt_transport import MqttTransport
 
