@@ -25,6 +25,9 @@ param principalId string = ''
 @description('Grant the deploying principal data roles (blob, table, Event Hubs, MQTT HTTP Publish) so that `func start` can run locally against the deployed resources.')
 param grantDeveloperAccess bool = false
 
+@description('Development only, with grantDeveloperAccess: also let your account send to the ingest hubs (Azure Event Hubs Data Sender), which the app trusts as the broker\'s routing; for the simulator\'s --via eventhubs and the routing dead-letter replay.')
+param grantDeveloperHubSend bool = false
+
 @description('Kind of the deploying principal.')
 @allowed([
   'User'
@@ -335,6 +338,8 @@ module rbac 'app/rbac.bicep' = {
     developerPrincipalType: principalType
     storageAccountName: storage.outputs.name
     tableNames: dataTables
+    developerContainerNames: concat(dataBlobContainers, [lifecycleDeadLetterContainerName, routingDeadLetterContainerName])
+    developerSendsToIngestHubs: grantDeveloperHubSend
     eventHubNamespaceName: eventHubs.outputs.name
     ingestHubNames: [
       telemetryHubName

@@ -19,10 +19,13 @@
 //   Azure Event Hubs Data Sender    alerts hub       alert output
 //   EventGrid TopicSpaces Publisher cloud-publish topic space  HTTP Publish of commands and broadcasts
 //   Monitoring Metrics Publisher    Application Insights  telemetry with Entra ID auth
-// Developer (only when grantDeveloperAccess): the same data access minus host
-// ownership, for `func start` against the deployed resources (whose host storage stays
-// in Azurite): blob data on the account, table data on each app table; and Event Hubs
-// Data Sender on each ingest hub, for the simulator's Azure mode and the replay tool.
+// Developer (only when grantDeveloperAccess; development only): the same data access
+// minus host ownership, for `func start` against the deployed resources (whose host
+// storage stays in Azurite): blob data on each app container (never the account: the
+// deployment package lives there), table data on each app table. Event Hubs Data
+// Sender on each ingest hub only with developerSendsToIngestHubs too: what it sends is
+// trusted as if the broker had authenticated it (the simulator's --via eventhubs and
+// the routing dead-letter replay need it).
 
 param appPrincipalId string
 param developerPrincipalId string = ''
@@ -34,6 +37,10 @@ param developerPrincipalType string = 'User'
 param storageAccountName string
 @description('The app\'s tables (DataStorage), created by app/storage.bicep.')
 param tableNames string[]
+@description('The blob containers a developer works with: the app\'s and the Event Grid dead-letter ones (not the deployment package\'s).')
+param developerContainerNames string[] = []
+@description('Also let the developer send to the ingest hubs (GRANT_DEVELOPER_HUB_SEND): events it sends are trusted like routed ones.')
+param developerSendsToIngestHubs bool = false
 param eventHubNamespaceName string
 param ingestHubNames string[]
 param alertsHubName string
@@ -61,7 +68,18 @@ resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
   resource tableService 'tableServices' existing = {
     name: 'default'
   }
+
+  resource blobService 'blobServices' existing = {
+    name: 'default'
+  }
 }
+
+resource developerContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' existing = [
+  for container in developerContainerNames: {
+    parent: storage::blobService
+    name: container
+  }
+]
 
 resource appTables 'Microsoft.Storage/storageAccounts/tableServices/tables@2024-01-01' existing = [
   for table in tableNames: {
@@ -186,16 +204,18 @@ resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01
 
 // ----------------------------------------------------------------------------- developer (optional, for local runs)
 
-resource devBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withDeveloper) {
-  name: guid(storage.id, developerPrincipalId, roles.storageBlobDataContributor)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
-    principalId: developerPrincipalId
-    principalType: developerPrincipalType
-    description: 'Local run: archive and dead-letter containers.'
+resource devBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (container, i) in developerContainerNames: if (withDeveloper) {
+    name: guid(developerContainers[i].id, developerPrincipalId, roles.storageBlobDataContributor)
+    scope: developerContainers[i]
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+      principalId: developerPrincipalId
+      principalType: developerPrincipalType
+      description: 'Local run: container ${container}.'
+    }
   }
-}
+]
 
 resource devTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for (table, i) in tableNames: if (withDeveloper) {
@@ -226,7 +246,7 @@ resource devHubReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
 // The fleet simulator's Azure mode without MQTT (python -m tools.simulate --azure --via
 // eventhubs) and tools/replay_routing_deadletters.py send routed CloudEvents to the ingest hubs.
 resource devHubSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
-  for (hub, i) in ingestHubNames: if (withDeveloper) {
+  for (hub, i) in ingestHubNames: if (withDeveloper && developerSendsToIngestHubs) {
     name: guid(ingestHubs[i].id, developerPrincipalId, roles.eventHubsDataSender)
     scope: ingestHubs[i]
     properties: {

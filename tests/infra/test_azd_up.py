@@ -437,10 +437,11 @@ def test_the_host_queue_role_is_on_the_account_and_developers_get_each_app_table
     assert rbac_module.body.get("params").get("tableNames").text == "dataTables"  # type: ignore[union-attr]
 
 
-def test_developers_may_send_to_each_ingest_hub_only_with_developer_access() -> None:
+def test_developers_may_send_to_each_ingest_hub_only_when_they_ask_for_it_too() -> None:
     """The simulator's Azure mode (--via eventhubs) and the routing dead-letter replay send
     to the ingest hubs as the developer: Azure Event Hubs Data Sender on each ingest hub,
-    only when grantDeveloperAccess gives a developer principal."""
+    only when grantDeveloperAccess gives a developer principal and GRANT_DEVELOPER_HUB_SEND
+    asks for it (what it sends is trusted like the broker's routing)."""
     rbac = template(INFRA / "app" / "rbac.bicep")
     senders = [r for r in rbac.resources if r.type_name == "Microsoft.Authorization/roleAssignments"
                and role_of(r, rbac) == "Azure Event Hubs Data Sender"
@@ -450,7 +451,9 @@ def test_developers_may_send_to_each_ingest_hub_only_with_developer_access() -> 
     hubs = by_scope["ingestHubs[i]"]
     assert hubs.loop and hubs.condition
     text = (INFRA / "app" / "rbac.bicep").read_text(encoding="utf-8")
-    assert re.search(rf"resource {hubs.symbol} [^\n]*\n\s*for [^\n]*: if \(withDeveloper\)", text)
+    assert re.search(rf"resource {hubs.symbol} [^\n]*\n\s*for [^\n]*: if \(withDeveloper && developerSendsToIngestHubs\)",
+                     text)
+    assert azd_values({})["grantDeveloperHubSend"] is False
     assert scope_type(hubs, rbac) == "Microsoft.EventHub/namespaces/eventhubs"
 
 
@@ -660,3 +663,15 @@ def test_the_event_hubs_host_comes_from_the_namespace_in_any_cloud(endpoint: str
     for path in INFRA.rglob("*.bicep"):
         code = "\n".join(line.split("//")[0] for line in path.read_text(encoding="utf-8").splitlines())
         assert "servicebus.windows.net" not in code, f"{path.name} hard-codes the public cloud's suffix"
+
+
+def test_developers_get_blob_data_on_the_apps_containers_never_on_the_account() -> None:
+    rbac = template(INFRA / "app" / "rbac.bicep")
+    blob = [r for r in rbac.resources if r.type_name == "Microsoft.Authorization/roleAssignments"
+            and role_of(r, rbac) == "Storage Blob Data Contributor"
+            and r.body.get("properties").get("principalId").text == "developerPrincipalId"]  # type: ignore[union-attr]
+    assert len(blob) == 1 and blob[0].loop and blob[0].condition
+    assert scope_type(blob[0], rbac) == "Microsoft.Storage/storageAccounts/blobServices/containers"
+    main = MAIN_BICEP.read_text(encoding="utf-8")
+    assert "developerContainerNames: concat(dataBlobContainers, [lifecycleDeadLetterContainerName, " \
+           "routingDeadLetterContainerName])" in main, "the app's containers, not the deployment package's"
