@@ -451,8 +451,8 @@ def test_developers_may_send_to_each_ingest_hub_only_when_they_ask_for_it_too() 
     hubs = by_scope["ingestHubs[i]"]
     assert hubs.loop and hubs.condition
     text = (INFRA / "app" / "rbac.bicep").read_text(encoding="utf-8")
-    assert re.search(rf"resource {hubs.symbol} [^\n]*\n\s*for [^\n]*: if \(withDeveloper && developerSendsToIngestHubs\)",
-                     text)
+    condition = r"if \(withDeveloper && developerSendsToIngestHubs\)"
+    assert re.search(rf"resource {hubs.symbol} [^\n]*\n\s*for [^\n]*: {condition}", text)
     assert azd_values({})["grantDeveloperHubSend"] is False
     assert scope_type(hubs, rbac) == "Microsoft.EventHub/namespaces/eventhubs"
 
