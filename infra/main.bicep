@@ -142,6 +142,9 @@ param logRetentionDays int = 30
 @minValue(-1)
 param logDailyQuotaGb int = 1
 
+@description('Optional (ALERT_EMAIL): where the alert rules (app/alerts.bicep) send mail; empty: they fire in Azure Monitor only.')
+param alertEmail string = ''
+
 // ----------------------------------------------------------------------------- types
 
 @description('An MQTT client (device) of the Event Grid namespace.')
@@ -326,6 +329,17 @@ module functionApp 'app/function.bicep' = {
     flappingWindowSeconds: flappingWindowSeconds
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    tags: tags
+    eventGridNamespaceName: eventGrid.outputs.name
+    systemTopicName: eventGrid.outputs.systemTopicName
+    alertEmail: alertEmail
   }
 }
 

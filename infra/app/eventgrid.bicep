@@ -486,6 +486,7 @@ module routing 'eventgrid-routing.bicep' = {
     clients
     systemTopic
     diagnostics
+    systemTopicDiagnostics
   ]
 }
 
@@ -524,6 +525,28 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
     logs: [
       {
         categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+// Failed deliveries of life cycle events show in this log (AegDeliveryFailureLogs),
+// not only in metrics.
+resource systemTopicDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(logAnalyticsWorkspaceId)) {
+  name: 'to-log-analytics'
+  scope: systemTopic
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'DeliveryFailures'
         enabled: true
       }
     ]

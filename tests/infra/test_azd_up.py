@@ -116,6 +116,7 @@ def test_alert_rules_left_unset_mean_the_apps_defaults() -> None:
 NAME_PARAMETERS = {
     "firstDeviceName": "Event Grid client names: letters, digits, - : . _",
     "firstDeviceThumbprint": "a SHA-256 thumbprint: hexadecimal digits",
+    "alertEmail": "an email address: letters, digits, . _ % + - and one @ (no quoted local part)",
 }
 
 
@@ -675,3 +676,34 @@ def test_developers_get_blob_data_on_the_apps_containers_never_on_the_account() 
     main = MAIN_BICEP.read_text(encoding="utf-8")
     assert "developerContainerNames: concat(dataBlobContainers, [lifecycleDeadLetterContainerName, " \
            "routingDeadLetterContainerName])" in main, "the app's containers, not the deployment package's"
+
+
+# --------------------------------------------------------------------------- what needs a person
+
+
+def test_dead_lettered_routed_messages_and_life_cycle_events_raise_an_alert() -> None:
+    alerts = template(INFRA / "app" / "alerts.bicep")
+    rules = {r.symbol: r for r in alerts.resources if r.type_name == "Microsoft.Insights/metricAlerts"}
+    assert set(rules) == {"routedDeadLetters", "lifecycleDeadLetters"}
+    expected = {"routedDeadLetters": ("namespace.id", "Microsoft.EventGrid/namespaces", "SuccessfulDeadLetteredEvents"),
+                "lifecycleDeadLetters": ("systemTopic.id", "Microsoft.EventGrid/systemTopics", "DeadLetteredCount")}
+    for symbol, (scope, namespace, metric) in expected.items():
+        body = rules[symbol].body
+        assert [i.text for i in body.get("properties").get("scopes").items] == [scope]  # type: ignore[union-attr]
+        (criterion,) = body.get("properties").get("criteria").get("allOf").items  # type: ignore[union-attr]
+        assert (criterion.get("metricNamespace").literal, criterion.get("metricName").literal,  # type: ignore[union-attr]
+                criterion.get("operator").literal, criterion.get("threshold").literal) == (  # type: ignore[union-attr]
+            namespace, metric, "GreaterThan", 0)
+    group = next(r for r in alerts.resources if r.type_name == "Microsoft.Insights/actionGroups")
+    assert group.condition, "an action group only with ALERT_EMAIL"
+    assert azd_values({}).get("alertEmail", "") == "", "no mail unless asked (azd leaves an empty value out)"
+    assert azd_values({"ALERT_EMAIL": "ops@example.com"})["alertEmail"] == "ops@example.com"
+
+
+def test_the_life_cycle_system_topic_logs_its_failed_deliveries() -> None:
+    eventgrid = template(INFRA / "app" / "eventgrid.bicep")
+    (setting,) = [r for r in eventgrid.resources if r.type_name == "Microsoft.Insights/diagnosticSettings"
+                  and r.body.get("scope").text == "systemTopic"]  # type: ignore[union-attr]
+    logs = setting.body.get("properties").get("logs").items  # type: ignore[union-attr]
+    assert [(item.get("category").literal, item.get("enabled").literal) for item in logs] == [  # type: ignore[union-attr]
+        ("DeliveryFailures", True)]
