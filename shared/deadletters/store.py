@@ -1,5 +1,5 @@
-"""Reading dead letters, through their index (table ``deadletters``) or by id. The
-layout is :mod:`shared.platform.deadletter`'s.
+"""Reading dead letters, through their index (table ``deadletters``) or by id, and
+marking one redriven. The layout is :mod:`shared.platform.deadletter`'s.
 
 A listing of one stream is one range query of its partition, newest first: ``since``
 bounds the ``RowKey`` range, ``reason`` (a prefix) and ``deviceId`` are filters the
@@ -13,6 +13,7 @@ next page starts after it in every partition, whatever was written meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,13 +22,24 @@ from typing import Any
 import orjson
 
 from shared.deadletters.models import DeadLetter, DeadLetterSummary
-from shared.platform.deadletter import STREAMS, blob_name, received_key
+from shared.platform.deadletter import (
+    STREAMS,
+    blob_name,
+    body_of,
+    device_of,
+    index_row,
+    json_content,
+    received_key,
+)
+from shared.platform.errors import InvalidInput
 from shared.platform.paging import decode_token, encode_token, token_scope
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import DEADLETTER_CONTAINER, DEADLETTERS_TABLE
 from shared.platform.timestamps import format_timestamp
 
 COLUMNS = ["PartitionKey", "RowKey", "deadLetterId", "reason", "receivedAt", "deviceId", "position", "redrivenAt"]
+# Blob metadata of a redrive in progress: which run holds the dead letter, and since when.
+CLAIM, CLAIMED_AT = "redriveclaim", "redriveclaimedat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +173,80 @@ async def read(store: DataStore, stream: str, dead_letter_id: str) -> Stored | N
 def dead_letter(stored: Stored) -> DeadLetter:
     """The API's form of a stored dead letter."""
     return DeadLetter.model_validate({**stored.document, "deadLetterId": stored.dead_letter_id})
+
+
+async def claim(store: DataStore, stored: Stored, run: str, now: datetime) -> Stored | None:
+    """Take ``stored`` for redrive run ``run``: metadata written only if the blob is
+    as read (its ETag), so of two runs one gets it; None when another got there first."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+    blob = (await store.container(DEADLETTER_CONTAINER)).get_blob_client(blob_name(stored.stream,
+                                                                                    stored.dead_letter_id))
+    metadata = {CLAIM: run, CLAIMED_AT: format_timestamp(now)}
+    try:
+        answer = await blob.set_blob_metadata(metadata, etag=stored.etag, match_condition=MatchConditions.IfNotModified)
+    except (ResourceModifiedError, ResourceNotFoundError):
+        return None
+    return Stored(stored.stream, stored.dead_letter_id, stored.document, str(answer["etag"]), metadata)
+
+
+async def release(store: DataStore, stored: Stored) -> None:
+    """Give a claimed dead letter back (unless it changed since), so that the next run
+    need not wait for the claim to go stale."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+    blob = (await store.container(DEADLETTER_CONTAINER)).get_blob_client(blob_name(stored.stream,
+                                                                                    stored.dead_letter_id))
+    with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+        await blob.set_blob_metadata({}, etag=stored.etag, match_condition=MatchConditions.IfNotModified)
+
+
+async def mark_redriven(store: DataStore, stored: Stored, now: datetime) -> bool:
+    """Write ``redrivenAt`` into the blob, only if it is as claimed (a pipeline that
+    rejected the message again has rewritten it), then into its index row. Returns
+    whether the blob was marked."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+    blob = (await store.container(DEADLETTER_CONTAINER)).get_blob_client(blob_name(stored.stream,
+                                                                                    stored.dead_letter_id))
+    document = {**stored.document, "redrivenAt": format_timestamp(now)}
+    try:
+        await blob.upload_blob(orjson.dumps(document), overwrite=True, etag=stored.etag,
+                               match_condition=MatchConditions.IfNotModified, content_settings=json_content())
+    except (ResourceModifiedError, ResourceNotFoundError):
+        return False
+    await mirror(store, Stored(stored.stream, stored.dead_letter_id, document, "", {}))
+    return True
+
+
+async def mirror(store: DataStore, stored: Stored) -> None:
+    """Make the index row say what the blob says (an upsert: merge)."""
+    from azure.data.tables import UpdateMode
+
+    table = await store.table(DEADLETTERS_TABLE)
+    row = index_row(stored.stream, stored.dead_letter_id, stored.document,
+                    device_of(stored.stream, body_of(stored.document)))
+    await table.upsert_entity(row, mode=UpdateMode.MERGE)
+
+
+async def reindex(store: DataStore, stream: str) -> int:
+    """Write the index row of every dead letter of ``stream`` (one listing of the
+    container per 5 000 blobs, one read and one upsert per dead letter), for those
+    stored before the index existed; returns how many. Safe to run again."""
+    container = await store.container(DEADLETTER_CONTAINER)
+    count = 0
+    async for blob in container.list_blobs(name_starts_with=f"{stream}/"):
+        parts = blob.name.removesuffix(".json").split("/")
+        if len(parts) != 5 or not blob.name.endswith(".json"):
+            continue
+        try:
+            stored = await read(store, stream, f"{parts[1]}{parts[2]}{parts[3]}-{parts[4]}")
+        except InvalidInput:  # not a name the app writes
+            continue
+        if stored is not None:
+            await mirror(store, stored)
+            count += 1
+    return count
