@@ -7,6 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -34,6 +39,7 @@ from tools import event_factory as ev
 from tools import redrive as tool
 from tools.eventhub_factory import Partition, routed_body
 from tools.invoke import FunctionFailed, InvocationContext, retry_policy
+from tools.services import ROOT
 
 pytestmark = pytest.mark.usefixtures("app_env")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -483,6 +489,28 @@ def test_ctrl_c_stops_after_the_dead_letter_being_sent_and_a_second_run_goes_on(
         assert Counter("redrivenAt" in item for item in items(run, deviceId=dev)) == {True: 1, False: 2}
         monkeypatch.setattr(tool, "redrive_one", original)
         assert redrive(run, "--device", dev)[1].splitlines() == ["2 dead letter(s) selected", "redriven: 2"]
+
+
+def test_ctrl_c_at_the_terminal_stops_the_command_with_status_130_and_a_summary(run: Any) -> None:
+    dev, _ = bad_clock(run, count=4)
+    env = {**os.environ, **FIXED, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "tools.redrive", "--device", dev, "--rate", "0.2"], cwd=ROOT,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(item.get("redrivenAt") for item in items(run, deviceId=dev)):  # the first is done
+            assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)  # while it waits (5 s apart) before the second
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "stopping after the dead letter being sent" in err
+    assert out.splitlines() == ["4 dead letter(s) selected", "redriven: 1",
+                                "interrupted: 3 not attempted; run again to continue"]
+    assert Counter("redrivenAt" in item for item in items(run, deviceId=dev)) == {True: 1, False: 3}
 
 
 def test_an_answer_lost_to_a_storage_outage_is_redriven_and_completes_its_command(run: Any) -> None:
