@@ -186,6 +186,7 @@ var dataTables = [
   'appmeta'
   'modelstats'
   'broadcasts'
+  'deadletters'
 ]
 
 // The first device needs both its name and its certificate's thumbprint: a client without

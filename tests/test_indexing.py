@@ -18,7 +18,7 @@ CONTRACT_FUNCTIONS = {
     **{name: "httpTrigger" for name in (
         "send_command", "get_command", "list_commands", "cancel_command", "send_fleet_command",
         "get_fleet_command", "send_broadcast", "list_broadcasts", "list_devices", "get_device", "list_alerts",
-        "get_model_stats", "health", "openapi")},
+        "get_model_stats", "list_dead_letters", "get_dead_letter", "health", "openapi")},
     # Ours beyond the contract (it allows more, documented): a large fleet job's fan-out.
     "fleet_fanout": "queueTrigger",
 }
@@ -85,7 +85,9 @@ def test_http_routes_and_auth_levels_follow_the_contract() -> None:
                 "get_command": ("devices/{deviceId}/commands/{commandId}", ["GET"]),
                 "cancel_command": ("devices/{deviceId}/commands/{commandId}/cancel", ["POST"]),
                 "send_fleet_command": ("commands", ["POST"]), "get_fleet_command": ("commands/{jobId}", ["GET"]),
-                "send_broadcast": ("broadcasts", ["POST"]), "list_broadcasts": ("broadcasts", ["GET"])}
+                "send_broadcast": ("broadcasts", ["POST"]), "list_broadcasts": ("broadcasts", ["GET"]),
+                "list_dead_letters": ("deadletters", ["GET"]),
+                "get_dead_letter": ("deadletters/{stream}/{deadLetterId}", ["GET"])}
     for name, (route, methods) in expected.items():
         assert (routes[name]["route"], [m.upper() for m in routes[name]["methods"]]) == (route, methods)
         anonymous = name in ("health", "openapi")

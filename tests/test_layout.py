@@ -16,7 +16,9 @@ ALLOWED = {
     "lifecycle": {"platform", "alerts"},
     "streams": {"platform", "alerts", "lifecycle"},
     "commands": {"platform", "lifecycle", "streams"},
-    "meta": {"platform", "alerts", "lifecycle", "streams", "commands"},
+    # Redrive sends a dead letter through the pipeline of its stream.
+    "deadletters": {"platform", "alerts", "lifecycle", "streams", "commands"},
+    "meta": {"platform", "alerts", "lifecycle", "streams", "commands", "deadletters"},
 }
 
 

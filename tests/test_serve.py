@@ -124,8 +124,10 @@ def test_every_documented_path_answers_over_http_as_documented(run: Any, api: Ap
     device = registered(run, f"tour {uuid.uuid4().hex[:6]}")
     sent = run(api("POST", f"/api/devices/{encoded(device)}/commands", body={"name": "reboot"})).json()
     job = run(api("POST", "/api/commands", body={"name": "x", "target": {"deviceIds": [device]}})).json()
+    deliver(run, ev.connected(device, 1, T0) | {"eventType": "Microsoft.EventGrid.MQTTClientSomethingNew"})
+    [letter] = run(api("GET", f"/api/deadletters?deviceId={encoded(device)}")).json()["items"]
     values = {"deviceId": encoded(device), "commandId": sent["commandId"], "jobId": job["jobId"],
-              "modelName": "never-seen"}
+              "modelName": "never-seen", "stream": letter["stream"], "deadLetterId": letter["deadLetterId"]}
     bodies = {"send_command": {"name": "ping"}, "cancel_command": None,
               "send_fleet_command": {"name": "x", "target": {"deviceIds": [device]}},
               "send_broadcast": {"name": "maintenance", "ttlSeconds": 60}}

@@ -12,7 +12,7 @@
 //   Storage Queue Data Contributor  storage account  Functions host queues (AzureWebJobsStorage): the
 //                                                    fleet-fanout queue of the fleet_fanout trigger
 //   Storage Table Data Contributor  storage account  app tables (devices, alerts, commands, fleetjobs, appmeta,
-//                                                    modelstats, broadcasts) and the host's diagnostic events
+//                                                    modelstats, broadcasts, deadletters) and the host's diagnostic events
 //                                                    table (AzureWebJobsStorage), which the host creates and
 //                                                    deletes by month: no table scope can name it beforehand
 //   Azure Event Hubs Data Receiver  each ingest hub  Event Hubs triggers

@@ -15,13 +15,14 @@ from pydantic_core import core_schema
 from shared import __version__
 from shared.alerts.api import OPERATIONS as ALERTS
 from shared.commands.api import OPERATIONS as COMMANDS
+from shared.deadletters.api import OPERATIONS as DEAD_LETTERS
 from shared.lifecycle.api import OPERATIONS as DEVICES
 from shared.meta.api import OPERATIONS as META
 from shared.platform.models import Problem
 from shared.platform.operations import Body, Operation
 from shared.streams.api import OPERATIONS as STREAMS
 
-OPERATIONS: tuple[Operation, ...] = (*DEVICES, *COMMANDS, *ALERTS, *STREAMS, *META)
+OPERATIONS: tuple[Operation, ...] = (*DEVICES, *COMMANDS, *ALERTS, *STREAMS, *DEAD_LETTERS, *META)
 
 _REF = "#/components/schemas/{model}"
 # A function key is accepted in either place; one of them satisfies an operation.

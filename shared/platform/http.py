@@ -112,9 +112,9 @@ async def respond(handler: Callable[[], Awaitable[func.HttpResponse]]) -> func.H
         return problem(500, "Internal Server Error")
 
 
-def _bad(name: str, rule: str) -> InvalidInput:
-    """A 400 naming query parameter ``name`` and the rule its value broke."""
-    return InvalidInput(f"{name} {rule}", errors=[{"loc": ["query", name], "msg": rule, "type": "value_error"}])
+def _bad(name: str, rule: str, where: str = "query") -> InvalidInput:
+    """A 400 naming parameter ``name`` (of the query or the path) and the rule its value broke."""
+    return InvalidInput(f"{name} {rule}", errors=[{"loc": [where, name], "msg": rule, "type": "value_error"}])
 
 
 def _param(req: func.HttpRequest, name: str, rule: str) -> str | None:
@@ -160,6 +160,15 @@ def query_choice(req: func.HttpRequest, name: str, allowed: tuple[str, ...]) -> 
     return raw
 
 
+def query_text(req: func.HttpRequest, name: str, *, max_length: int) -> str | None:
+    """Any text of 1 to ``max_length`` characters; None when absent."""
+    rule = f"must be 1 to {max_length} characters"
+    raw = _param(req, name, rule)
+    if raw is not None and len(raw) > max_length:
+        raise _bad(name, rule)
+    return raw
+
+
 def query_datetime(req: func.HttpRequest, name: str) -> datetime | None:
     """An RFC 3339 date-time with a zone, in UTC; None when absent."""
     from shared.platform.timestamps import parse_timestamp
@@ -187,6 +196,24 @@ def query_device_id(req: func.HttpRequest, name: str) -> str | None:
         return validate_device_id(raw)
     except InvalidInput as exc:
         raise _bad(name, exc.reason.removeprefix("device id ")) from None
+
+
+def route_choice(req: func.HttpRequest, name: str, allowed: tuple[str, ...]) -> str:
+    """Route parameter ``name``: one of ``allowed`` exactly."""
+    raw: str | None = req.route_params.get(name)
+    if raw is None or raw not in allowed:
+        raise _bad(name, "must be one of " + ", ".join(allowed), "path")
+    return raw
+
+
+def route_param(req: func.HttpRequest, name: str, check: Callable[[str], object]) -> str:
+    """Route parameter ``name``, which ``check`` accepts (its InvalidInput names the rule broken)."""
+    raw: str = req.route_params.get(name) or ""
+    try:
+        check(raw)
+    except InvalidInput as exc:
+        raise _bad(name, exc.reason.removeprefix(f"{name} "), "path") from None
+    return raw
 
 
 def route_device_id(req: func.HttpRequest) -> str:

@@ -12,5 +12,6 @@ FLEET_JOBS_TABLE = "fleetjobs"
 APP_META_TABLE = "appmeta"  # the app's own state: the continuation tokens' key, the archive's watermarks
 MODEL_STATS_TABLE = "modelstats"
 BROADCASTS_TABLE = "broadcasts"
+DEADLETTERS_TABLE = "deadletters"  # the index of container deadletter (shared/platform/deadletter.py)
 TABLES = (DEVICES_TABLE, ALERTS_TABLE, COMMANDS_TABLE, FLEET_JOBS_TABLE, APP_META_TABLE, MODEL_STATS_TABLE,
-          BROADCASTS_TABLE)
+          BROADCASTS_TABLE, DEADLETTERS_TABLE)
