@@ -4,8 +4,8 @@ latency (mean and max) and their detections by label, across the fleet.
 Table ``modelstats``: ``PartitionKey`` = the model name (its characters need no
 escaping, see :data:`shared.streams.messages.MODEL_NAME_PATTERN`), ``RowKey`` =
 ``{yyyyMMddHH}|{version}|{hub}|{partition}``: one row per Event Hubs partition, so
-only that partition's owner writes it. Columns ``count``, ``latencyCount``,
-``latencySum``, ``latencyMax``, ``labels`` (JSON) and ``applied``.
+only that partition's owner writes it. Columns ``count``, ``latencyCount`` (64-bit
+integers), ``latencySum``, ``latencyMax`` (doubles), ``labels`` (JSON) and ``applied``.
 
 Counts stay exact under redelivery because they are added per archive blob
 (:mod:`shared.streams.archive`), not per delivery: a blob's contribution is
@@ -50,6 +50,7 @@ class Tally:
         self.count += 1
         latency = line.get("latencyMs")
         if latency is not None:
+            latency = float(latency)  # an integer of the message may be any size
             self.latency_count += 1
             self.latency_sum += latency
             self.latency_max = latency if self.latency_max is None else max(self.latency_max, latency)
@@ -81,13 +82,16 @@ def contribution(lines: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], 
 
 
 def _merge(stored: dict[str, Any] | None, tally: Tally, first_sequence: int) -> dict[str, Any] | None:
+    from azure.data.tables import EdmType, EntityProperty
+
     applied: list[int] = orjson.loads(stored["applied"]) if stored else []
     if first_sequence in applied or (len(applied) >= APPLIED_KEPT and first_sequence < min(applied)):
         return None  # this blob was added already
     total = _tally(stored) if stored else Tally()
     total.add(tally)
     applied = sorted([*applied, first_sequence])[-APPLIED_KEPT:]
-    row: dict[str, Any] = {"count": total.count, "latencyCount": total.latency_count,
+    row: dict[str, Any] = {"count": EntityProperty(total.count, EdmType.INT64),
+                           "latencyCount": EntityProperty(total.latency_count, EdmType.INT64),
                            "latencySum": total.latency_sum, "labels": orjson.dumps(total.labels).decode(),
                            "applied": orjson.dumps(applied).decode()}
     if total.latency_max is not None:
@@ -96,9 +100,15 @@ def _merge(stored: dict[str, Any] | None, tally: Tally, first_sequence: int) -> 
 
 
 def _tally(row: dict[str, Any]) -> Tally:
-    return Tally(int(row["count"]), int(row["latencyCount"]), float(row["latencySum"]),
+    return Tally(_int(row["count"]), _int(row["latencyCount"]), float(row["latencySum"]),
                  float(row["latencyMax"]) if row.get("latencyMax") is not None else None,
                  orjson.loads(row["labels"]))
+
+
+def _int(value: Any) -> int:
+    """A count as read: an Int64 comes as an ``EntityProperty``, an Int32 (rows written
+    before) as an int."""
+    return int(value[0] if isinstance(value, tuple) else value)
 
 
 async def add_blob(store: DataStore, *, hub: str, partition: str, first_sequence: int,
