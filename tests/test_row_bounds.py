@@ -26,6 +26,8 @@ pytestmark = pytest.mark.usefixtures("app_env")
 NAME_CHARS, VALUE_CHARS, METRICS, DETECTIONS = 128, 1024, 500, 100
 # A metric in the latest state, as JSON ("name":value and its comma), in UTF-8 bytes.
 METRIC_BYTES = 1400
+# The labels of one statistics row: each label's JSON and 21 bytes (its 19-digit count, colon, comma).
+LABEL_BYTES = 704 * 1024 - 1
 # A control character takes 6 bytes in JSON (\u0001): the costliest character a device can send.
 CONTROL = "\x01"
 
@@ -99,3 +101,30 @@ def test_a_statistics_count_past_2_to_the_31_is_kept(run: Any) -> None:
         ingest(run, "inference", one)
     stats = model_stats(run, model)
     assert (stats["count"], stats["labels"], stats["latencyMsMean"]) == (2**31 + 1, {"a": 2**31 + 1}, 20.0)
+
+
+def test_3000_licence_plates_read_in_an_hour_are_each_counted(run: Any) -> None:
+    model, labels = f"ocr{uuid.uuid4().hex[:6]}", [f"AB-{i:04d}-CD" for i in range(3000)]
+    log = hub("inference")
+    log.publish([inference("cam-0", n, model, labels[i:i + 500]) for n, i in enumerate(range(0, 3000, 500))])
+    ingest(run, "inference", log.deliver())
+    stats = model_stats(run, model)
+    assert stats["labels"] == dict.fromkeys(labels, 1) and "otherLabels" not in stats
+
+
+def test_statistics_count_labels_up_to_704_kib_a_row_and_the_next_new_ones_as_other_labels_exactly(
+        run: Any) -> None:
+    model = f"ocr{uuid.uuid4().hex[:6]}"
+    # Labels of 105 characters take 128 bytes each: 107 of JSON, 21 for the count.
+    fit = LABEL_BYTES // 128
+    labels = [name(i, 105) for i in range(fit + 1)]
+    log = hub("inference")
+    log.publish([inference(f"cam-{n % 3}", n, model, labels[i:i + 500])
+                 for n, i in enumerate(range(0, len(labels), 500))]
+                + [inference("cam-0", 100, model, [labels[0], labels[-1]])])
+    for batch in log.batches(4):
+        ingest(run, "inference", batch)
+    ingest(run, "inference", log.deliver(range(log.first_sequence + 1, log.next_sequence)))  # a replay
+    stats = model_stats(run, model)
+    assert (stats["count"], len(stats["labels"]), stats["otherLabels"]) == (len(log.log), fit, 2)
+    assert stats["labels"][labels[0]] == 2 and labels[-1] not in stats["labels"]
