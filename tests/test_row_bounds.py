@@ -71,6 +71,76 @@ def model_stats(run: Any, model: str) -> dict[str, Any]:
     return item  # type: ignore[no-any-return]
 
 
+# --------------------------------------------------------------------------- latest telemetry
+
+
+def test_the_latest_state_keeps_500_metrics_of_128_character_names_and_1024_character_values_whole(
+        run: Any) -> None:
+    log, dev = hub(), f"wide-{uuid.uuid4().hex[:6]}"
+    log.publish([telemetry(dev, n, big_metrics(100 * n, 100)) for n in range(METRICS // 100)])
+    ingest(run, "telemetry", log.deliver())
+    assert device(run, dev)["telemetry"]["metrics"] == big_metrics(0, METRICS)
+
+
+def test_past_500_metrics_the_latest_state_drops_the_oldest_a_tie_going_to_the_lesser_value_whatever_the_order(
+        run: Any) -> None:
+    # Message 1 holds 100 metrics and message 0 one more, sent at the same time with a
+    # value less than theirs: of the 501 metrics, it is the one dropped.
+    oldest = {name(999): "".ljust(VALUE_CHARS, "0")}
+    shown = []
+    for order in ((0, 1, 2, 3, 4, 5), (5, 4, 3, 2, 1, 0), (1, 0, 2, 3, 4, 5)):
+        log, dev = hub(), f"wide-{uuid.uuid4().hex[:6]}"
+        log.publish([telemetry(dev, 1, oldest) if n == 0 else telemetry(dev, n, big_metrics(100 * n, 100))
+                     for n in order])
+        for one in log.batches(1):
+            ingest(run, "telemetry", one)
+        shown.append(device(run, dev)["telemetry"])
+    assert shown[0]["metrics"] == big_metrics(100, METRICS)
+    assert shown[0] == shown[1] == shown[2]
+
+
+def test_a_metric_takes_at_most_1400_bytes_and_a_longer_string_value_is_cut_to_fit_ending_in_an_ellipsis(
+        run: Any) -> None:
+    log, dev = hub(), f"cut-{uuid.uuid4().hex[:6]}"
+    # "a":"..." and its comma: 3 + 1 + 2 + the value's UTF-8 bytes + 1; é takes 2 bytes, … 3.
+    fits = "x" + "é" * ((METRIC_BYTES - 7 - 1) // 2)
+    over = "é" * (len(fits))  # one byte more
+    assert (len(orjson.dumps({"a": fits})) - 1, len(orjson.dumps({"a": over})) - 1) == (METRIC_BYTES,
+                                                                                       METRIC_BYTES + 1)
+    log.publish([telemetry(dev, 1, {"a": fits, "b": over})])
+    ingest(run, "telemetry", log.deliver())
+    metrics = device(run, dev)["telemetry"]["metrics"]
+    assert metrics == {"a": fits, "b": "é" * (len(over) - 2) + "…"}
+    assert len(orjson.dumps({"b": metrics["b"]})) - 1 == METRIC_BYTES
+
+
+def test_500_metrics_of_the_costliest_characters_keep_their_names_and_values_cut_to_1400_bytes(
+        run: Any) -> None:
+    log, dev = hub(), f"ctl-{uuid.uuid4().hex[:6]}"
+    names = [costly(i) for i in range(METRICS)]
+    per_message = 35  # 35 metrics of 6.9 KB of JSON: a body under 256 KiB
+    log.publish([telemetry(dev, n, dict.fromkeys(names[i:i + per_message], "\x02" * VALUE_CHARS))
+                 for n, i in enumerate(range(0, METRICS, per_message))])
+    ingest(run, "telemetry", log.deliver())
+    metrics = device(run, dev)["telemetry"]["metrics"]
+    assert sorted(metrics) == sorted(names)
+    for key, value in metrics.items():
+        assert value.endswith("…") and set(value[:-1]) == {"\x02"}
+        assert METRIC_BYTES - 6 < len(orjson.dumps({key: value})) - 1 <= METRIC_BYTES
+
+
+# --------------------------------------------------------------------------- latest inference
+
+
+def test_the_latest_inference_keeps_100_detections_of_the_costliest_128_character_labels_and_drops_the_101st(
+        run: Any) -> None:
+    log, dev, model = hub("inference"), f"cam-{uuid.uuid4().hex[:6]}", f"m{uuid.uuid4().hex[:6]}"
+    labels = [costly(i) for i in range(DETECTIONS + 1)]
+    log.publish([inference(dev, 1, model, labels)])
+    ingest(run, "inference", log.deliver())
+    assert [d["label"] for d in device(run, dev)["inference"][model]["detections"]] == labels[:DETECTIONS]
+
+
 # --------------------------------------------------------------------------- model statistics
 
 
@@ -128,3 +198,35 @@ def test_statistics_count_labels_up_to_704_kib_a_row_and_the_next_new_ones_as_ot
     stats = model_stats(run, model)
     assert (stats["count"], len(stats["labels"]), stats["otherLabels"]) == (len(log.log), fit, 2)
     assert stats["labels"][labels[0]] == 2 and labels[-1] not in stats["labels"]
+
+
+# --------------------------------------------------------------------------- rows written before
+
+
+def test_latest_state_rows_written_before_the_split_are_read_and_extended(run: Any) -> None:
+    """(Passes before the change too: it guards the upgrade of a deployed app.)"""
+    from shared.platform.keys import device_key
+    from shared.platform.storage_names import DEVICES_TABLE
+
+    dev, model = f"old-{uuid.uuid4().hex[:6]}", f"m{uuid.uuid4().hex[:6]}"
+    result = {"version": "1", "timestamp": f"{at(5)[:-1]}.000000Z", "inferenceId": "old", "detections": []}
+
+    async def seed() -> None:  # the rows as the previous version wrote them: JSON in string properties
+        table = await data_store().table(DEVICES_TABLE)
+        await table.create_entity({"PartitionKey": device_key(dev), "RowKey": "telemetry",
+                                   "metrics": orjson.dumps({"kept": [f"{at(5)[:-1]}.000000Z", 5]}).decode(),
+                                   "doc": orjson.dumps({"timestamp": at(5), "metrics": {"kept": 5}}).decode()})
+        await table.create_entity({"PartitionKey": device_key(dev), "RowKey": f"inference|{model}",
+                                   "doc": orjson.dumps(result).decode()})
+
+    run(seed())
+    log = hub()
+    log.publish([telemetry(dev, 1, {"kept": 1, "new": 1})])
+    ingest(run, "telemetry", log.deliver())
+    state = device(run, dev)
+    assert state["telemetry"]["metrics"] == {"kept": 5, "new": 1}
+    assert state["inference"][model]["inferenceId"] == "old"
+    log = hub("inference")
+    log.publish([inference(dev, 6, model, ["a"])])
+    ingest(run, "inference", log.deliver())
+    assert device(run, dev)["inference"][model]["inferenceId"] == f"{dev}-6"
