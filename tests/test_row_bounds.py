@@ -19,6 +19,8 @@ from shared.platform.storage_names import MODEL_STATS_TABLE
 from tests.harness import http_request, json_of, user_function
 from tests.test_streams import START, device, hub, ingest
 from tools.eventhub_factory import routed_body
+from tools.invoke import InvocationContext
+from tools.services import Mosquitto
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
@@ -198,6 +200,34 @@ def test_statistics_count_labels_up_to_704_kib_a_row_and_the_next_new_ones_as_ot
     stats = model_stats(run, model)
     assert (stats["count"], len(stats["labels"]), stats["otherLabels"]) == (len(log.log), fit, 2)
     assert stats["labels"][labels[0]] == 2 and labels[-1] not in stats["labels"]
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_a_command_row_keeps_a_250_kb_payload_and_answer_and_an_answer_past_704_kib_is_dead_lettered(
+        run: Any, mosquitto: Mosquitto) -> None:
+    from tests.test_commands import command, dead_letter_reasons, online, send
+
+    device = online(run, mosquitto, "silent")
+    try:
+        response = send(run, device.device_id, {"name": "x", "payload": {"blob": "p" * 250_000}})
+        assert response.status_code == 202, response.get_body()
+        cid = json_of(response)["commandId"]
+        topic = f"devices/{device.device_id}/commands/{cid}/response"
+        answers = hub("command-responses")
+        answers.publish([
+            routed_body({"commandId": cid, "status": "succeeded", "result": "r" * 250_000}, topic=topic, at=START),
+            # kept as the late response, it would make the row 750 KB
+            routed_body({"commandId": cid, "status": "failed", "error": "e" * 250_000}, topic=topic, at=START),
+        ])
+        run(user_function("command_responses")(answers.deliver(), InvocationContext("command_responses")))
+        done = command(run, device.device_id, cid)
+        assert (done["status"], len(done["result"]), done.get("lateResponse")) == ("succeeded", 250_000, None)
+        (reason,) = dead_letter_reasons(run, answers.hub)
+        assert "704 KiB" in reason
+    finally:
+        device.disconnect()
 
 
 # --------------------------------------------------------------------------- rows written before

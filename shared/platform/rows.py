@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from shared.platform.errors import InvalidInput
 from shared.platform.storage import DataStore
 
 Merge = Callable[[dict[str, Any] | None], dict[str, Any] | None]
@@ -80,12 +81,13 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
     raise RowContention(f"row {partition_key!r}/{row_key!r} of table {table_name} changed {MAX_ATTEMPTS} times")
 
 
-def split_json(name: str, value: Any) -> dict[str, bytes]:
+def split_json(name: str, value: Any, *, what: str = "row") -> dict[str, bytes]:
     """``value`` as UTF-8 JSON in binary properties ``name``, ``name1``, ... of at most
-    64 KiB each. Callers bound what they write; more than ROW_JSON_BYTES is a bug."""
+    64 KiB each; InvalidInput naming ``what`` beyond ROW_JSON_BYTES."""
     data = orjson.dumps(value)
     if len(data) > ROW_JSON_BYTES:
-        raise ValueError(f"{name}: {len(data)} bytes of JSON, more than a row keeps ({ROW_JSON_BYTES})")
+        raise InvalidInput(f"the {what} would take {len(data)} bytes of JSON, more than a table row keeps "
+                           f"({ROW_JSON_BYTES // 1024} KiB)")
     return {split_names(name)[i]: data[start:start + PROPERTY_BYTES]
             for i, start in enumerate(range(0, len(data), PROPERTY_BYTES))}
 
