@@ -230,6 +230,26 @@ def test_a_command_row_keeps_a_250_kb_payload_and_answer_and_an_answer_past_704_
         device.disconnect()
 
 
+def test_a_fleet_job_and_a_broadcast_keep_a_250_kb_payload(run: Any, mosquitto: Mosquitto) -> None:
+    from tests.test_commands import online
+
+    payload, device = {"blob": "p" * 250_000}, online(run, mosquitto, "silent")
+    try:
+        response = run(user_function("send_fleet_command")(http_request(
+            "POST", "commands", body={"name": "x", "payload": payload, "target": {"deviceIds": [device.device_id]}})))
+        assert response.status_code == 202, response.get_body()
+        assert json_of(response)["counts"] == {"sent": 1}
+        notice = f"b{uuid.uuid4().hex[:6]}"
+        response = run(user_function("send_broadcast")(http_request(
+            "POST", "broadcasts", body={"name": notice, "payload": payload})))
+        assert response.status_code == 202, response.get_body()
+        listed = json_of(run(user_function("list_broadcasts")(http_request("GET", "broadcasts",
+                                                                           params={"limit": "1"}))))["items"]
+        assert [(b["name"], b["payload"]) for b in listed] == [(notice, payload)]
+    finally:
+        device.disconnect()
+
+
 # --------------------------------------------------------------------------- rows written before
 
 
