@@ -25,8 +25,12 @@ from shared.platform.storage import DataStore
 
 Merge = Callable[[dict[str, Any] | None], dict[str, Any] | None]
 MAX_ATTEMPTS = 8
-# Rows remembered per process before the memory starts afresh (a cache, so a crude bound will do).
+# Rows remembered per process before the memory starts afresh (a cache, so a crude bound
+# will do), and the bytes of their text: a row may take 1 MiB, 20 000 of them 20 GB, and
+# an instance of the Consumption plan has 1.5 GB.
 MEMO_LIMIT = 20_000
+MEMO_BYTES = 256 * 1024 * 1024
+_MEMO_USED = ("row bytes",)
 # Azure Tables keeps at most 64 KiB in a binary property (a string property holds 32 K
 # UTF-16 characters: half as much ASCII) and 1 MiB in an entity.
 PROPERTY_BYTES = 64 * 1024
@@ -61,7 +65,7 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
         current, etag = remembered
         new = merge(dict(current) if current is not None else None)
         if new is None:
-            store.memo[key] = remembered
+            _remember(store, key, remembered)
             return False
         row = {"PartitionKey": partition_key, "RowKey": row_key, **new}
         try:
@@ -74,11 +78,23 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
             store.memo.pop(key, None)  # someone else wrote it: read it again
             await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
             continue
-        if len(store.memo) >= MEMO_LIMIT:
-            store.memo.clear()
-        store.memo[key] = (new, written["etag"])
+        _remember(store, key, (new, written["etag"]))
         return True
     raise RowContention(f"row {partition_key!r}/{row_key!r} of table {table_name} changed {MAX_ATTEMPTS} times")
+
+
+def _remember(store: DataStore, key: Any, remembered: tuple[dict[str, Any] | None, str | None]) -> None:
+    used = store.memo.get(_MEMO_USED, 0) - _size(store.memo.get(key)) + _size(remembered)
+    if len(store.memo) >= MEMO_LIMIT or used > MEMO_BYTES:
+        store.memo.clear()
+        used = _size(remembered)
+    store.memo[key] = remembered
+    store.memo[_MEMO_USED] = used
+
+
+def _size(remembered: tuple[dict[str, Any] | None, str | None] | None) -> int:
+    row = remembered[0] if remembered is not None else None
+    return sum(len(v) for v in row.values() if isinstance(v, str | bytes)) if row else 0
 
 
 def split_json(name: str, value: Any, *, what: str = "row") -> dict[str, bytes]:
