@@ -6,7 +6,8 @@ given (devices may subscribe to ``broadcast/#`` and to their own group's topics
 only, by the client attribute ``group``); MQTT v5 message expiry = ``ttlSeconds``.
 
 Table ``broadcasts``: ``PartitionKey`` = ``b``, ``RowKey`` = milliseconds counted
-down + ``|`` + the broadcast id, so the audit trail reads newest first. The row is
+down + ``|`` + the broadcast id, so the audit trail reads newest first; the broadcast
+in ``doc`` (split over binary properties: a 256 KiB payload fits). The row is
 written before the publish and marked ``published`` after it, so every publish is
 recorded; one whose publish failed stays with ``publishError`` and is not listed.
 """
@@ -21,6 +22,7 @@ import orjson
 from shared.commands.models import Broadcast, BroadcastRequest
 from shared.platform.http import HttpProblem
 from shared.platform.paging import query_page, token_scope
+from shared.platform.rows import joined_json, split_json, split_names
 from shared.platform.storage import data_store
 from shared.platform.storage_names import BROADCASTS_TABLE
 from shared.platform.timestamps import MAX_TIMESTAMP, format_timestamp
@@ -46,7 +48,7 @@ async def send_broadcast(request: BroadcastRequest, *, issued_by: str, now: date
                           group=request.group)
     table = await data_store().table(BROADCASTS_TABLE)
     row = {"PartitionKey": "b", "RowKey": f"{_MAX_MS - int(now.timestamp() * 1000):015d}|{broadcast.broadcast_id}",
-           "doc": orjson.dumps(broadcast.to_json_dict()).decode(), "published": False}
+           **split_json("doc", broadcast.to_json_dict(), what="broadcast"), "published": False}
     await table.create_entity(row)
     payload = {"broadcastId": broadcast.broadcast_id, "name": broadcast.name, "payload": broadcast.payload,
                "issuedAt": format_timestamp(now), "expiresAt": format_timestamp(broadcast.expires_at)}
@@ -70,5 +72,5 @@ async def list_broadcasts(*, limit: int, continuation_token: str | None) -> tupl
     table = await store.table(BROADCASTS_TABLE)
     entities, token = await query_page(store, table, "PartitionKey eq @pk and published eq @yes",
                                        {"pk": "b", "yes": True}, scope=token_scope("list_broadcasts"), limit=limit,
-                                       select=["doc"], continuation_token=continuation_token)
-    return [Broadcast.model_validate(orjson.loads(e["doc"])) for e in entities], token
+                                       select=split_names("doc"), continuation_token=continuation_token)
+    return [Broadcast.model_validate(joined_json(e, "doc")) for e in entities], token

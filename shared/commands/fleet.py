@@ -1,7 +1,8 @@
 """Fleet jobs: one request, one tracked command per targeted device.
 
 Table ``fleetjobs``: ``PartitionKey`` = the job id; row ``job`` (the request, who
-issued it, the total, whether the fan-out is done); one row ``m|{device key}`` per
+issued it, the total in ``doc``, split over binary properties so that a 256 KiB
+payload fits; whether the fan-out is done); one row ``m|{device key}`` per
 targeted device with the status of its command (``queued`` until its command is
 made; ``failed`` with a reason when the device could not be commanded).
 
@@ -26,7 +27,7 @@ import orjson
 from shared.commands.models import Command, CommandRequest, FleetCommandRequest, FleetJob
 from shared.platform.http import HttpProblem, NotFound
 from shared.platform.keys import device_key
-from shared.platform.rows import merge_row
+from shared.platform.rows import joined_json, merge_row, split_json
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import FLEET_JOBS_TABLE
 
@@ -96,10 +97,10 @@ async def create_job(request: FleetCommandRequest, *, issued_by: str, now: datet
         raise HttpProblem(409, "the target matches no device")
     job_id = str(uuid.uuid4())
     table = await store.table(FLEET_JOBS_TABLE)
-    job = {"PartitionKey": job_id, "RowKey": "job", "doc": orjson.dumps({
+    job = {"PartitionKey": job_id, "RowKey": "job", "fanout": "running", **split_json("doc", {
         "jobId": job_id, "name": request.name, "payload": request.payload,
         "timeoutSeconds": request.timeout_seconds, "target": request.target.to_json_dict(),
-        "createdAt": now.isoformat(), "issuedBy": issued_by, "total": len(devices)}).decode(), "fanout": "running"}
+        "createdAt": now.isoformat(), "issuedBy": issued_by, "total": len(devices)}, what="fleet job")}
     members = [("upsert", {"PartitionKey": job_id, "RowKey": _member_row(d), "deviceId": d, "status": "queued"})
                for d in devices]
     for i in range(0, len(members), 100):  # one partition: transactions of at most 100
@@ -120,7 +121,7 @@ async def fan_out(job_id: str, devices: list[str], *, last: bool = False) -> Non
 
     store = data_store()
     table = await store.table(FLEET_JOBS_TABLE)
-    job = orjson.loads((await table.get_entity(job_id, "job"))["doc"])
+    job = joined_json(await table.get_entity(job_id, "job"), "doc")
     request = CommandRequest.model_validate({"name": job["name"], "payload": job["payload"],
                                              "timeoutSeconds": job["timeoutSeconds"]})
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -177,7 +178,7 @@ async def get_job(job_id: str) -> FleetJob:
                                              parameters={"job": job_id, "low": "m|", "high": "m}"},
                                              select=["status"]):
         counts[member["status"]] = counts.get(member["status"], 0) + 1
-    doc: dict[str, Any] = orjson.loads(job["doc"])
+    doc: dict[str, Any] = joined_json(job, "doc")
     return FleetJob(job_id=job_id, name=doc["name"], total=doc["total"], counts=counts,
                     created_at=doc["createdAt"], issued_by=doc["issuedBy"], target=doc["target"],
                     fanout=job.get("fanout", "running"))

@@ -21,7 +21,7 @@ from typing import Any
 from shared.commands import status as transitions
 from shared.commands.fleet import sync_job_member
 from shared.commands.models import CommandResponse
-from shared.commands.store import CommandStore
+from shared.commands.store import CommandStore, command_row
 from shared.platform.errors import InvalidInput, validate
 from shared.platform.storage import DataStore, data_store
 from shared.streams.batch import Origin, dead_letter, give_up, last_attempt, origin_of, partition_context
@@ -89,19 +89,27 @@ async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
         if not isinstance(topic_device, str):
             raise InvalidInput("a command response needs its topic or a deviceId")
     # The command is looked up under the answering device: another device's command
-    # (spoofed) is not found there, just like one never sent.
-    try:
+    # (spoofed) is not found there, just like one never sent, or one whose id this API
+    # does not issue. An answer too large for the command's row is InvalidInput too.
+    command, changed = None, False
+    if _issued(response.command_id):
         command, changed = await CommandStore(store).change(
             topic_device, response.command_id,
             lambda c: transitions.answered(c, response.status, response.result, response.error, now))
-    except InvalidInput:  # not an id this API issues
-        command, changed = None, False
     if command is None:
         raise InvalidInput(f"no command {response.command_id!r} of device {topic_device!r}: never sent, or "
                            "another device's (an answer for it is rejected as spoofed)")
     if command is not None and command.job_id:
         await sync_job_member(store, command)
     return int(changed)
+
+
+def _issued(command_id: str) -> bool:
+    try:
+        command_row(command_id)
+    except InvalidInput:
+        return False
+    return True
 
 
 async def _dead_letter(store: DataStore, origin: Origin, rejected: Rejected, now: datetime) -> None:

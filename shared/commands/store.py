@@ -4,7 +4,10 @@ Table ``commands``:
 
 * a command: ``PartitionKey`` = the device's key, ``RowKey`` = ``c|`` + milliseconds
   counted down + ``|`` + the command id, so a device's commands read newest first;
-  the command as the API returns it in ``doc``, and ``status``, ``jobId`` columns.
+  the command as the API returns it in ``doc`` (split over binary properties by
+  :func:`shared.platform.rows.split_json`: a 256 KiB payload and the device's
+  answers fit; a command that would take more than 704 KiB is InvalidInput), and
+  ``status``, ``jobId`` columns.
   The command id is a UUID version 7 (its first 48 bits are its creation time), so
   the row key follows from the id alone.
 * an idempotency key: same partition, ``RowKey`` = ``k|`` + SHA-256 of the key;
@@ -34,6 +37,7 @@ from shared.commands.models import Command
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import device_key
 from shared.platform.paging import query_page, token_scope
+from shared.platform.rows import joined_json, split_json, split_names
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import COMMANDS_TABLE
 from shared.platform.timestamps import MAX_TIMESTAMP
@@ -75,14 +79,14 @@ def _key_row(idempotency_key: str) -> str:
 
 def _entity(command: Command) -> dict[str, Any]:
     entity = {"PartitionKey": device_key(command.device_id), "RowKey": command_row(command.command_id),
-              "doc": orjson.dumps(command.to_json_dict()).decode(), "status": command.status}
+              **split_json("doc", command.to_json_dict(), what="command"), "status": command.status}
     if command.job_id:
         entity["jobId"] = command.job_id
     return entity
 
 
 def _command(entity: dict[str, Any]) -> Command:
-    return Command.model_validate(orjson.loads(entity["doc"]))
+    return Command.model_validate(joined_json(entity, "doc"))
 
 
 class CommandStore:
@@ -183,7 +187,7 @@ class CommandStore:
             parameters["status"] = status
         scope = token_scope("list_commands", deviceId=device_id, status=status)
         entities, token = await query_page(self._store, table, query, parameters, scope=scope, limit=limit,
-                                           select=["doc"], continuation_token=continuation_token)
+                                           select=split_names("doc"), continuation_token=continuation_token)
         return [_command(e) for e in entities], token
 
     async def pending(self, device_id: str) -> list[Command]:
@@ -192,7 +196,7 @@ class CommandStore:
         query = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high and status eq @status"
         found = [_command(e) async for e in table.query_entities(
             query, parameters={"pk": device_key(device_id), "low": "c|", "high": "c}", "status": "pending"},
-            select=["doc"])]
+            select=split_names("doc"))]
         return sorted(found, key=lambda c: (c.created_at, c.command_id))
 
     async def due(self, now: datetime) -> list[tuple[str, str, str]]:

@@ -8,7 +8,8 @@ Table ``devices``:
   (``states``), and the columns queries filter on (``deviceId``, ``connected``,
   ``deleted``, ``state``);
 * other rows of the partition hold fields that other capabilities keep for the
-  device (the streams' latest state): ``RowKey`` = the field (its JSON in ``doc``),
+  device (the streams' latest state): ``RowKey`` = the field (its JSON in ``doc``,
+  split over binary properties by :func:`shared.platform.rows.split_json`),
   or ``field|name`` for one entry of a map field; ``get_device`` returns them with
   the registry entry, ``list_devices`` does not;
 * the index of connected devices: partition ``~connected`` (no device key can be it:
@@ -37,6 +38,7 @@ import orjson
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import device_key
 from shared.platform.paging import query_page, token_scope
+from shared.platform.rows import joined_json, split_names
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import DEVICES_TABLE
 
@@ -107,15 +109,15 @@ class DeviceRegistry:
         registry: dict[str, Any] | None = None
         extra: dict[str, Any] = {}
         async for entity in table.query_entities("PartitionKey eq @pk", parameters={"pk": device_key(device_id)},
-                                                 select=["RowKey", "doc"]):
-            row = entity["RowKey"]
+                                                 select=["RowKey", *split_names("doc")]):
+            row, doc = entity["RowKey"], joined_json(entity, "doc")
             if row == REGISTRY_ROW:
-                registry = orjson.loads(entity["doc"])
+                registry = doc
             elif "|" in row:
                 name, key = row.split("|", 1)
-                extra.setdefault(name, {})[key] = orjson.loads(entity["doc"])
+                extra.setdefault(name, {})[key] = doc
             else:
-                extra[row] = orjson.loads(entity["doc"])
+                extra[row] = doc
         if registry is None:
             if not extra:
                 return None

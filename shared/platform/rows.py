@@ -6,21 +6,38 @@ are remembered in the store's memo, so a process that is the row's only writer
 (an Event Hubs partition's owner writes its devices' rows) skips the read; when
 the memory is stale the write fails on the ETag and the row is read again, so
 correctness never depends on it.
+
+A row's JSON may exceed what one property holds (64 KiB): :func:`split_json` spreads
+it over several binary properties, :func:`joined_json` reads it back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
+
+from shared.platform.errors import InvalidInput
 from shared.platform.storage import DataStore
 
 Merge = Callable[[dict[str, Any] | None], dict[str, Any] | None]
 MAX_ATTEMPTS = 8
-# Rows remembered per process before the memory starts afresh (a cache, so a crude bound will do).
+# Rows remembered per process before the memory starts afresh (a cache, so a crude bound
+# will do), and the bytes of their text: a row may take 1 MiB, 20 000 of them 20 GB, and
+# an instance of the Consumption plan has 1.5 GB.
 MEMO_LIMIT = 20_000
+MEMO_BYTES = 256 * 1024 * 1024
+_MEMO_USED = ("row bytes",)
+# Azure Tables keeps at most 64 KiB in a binary property (a string property holds 32 K
+# UTF-16 characters: half as much ASCII) and 1 MiB in an entity.
+PROPERTY_BYTES = 64 * 1024
+# The most JSON a row keeps in binary properties: 11 of them. On the wire they travel
+# as base64 (4/3: 939 KiB), which is what the storage emulator counts against the
+# 1 MiB entity, so 85 KiB remain for the keys and the other columns.
+ROW_JSON_BYTES = 11 * PROPERTY_BYTES
 
 
 class RowContention(RuntimeError):
@@ -48,7 +65,7 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
         current, etag = remembered
         new = merge(dict(current) if current is not None else None)
         if new is None:
-            store.memo[key] = remembered
+            _remember(store, key, remembered)
             return False
         row = {"PartitionKey": partition_key, "RowKey": row_key, **new}
         try:
@@ -61,8 +78,44 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
             store.memo.pop(key, None)  # someone else wrote it: read it again
             await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
             continue
-        if len(store.memo) >= MEMO_LIMIT:
-            store.memo.clear()
-        store.memo[key] = (new, written["etag"])
+        _remember(store, key, (new, written["etag"]))
         return True
     raise RowContention(f"row {partition_key!r}/{row_key!r} of table {table_name} changed {MAX_ATTEMPTS} times")
+
+
+def _remember(store: DataStore, key: Any, remembered: tuple[dict[str, Any] | None, str | None]) -> None:
+    used = store.memo.get(_MEMO_USED, 0) - _size(store.memo.get(key)) + _size(remembered)
+    if len(store.memo) >= MEMO_LIMIT or used > MEMO_BYTES:
+        store.memo.clear()
+        used = _size(remembered)
+    store.memo[key] = remembered
+    store.memo[_MEMO_USED] = used
+
+
+def _size(remembered: tuple[dict[str, Any] | None, str | None] | None) -> int:
+    row = remembered[0] if remembered is not None else None
+    return sum(len(v) for v in row.values() if isinstance(v, str | bytes)) if row else 0
+
+
+def split_json(name: str, value: Any, *, what: str = "row") -> dict[str, bytes]:
+    """``value`` as UTF-8 JSON in binary properties ``name``, ``name1``, ... of at most
+    64 KiB each; InvalidInput naming ``what`` beyond ROW_JSON_BYTES."""
+    data = orjson.dumps(value)
+    if len(data) > ROW_JSON_BYTES:
+        raise InvalidInput(f"the {what} would take {len(data)} bytes of JSON, more than a table row keeps "
+                           f"({ROW_JSON_BYTES // 1024} KiB)")
+    return {split_names(name)[i]: data[start:start + PROPERTY_BYTES]
+            for i, start in enumerate(range(0, len(data), PROPERTY_BYTES))}
+
+
+def split_names(name: str) -> list[str]:
+    """The properties :func:`split_json` may use for ``name`` (to select them)."""
+    return [name, *(f"{name}{i}" for i in range(1, ROW_JSON_BYTES // PROPERTY_BYTES))]
+
+
+def joined_json(row: Mapping[str, Any], name: str) -> Any:
+    """What :func:`split_json` wrote as ``name``, or the JSON text of a string property
+    ``name`` (as rows written before it hold)."""
+    if isinstance(row[name], str):
+        return orjson.loads(row[name])
+    return orjson.loads(b"".join(row.get(part) or b"" for part in split_names(name)))

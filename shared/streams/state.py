@@ -3,12 +3,18 @@ newest inference result per model; what ``get_device`` shows as ``telemetry`` an
 ``inference``.
 
 Rows in the device's partition of table ``devices`` (beside its registry row):
-``telemetry`` and ``inference|{model}``. A batch is coalesced first, so a device
-costs one conditional write per batch (see :mod:`shared.platform.rows`). Merging is
-order-free: each metric keeps the value with the newest timestamp (a tie goes to
-the greater value's JSON, never to the later arrival), and an inference row the
-result with the newest (timestamp, inferenceId). So any order of any deliveries
-ends in the same rows, and an older message never overwrites a newer one.
+``telemetry`` and ``inference|{model}``, each the JSON ``get_device`` shows in ``doc``
+(split over binary properties, :func:`shared.platform.rows.split_json`); the
+telemetry row also lists each metric's timestamp in ``stamps``, in the order of
+``doc``'s metrics. A batch is coalesced first, so a device costs one conditional
+write per batch (see :mod:`shared.platform.rows`). Merging is order-free: each
+metric keeps the value with the newest timestamp (a tie goes to the greater value's
+JSON, never to the later arrival), and an inference row the result with the newest
+(timestamp, inferenceId). So any order of any deliveries ends in the same rows, and
+an older message never overwrites a newer one.
+
+Every row is bounded whatever the messages hold: 500 metrics of at most 1 400 bytes
+each (:func:`fitted`), 100 detections.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 import orjson
 
 from shared.platform.keys import device_key
-from shared.platform.rows import merge_row
+from shared.platform.rows import ROW_JSON_BYTES, joined_json, merge_row, split_json
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import DEVICES_TABLE
 from shared.streams.decode import Accepted
@@ -31,9 +37,20 @@ from shared.streams.messages import InferenceMessage, TelemetryMessage
 TELEMETRY_ROW = "telemetry"
 INFERENCE_ROW_PREFIX = "inference|"
 # A device's latest state keeps this many metrics (the newest) and this many
-# detections of a result; the archive keeps everything.
-MAX_METRICS = 500
+# detections of a result; the archive keeps everything. 100 detections with labels
+# of the costliest 128 characters (control characters, 6 bytes each in JSON) and
+# every other field at its longest take under 100 KB, so a result needs no other bound.
 MAX_DETECTIONS = 100
+MAX_METRICS = 500
+# What one metric may take in the telemetry row's JSON ("name":value and a comma), in
+# UTF-8 bytes: 500 of them fill 700 000 of the ROW_JSON_BYTES (720 896). A 128-character
+# name with a 1 024-character value, the message bounds, takes 1 158 in ASCII, so only
+# non-ASCII or control characters can make a value too long (then :func:`fitted` cuts it).
+METRIC_BYTES = 1400
+ELLIPSIS = "…"
+# {"timestamp":"...","metrics":{}} around the metrics.
+_DOC_BYTES = 56
+assert _DOC_BYTES + MAX_METRICS * METRIC_BYTES <= ROW_JSON_BYTES
 
 # metric -> (timestamp text, value); the texts are of one format (:func:`_stamp`) and sort as times.
 Metrics = dict[str, tuple[str, Any]]
@@ -41,6 +58,26 @@ Metrics = dict[str, tuple[str, Any]]
 
 def _newer(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
     return (a[0], orjson.dumps(a[1])) > (b[0], orjson.dumps(b[1]))
+
+
+def fitted(name: str, value: Any) -> Any:
+    """``value`` as the latest state keeps it: a string whose metric would take more
+    than METRIC_BYTES is cut to the longest prefix that fits with an ellipsis after it.
+    Decided per metric, so merging stays order-free (a budget shared by the metrics
+    would keep different ones depending on which arrived first)."""
+    if not isinstance(value, str):
+        return value  # a number or a boolean takes at most 24 bytes: with any name, under 800
+    room = METRIC_BYTES - len(orjson.dumps(name)) - 2  # the colon and the comma
+    if len(orjson.dumps(value)) <= room:
+        return value
+    low, high = 0, len(value)  # bisect: a longer prefix never takes fewer bytes
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(orjson.dumps(value[:middle] + ELLIPSIS)) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return value[:low] + ELLIPSIS
 
 
 def coalesce_telemetry(accepted: Iterable[Accepted]) -> dict[str, Metrics]:
@@ -52,15 +89,17 @@ def coalesce_telemetry(accepted: Iterable[Accepted]) -> dict[str, Metrics]:
         stamp = _stamp(message.timestamp)
         metrics = devices.setdefault(result.device_id, {})
         for name, value in message.metrics.items():
-            candidate = (stamp, value)
+            candidate = (stamp, fitted(name, value))
             if name not in metrics or _newer(candidate, metrics[name]):
                 metrics[name] = candidate
     return devices
 
 
 def merge_telemetry(stored: dict[str, Any] | None, incoming: Metrics) -> dict[str, Any] | None:
-    """The telemetry row after ``incoming``; None when nothing changes."""
-    metrics: Metrics = {k: (t, v) for k, (t, v) in orjson.loads(stored["metrics"]).items()} if stored else {}
+    """The telemetry row after ``incoming``; None when nothing changes. Past 500
+    metrics the oldest go: the least (timestamp, value JSON, name), so whichever
+    arrived first decides nothing."""
+    metrics = _metrics(stored) if stored else {}
     changed = False
     for name, candidate in incoming.items():
         if name not in metrics or _newer(candidate, metrics[name]):
@@ -69,10 +108,19 @@ def merge_telemetry(stored: dict[str, Any] | None, incoming: Metrics) -> dict[st
     if not changed:
         return None
     if len(metrics) > MAX_METRICS:
-        metrics = dict(sorted(metrics.items(), key=lambda item: item[1][0])[-MAX_METRICS:])
+        newest = sorted(metrics.items(), key=lambda item: (item[1][0], orjson.dumps(item[1][1]), item[0]))
+        metrics = dict(newest[-MAX_METRICS:])
     latest = max(t for t, _ in metrics.values())
-    return {"metrics": orjson.dumps({k: [t, v] for k, (t, v) in metrics.items()}).decode(),
-            "doc": orjson.dumps({"timestamp": latest, "metrics": {k: v for k, (_, v) in metrics.items()}}).decode()}
+    # 500 timestamps of 27 characters: 15 000 characters, within one string property.
+    return {"stamps": orjson.dumps([t for t, _ in metrics.values()]).decode(),
+            **split_json("doc", {"timestamp": latest, "metrics": {k: v for k, (_, v) in metrics.items()}})}
+
+
+def _metrics(row: dict[str, Any]) -> Metrics:
+    if "stamps" not in row:  # written before the row was split (and values were fitted)
+        return {k: (t, fitted(k, v)) for k, (t, v) in orjson.loads(row["metrics"]).items()}
+    shown = joined_json(row, "doc")["metrics"]
+    return {k: (t, v) for (k, v), t in zip(shown.items(), orjson.loads(row["stamps"]), strict=True)}
 
 
 def coalesce_inference(accepted: Iterable[Accepted]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -105,9 +153,9 @@ def _order(state: dict[str, Any]) -> tuple[str, str]:
 
 
 def merge_inference(stored: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str, Any] | None:
-    if stored is not None and _order(orjson.loads(stored["doc"])) >= _order(incoming):
+    if stored is not None and _order(joined_json(stored, "doc")) >= _order(incoming):
         return None
-    return {"doc": orjson.dumps(incoming).decode()}
+    return split_json("doc", incoming)
 
 
 async def write_latest(store: DataStore, telemetry: dict[str, Metrics],

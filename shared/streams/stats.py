@@ -4,14 +4,21 @@ latency (mean and max) and their detections by label, across the fleet.
 Table ``modelstats``: ``PartitionKey`` = the model name (its characters need no
 escaping, see :data:`shared.streams.messages.MODEL_NAME_PATTERN`), ``RowKey`` =
 ``{yyyyMMddHH}|{version}|{hub}|{partition}``: one row per Event Hubs partition, so
-only that partition's owner writes it. Columns ``count``, ``latencyCount``,
-``latencySum``, ``latencyMax``, ``labels`` (JSON) and ``applied``.
+only that partition's owner writes it. Columns ``count``, ``latencyCount`` (64-bit
+integers), ``latencySum``, ``latencyMax`` (doubles), ``labels`` (JSON, split over
+binary properties by :func:`shared.platform.rows.split_json`), ``otherLabels`` and
+``applied``.
+
+A row's labels are bounded (:func:`add_labels`): once they take LABEL_BYTES, the
+detections of a label the row does not hold yet are counted in ``otherLabels``.
 
 Counts stay exact under redelivery because they are added per archive blob
 (:mod:`shared.streams.archive`), not per delivery: a blob's contribution is
 computed from the messages it holds and added only if the row's ``applied`` list
 (the first sequence numbers of the blobs already added, the newest 64) does not
-name it. A blob older than all 64 was added long ago.
+name it. A blob older than all 64 was added long ago. A row's blobs are added in
+the chain's order (each once), so which labels a full row holds is decided the same
+way by every delivery.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 import orjson
 
 from shared.platform.errors import InvalidInput
-from shared.platform.rows import merge_row
+from shared.platform.rows import ROW_JSON_BYTES, joined_json, merge_row, split_json
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import MODEL_STATS_TABLE
 from shared.platform.timestamps import format_timestamp, parse_timestamp
@@ -34,6 +41,11 @@ from shared.platform.timestamps import format_timestamp, parse_timestamp
 APPLIED_KEPT = 64
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=31)
+# What a row's labels may take: each label's JSON and 21 bytes (a colon, a comma and a
+# count of up to 19 digits, an Int64's, so that no count outgrows the row), and the
+# braces: 21 800 labels of 10 characters, 5 800 of 100 (an hour of 3 000 licence
+# plates of 10 characters takes 99 000 bytes).
+LABEL_BYTES = ROW_JSON_BYTES - 1
 
 
 @dataclass
@@ -45,26 +57,54 @@ class Tally:
     latency_sum: float = 0.0
     latency_max: float | None = None
     labels: dict[str, int] = field(default_factory=dict)
+    other_labels: int = 0
 
     def add_line(self, line: dict[str, Any]) -> None:
         self.count += 1
         latency = line.get("latencyMs")
         if latency is not None:
+            latency = float(latency)  # an integer of the message may be any size
             self.latency_count += 1
             self.latency_sum += latency
             self.latency_max = latency if self.latency_max is None else max(self.latency_max, latency)
         for detection in line["detections"]:
             self.labels[detection["label"]] = self.labels.get(detection["label"], 0) + 1
 
-    def add(self, other: Tally) -> None:
+    def add(self, other: Tally, *, bounded: bool = False) -> None:
+        """Add ``other``; ``bounded``: into a row, whose labels are kept within
+        LABEL_BYTES (:func:`add_labels`)."""
         self.count += other.count
         self.latency_count += other.latency_count
         self.latency_sum += other.latency_sum
         if other.latency_max is not None:
             self.latency_max = other.latency_max if self.latency_max is None else max(self.latency_max,
                                                                                       other.latency_max)
-        for label, n in other.labels.items():
-            self.labels[label] = self.labels.get(label, 0) + n
+        if bounded:
+            self.labels, left_out = add_labels(self.labels, other.labels)
+            self.other_labels += left_out
+        else:
+            for label, n in other.labels.items():
+                self.labels[label] = self.labels.get(label, 0) + n
+        self.other_labels += other.other_labels
+
+
+def label_bytes(label: str) -> int:
+    """What ``label`` and its count take in a row's labels (see LABEL_BYTES)."""
+    return len(orjson.dumps(label)) + 21
+
+
+def add_labels(kept: dict[str, int], new: dict[str, int]) -> tuple[dict[str, int], int]:
+    """``kept`` with ``new`` added, a label ``kept`` lacks only while the labels stay
+    within LABEL_BYTES (in label order); and the detections of the labels left out."""
+    labels, size, left_out = dict(kept), sum(map(label_bytes, kept)), 0
+    for label in sorted(new):
+        if label not in labels:
+            if size + label_bytes(label) > LABEL_BYTES:
+                left_out += new[label]
+                continue
+            size += label_bytes(label)
+        labels[label] = labels.get(label, 0) + new[label]
+    return labels, left_out
 
 
 def hour_of(line: dict[str, Any]) -> str:
@@ -81,24 +121,35 @@ def contribution(lines: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], 
 
 
 def _merge(stored: dict[str, Any] | None, tally: Tally, first_sequence: int) -> dict[str, Any] | None:
+    from azure.data.tables import EdmType, EntityProperty
+
     applied: list[int] = orjson.loads(stored["applied"]) if stored else []
     if first_sequence in applied or (len(applied) >= APPLIED_KEPT and first_sequence < min(applied)):
         return None  # this blob was added already
     total = _tally(stored) if stored else Tally()
-    total.add(tally)
+    total.add(tally, bounded=True)
     applied = sorted([*applied, first_sequence])[-APPLIED_KEPT:]
-    row: dict[str, Any] = {"count": total.count, "latencyCount": total.latency_count,
-                           "latencySum": total.latency_sum, "labels": orjson.dumps(total.labels).decode(),
+    row: dict[str, Any] = {"count": EntityProperty(total.count, EdmType.INT64),
+                           "latencyCount": EntityProperty(total.latency_count, EdmType.INT64),
+                           "latencySum": total.latency_sum, **split_json("labels", total.labels),
                            "applied": orjson.dumps(applied).decode()}
+    if total.other_labels:
+        row["otherLabels"] = EntityProperty(total.other_labels, EdmType.INT64)
     if total.latency_max is not None:
         row["latencyMax"] = total.latency_max
     return row
 
 
 def _tally(row: dict[str, Any]) -> Tally:
-    return Tally(int(row["count"]), int(row["latencyCount"]), float(row["latencySum"]),
+    return Tally(_int(row["count"]), _int(row["latencyCount"]), float(row["latencySum"]),
                  float(row["latencyMax"]) if row.get("latencyMax") is not None else None,
-                 orjson.loads(row["labels"]))
+                 joined_json(row, "labels"), _int(row.get("otherLabels", 0)))
+
+
+def _int(value: Any) -> int:
+    """A count as read: an Int64 comes as an ``EntityProperty``, an Int32 (rows written
+    before) as an int."""
+    return int(value[0] if isinstance(value, tuple) else value)
 
 
 async def add_blob(store: DataStore, *, hub: str, partition: str, first_sequence: int,
@@ -143,6 +194,8 @@ async def model_stats(store: DataStore, model: str, *, since: datetime, until: d
         item: dict[str, Any] = {"version": version,
                                 "hour": format_timestamp(datetime.strptime(hour, "%Y%m%d%H").replace(tzinfo=UTC)),
                                 "count": tally.count, "labels": tally.labels}
+        if tally.other_labels:
+            item["otherLabels"] = tally.other_labels
         if tally.latency_count:
             item["latencyMsMean"] = tally.latency_sum / tally.latency_count
             item["latencyMsMax"] = tally.latency_max
