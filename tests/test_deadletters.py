@@ -389,9 +389,6 @@ def bad_clock(run: Any, *, count: int = 1, **extra: Any) -> tuple[str, Partition
 FIXED: dict[str, str | None] = {"MAX_FUTURE_SECONDS": "86400"}  # the rule relaxed: a day of clock skew
 
 
-@pytest.mark.xfail(strict=True, reason="the archive skips a sequence number at or below its watermark, so a "
-                                       "replay of an event whose batch it holds is not archived (being fixed in "
-                                       "shared/streams/archive.py)")
 def test_a_message_rejected_by_a_rule_since_fixed_is_redriven_into_the_archive_once_and_marked(run: Any) -> None:
     dev, log = bad_clock(run)
     with changed_settings(run, FIXED):

@@ -131,13 +131,13 @@ def lifecycle_event(document: dict[str, Any]) -> Any:
                                             trigger_metadata={})
 
 
-async def send(stream: str, document: dict[str, Any]) -> bool:
+async def send(stream: str, document: dict[str, Any], dead_letter_id: str) -> bool:
     """Hand the dead letter to its pipeline; False when the pipeline said it rejected
     it again (command responses say nothing: the mark's condition tells)."""
     if stream in ("telemetry", "inference"):
         from shared.streams.service import ingest
 
-        report = await ingest(stream, [eventhub_event(document)])  # type: ignore[arg-type]
+        report = await ingest(stream, [eventhub_event(document)], redriven=dead_letter_id)  # type: ignore[arg-type]
         return not report.rejected
     if stream == "command-responses":
         from shared.commands.responses import handle_responses
@@ -178,7 +178,7 @@ async def redrive_one(store: DataStore, stream: str, dead_letter_id: str, *, run
     if claimed is None:
         return Result(Outcome.BUSY, "another run claimed it first")
     try:
-        accepted = await send(stream, claimed.document)
+        accepted = await send(stream, claimed.document, dead_letter_id)
     except Exception as exc:
         log.warning("redriving %s/%s failed", stream, dead_letter_id, exc_info=True)
         await release(store, claimed)

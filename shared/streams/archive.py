@@ -78,13 +78,28 @@ class Archive:
     def __init__(self, store: DataStore, stream: str, container: str) -> None:
         self._store, self._stream, self._container = store, stream, container
 
-    async def append(self, events: Sequence[Event]) -> list[Segment]:
+    async def append(self, events: Sequence[Event], *, redriven: str | None = None) -> list[Segment]:
         """Archive what of ``events`` (one partition) nothing holds yet; returns the
         blobs that cover them: written now, or written before and still remembered by
-        name (so what depends on a blob can be redone from its lines)."""
+        name (so what depends on a blob can be redone from its lines).
+
+        ``redriven``: the events are a dead letter sent again (its id). One whose
+        sequence number the ledger holds was rejected inside a range the archive
+        covers, so it gets a blob of its own, named by the dead letter, created once;
+        one the ledger does not hold (a last retry dead-lettered its batch) takes the
+        ledger's way, so a replay from Event Hubs and a redrive never both archive it."""
         if not events:
             return []
         hub, partition = events[0].origin.hub, events[0].origin.partition
+        if redriven is not None:
+            self._forget(hub, partition)
+            ledger, _ = await self._read(hub, partition)
+            written, _void = await self._settle(ledger.intents_over(e.origin.sequence_number for e in events),
+                                                void_missing=False)
+            ledger = ledger.settled(written)
+            held = [e for e in events if ledger.archived(e.origin.sequence_number)]
+            rest = [e for e in events if not ledger.archived(e.origin.sequence_number)]
+            return await self._append_redriven(held, redriven) + (await self.append(rest) if rest else [])
         sequences = [e.origin.sequence_number for e in events]
         created: list[Blob] = []
         conflicts = 0
@@ -97,7 +112,9 @@ class Archive:
                 announced = self._announce(ledger, pending)[:MAX_INTENTS]
                 if not (announced or written or void):
                     return _segments(ledger, sequences, created=created)
-                ledger = ledger.with_intents(announced)
+                # A run without a blob is archived by this ledger write itself.
+                ledger = ledger.with_intents([b for b in announced if b.name]).settled(
+                    [b for b in announced if not b.name])
                 etag = await self._write(hub, partition, ledger, etag)
                 if etag is None:  # someone else wrote the ledger: read it again and decide again
                     conflicts += 1
@@ -110,6 +127,27 @@ class Archive:
         except BaseException:
             self._forget(hub, partition)
             raise
+
+    async def _append_redriven(self, events: Sequence[Event], dead_letter_id: str) -> list[Segment]:
+        from azure.core.exceptions import ResourceExistsError
+
+        container = await self._store.container(self._container)
+        segments = []
+        for event in events:
+            body = archive_lines([event])
+            if not body:
+                continue
+            sequence = event.origin.sequence_number
+            name = (f"{event.origin.enqueued_time:%Y/%m/%d/%H}/{event.origin.hub}-{event.origin.partition}-"
+                    f"{sequence:020d}-deadletter-{dead_letter_id}.jsonl")
+            try:
+                await container.upload_blob(name, body, overwrite=False, content_settings=_JSONL(), metadata={
+                    "firstsequence": str(sequence), "lastsequence": str(sequence),
+                    "messages": str(body.count(b"\n")), "deadletter": dead_letter_id})
+                segments.append(Segment(name, sequence, sequence, created=True))
+            except ResourceExistsError:
+                segments.append(Segment(name, sequence, sequence, created=False))
+        return segments
 
     async def archived(self, hub: str, partition: str, sequences: Sequence[int]) -> set[int]:
         """Which of ``sequences`` the archive holds, as storage says now (for the last

@@ -55,7 +55,7 @@ class Report:
 
 
 async def ingest(stream: Stream, events: Sequence[Any], *, retry_count: int = 0, max_retry_count: int = 0,
-                 now: datetime | None = None) -> Report:
+                 now: datetime | None = None, redriven: str | None = None) -> Report:
     """Handle one batch of one partition (``func.EventHubEvent`` objects). Any failure,
     a bad setting included, fails the invocation for the host to retry, except on the
     last attempt, which never raises (:func:`_give_up`)."""
@@ -69,14 +69,15 @@ async def ingest(stream: Stream, events: Sequence[Any], *, retry_count: int = 0,
         limits = StreamLimits(max_future_skew=float(settings.max_future_seconds))
         store = data_store()
         batch = read_batch(stream, events, hub=hub, limits=limits, now=now)
-        return await _handle(store, stream, batch, now)
+        return await _handle(store, stream, batch, now, redriven)
     except Exception as exc:
         if not last_attempt(retry_count, max_retry_count):
             raise  # the host retries the batch (the function's retry policy)
         return await _give_up(stream, events, exc, hub, now)
 
 
-async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: datetime) -> Report:
+async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: datetime,
+                  redriven: str | None = None) -> Report:
     report = Report(events=len(batch))
     accepted = [r for e in batch for r in e.results if isinstance(r, Accepted)]
     report.accepted = len(accepted)
@@ -84,12 +85,12 @@ async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: dat
     await asyncio.gather(*(dead_letter(store, stream, origin, r, now) for origin, r in rejections))
     report.rejected = [r.reason for _, r in rejections]
     archive = _archive(store, stream)
-    segments = await archive.append(batch)
+    segments = await archive.append(batch, redriven=redriven)
     report.archived = sum(_lines_in(batch, s) for s in segments if s.created)
     if stream == "inference":
         for segment in (s for s in segments if s.name):  # a run without accepted messages has no blob
             await add_blob(store, hub=batch[0].origin.hub, partition=batch[0].origin.partition,
-                           first_sequence=segment.first, lines=await _lines(archive, batch, segment))
+                           blob=segment.name, lines=await _lines(archive, batch, segment))
         await write_latest(store, {}, coalesce_inference(accepted))
     else:
         await write_latest(store, coalesce_telemetry(accepted), {})

@@ -15,16 +15,18 @@ detections of a label the row does not hold yet are counted in ``otherLabels``.
 Counts stay exact under redelivery because they are added per archive blob
 (:mod:`shared.streams.archive`), not per delivery: a blob's contribution is
 computed from the messages it holds and added only if the row's ``applied`` list
-(the first sequence numbers of the blobs already added, the newest 64) does not
-name it. A blob older than all 64 was added long ago. A row's blobs are added in
-the chain's order (each once), so which labels a full row holds is decided the same
-way by every delivery.
+(a short hash of the name of each blob added, the last 64 added) does not name it.
+Only a blob the archive's ledger still knows by name (its partition's last 64) is
+ever handed over again, and each of those that touched a row is among the row's last
+64, so none is added twice. Which labels a full row holds follows the order blobs
+are added in: the archive's order, except when a replay fills a gap later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -120,15 +122,22 @@ def contribution(lines: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], 
     return tallies
 
 
-def _merge(stored: dict[str, Any] | None, tally: Tally, first_sequence: int) -> dict[str, Any] | None:
+def blob_key(name: str) -> str:
+    """What a row's ``applied`` list holds of a blob: 16 hex digits of its name's hash
+    (a name may be 300 characters; 64 keys of 16 fit any row)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def _merge(stored: dict[str, Any] | None, tally: Tally, blob: str) -> dict[str, Any] | None:
     from azure.data.tables import EdmType, EntityProperty
 
-    applied: list[int] = orjson.loads(stored["applied"]) if stored else []
-    if first_sequence in applied or (len(applied) >= APPLIED_KEPT and first_sequence < min(applied)):
+    applied: list[Any] = orjson.loads(stored["applied"]) if stored else []  # ints: first sequences, before
+    key = blob_key(blob)
+    if key in applied:
         return None  # this blob was added already
     total = _tally(stored) if stored else Tally()
     total.add(tally, bounded=True)
-    applied = sorted([*applied, first_sequence])[-APPLIED_KEPT:]
+    applied = [*applied, key][-APPLIED_KEPT:]
     row: dict[str, Any] = {"count": EntityProperty(total.count, EdmType.INT64),
                            "latencyCount": EntityProperty(total.latency_count, EdmType.INT64),
                            "latencySum": total.latency_sum, **split_json("labels", total.labels),
@@ -152,12 +161,12 @@ def _int(value: Any) -> int:
     return int(value[0] if isinstance(value, tuple) else value)
 
 
-async def add_blob(store: DataStore, *, hub: str, partition: str, first_sequence: int,
+async def add_blob(store: DataStore, *, hub: str, partition: str, blob: str,
                    lines: Iterable[dict[str, Any]]) -> None:
-    """Add one archive blob's inference lines to the statistics, once."""
+    """Add the inference lines of archive blob ``blob`` (its name) to the statistics, once."""
     writes = [
         merge_row(store, MODEL_STATS_TABLE, model, f"{hour}|{version}|{hub}|{partition}",
-                  functools.partial(_merge, tally=tally, first_sequence=first_sequence))
+                  functools.partial(_merge, tally=tally, blob=blob))
         for (model, version, hour), tally in contribution(lines).items()
     ]
     await asyncio.gather(*writes)
