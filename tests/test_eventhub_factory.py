@@ -230,20 +230,13 @@ def test_a_routed_event_keeps_its_id_on_redelivery_and_only_then() -> None:
 
 
 def test_the_enrichments_are_the_ones_the_infrastructure_configures() -> None:
-    routing = parse((ROOT / "infra" / "app" / "eventgrid-routing.bicep").read_text(encoding="utf-8"))
-    (namespace,) = routing.resources
-    assert namespace.body is not None
-    enrichments = namespace.body.get("properties").get("topicSpacesConfiguration").get(  # type: ignore[union-attr]
-        "routingEnrichments")
-    assert enrichments is not None
-    static = enrichments.get("static")
-    dynamic = enrichments.get("dynamic")
-    assert static is not None and dynamic is not None
-    assert {item.get("key").literal: item.get("value").literal for item in static.items} == (  # type: ignore[union-attr]
-        STATIC_ENRICHMENTS)
-    assert [(item.get("key").text, item.get("value").literal) for item in dynamic.items] == [  # type: ignore[union-attr]
-        ("deviceIdEnrichmentKey", "${client.authenticationName}"),
-        ("clientRoleEnrichmentKey", "${client.attributes.role}")]
+    from tests.infra.test_command_path import routed_configuration
+
+    enrichments = routed_configuration()["routingEnrichments"]  # both writes of the namespace route with it
+    assert {item["key"]: item["value"] for item in enrichments["static"]} == STATIC_ENRICHMENTS
+    assert [(item["key"], item["value"]) for item in enrichments["dynamic"]] == [
+        (DEVICE_ID_ENRICHMENT, "${client.authenticationName}"),
+        (CLIENT_ROLE_ENRICHMENT, "${client.attributes.role}")]
     eventgrid = parse((ROOT / "infra" / "app" / "eventgrid.bicep").read_text(encoding="utf-8"))
     assert eventgrid.variables["deviceIdEnrichmentKey"].literal == DEVICE_ID_ENRICHMENT
     assert eventgrid.variables["clientRoleEnrichmentKey"].literal == CLIENT_ROLE_ENRICHMENT
