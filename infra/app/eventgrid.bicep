@@ -517,17 +517,23 @@ resource systemTopicWritesDeadLetters 'Microsoft.Authorization/roleAssignments@2
   }
 }
 
+// Failures only: allLogs adds a record for every successful MQTT connection and every
+// disconnection, which a connect storm of a large fleet turns into a flood against the
+// workspace's daily cap that Application Insights shares. Metrics count them instead.
 resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(logAnalyticsWorkspaceId)) {
   name: 'to-log-analytics'
   scope: namespace
   properties: {
     workspaceId: logAnalyticsWorkspaceId
-    logs: [
-      {
-        categoryGroup: 'allLogs'
-        enabled: true
-      }
-    ]
+    logs: [for category in [
+      'FailedMqttConnections'
+      'FailedMqttPublishedMessages'
+      'FailedMqttSubscriptionOperations'
+      'FailedHttpDataPlaneOperations'
+    ]: {
+      category: category
+      enabled: true
+    }]
     metrics: [
       {
         category: 'AllMetrics'

@@ -74,6 +74,10 @@ resource consumerGroups 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@
   }
 ]
 
+// Management operations only: allLogs adds the data plane's runtime audit and
+// application metrics logs, records per connection and operation that scale with the
+// fleet and share the workspace's daily cap with Application Insights. Metrics
+// (throughput, throttling, errors) go too and cost nothing against the cap.
 resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(logAnalyticsWorkspaceId)) {
   name: 'to-log-analytics'
   scope: namespace
@@ -81,7 +85,7 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
     workspaceId: logAnalyticsWorkspaceId
     logs: [
       {
-        categoryGroup: 'allLogs'
+        category: 'OperationalLogs'
         enabled: true
       }
     ]

@@ -92,6 +92,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
   }
 }
 
+// Deletions only (StorageDelete): the audit group's StorageWrite logs every write, and
+// the host's lease renewals and checkpoints (AzureWebJobsStorage, this account) write
+// every few seconds per partition, enough to use up the workspace's daily cap, which
+// Application Insights shares (docs/deploy.md, Cost drivers).
 resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(logAnalyticsWorkspaceId)) {
   name: 'to-log-analytics'
   scope: storage::blobService
@@ -99,7 +103,7 @@ resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
     workspaceId: logAnalyticsWorkspaceId
     logs: [
       {
-        categoryGroup: 'audit'
+        category: 'StorageDelete'
         enabled: true
       }
     ]

@@ -707,3 +707,27 @@ def test_the_life_cycle_system_topic_logs_its_failed_deliveries() -> None:
     logs = setting.body.get("properties").get("logs").items  # type: ignore[union-attr]
     assert [(item.get("category").literal, item.get("enabled").literal) for item in logs] == [  # type: ignore[union-attr]
         ("DeliveryFailures", True)]
+
+
+def diagnostic_logs(path: Path) -> dict[str, list[str]]:
+    """The log categories each diagnostic setting of ``path`` sends (by its scope)."""
+    found: dict[str, list[str]] = {}
+    for resource in template(path).resources:
+        if resource.type_name != "Microsoft.Insights/diagnosticSettings" or resource.body is None:
+            continue
+        text = (resource.body.get("properties").get("logs").text)  # type: ignore[union-attr]
+        assert "categoryGroup" not in text, f"{path.name}: a whole category group grows with the fleet"
+        found[resource.body.get("scope").text] = re.findall(r"'(\w+)'", text)  # type: ignore[union-attr]
+    return found
+
+
+def test_no_diagnostic_setting_sends_logs_that_grow_with_traffic_to_the_capped_workspace() -> None:
+    """The workspace's daily cap is shared with Application Insights: the host's lease
+    renewals and checkpoints, every successful MQTT connection and every Event Hubs
+    operation must not be able to use it up (docs/deploy.md, Cost drivers)."""
+    app = INFRA / "app"
+    assert diagnostic_logs(app / "storage.bicep") == {"storage::blobService": ["StorageDelete"]}
+    assert diagnostic_logs(app / "eventhubs.bicep") == {"namespace": ["OperationalLogs"]}
+    eventgrid = diagnostic_logs(app / "eventgrid.bicep")
+    assert all(c.startswith("Failed") for c in eventgrid["namespace"]) and len(eventgrid["namespace"]) == 4
+    assert eventgrid["systemTopic"] == ["DeliveryFailures"]
