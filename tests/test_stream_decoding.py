@@ -491,7 +491,7 @@ def test_the_one_parser_reads_a_z_timestamp_as_it_reads_the_same_time_at_offset_
     with the general path (``+00:00``) to the microsecond, and refuse the same."""
     text = instant.strftime("%Y-%m-%dT%H:%M:%S") + (f".{nanos:09d}"[: digits + 1] if digits else "")
     assert parse_timestamp(text + "Z", field="t") == parse_timestamp(text + "+00:00", field="t")
-    for bad in (text[:5] + "13" + text[7:], text[:11] + "24" + text[13:], text[:17] + "60" + text[19:],
+    for bad in (text[:5] + "13" + text[7:], text[:11] + "24" + text[13:], text[:17] + "61" + text[19:],
                 "2150" + text[4:], "1969" + text[4:]):
         with pytest.raises(InvalidInput) as fast:
             parse_timestamp(bad + "Z", field="t")

@@ -1,0 +1,107 @@
+"""The archive keeps what a device sent, and every timestamp RFC 3339 allows within
+our years is read (issue 15, findings 8-10)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.platform.errors import InvalidInput
+from shared.platform.timestamps import parse_timestamp
+from shared.streams.batch import Origin
+from shared.streams.lines import archive_line
+from shared.streams.state import coalesce_telemetry
+from tests.test_stream_decoding import DEVICE, accepted, routed, telemetry
+
+ORIGIN = Origin("telemetry", "3", 1042, "8800", datetime(2026, 11, 20, 8, 16, tzinfo=UTC))
+
+
+def lines(stream: Any, body: bytes) -> list[dict[str, Any]]:
+    """The archive lines of ``body``'s messages, read back losslessly."""
+    return [json.loads(archive_line(result, ORIGIN)) for result in accepted(stream, body)]
+
+
+# --- finding 10: every RFC 3339 timestamp within our years --------------------------------
+
+LAST_MICROSECOND_OF_2016 = datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5Z", "2016-12-31t23:59:60.999z",
+                                  "2016-12-31T15:59:60-08:00", "2017-01-01T00:59:60.25+01:00",
+                                  "2016-12-31T23:59:60-00:00"])
+def test_a_leap_second_is_read_as_the_last_microsecond_before_the_next_second(text: str) -> None:
+    """Ordered after every earlier time and before the next day; it stays in its own
+    UTC hour and day (statistics, archive folders), and 2099-12-31T23:59:60Z stays in range."""
+    assert parse_timestamp(text, field="t") == LAST_MICROSECOND_OF_2016
+
+
+def test_a_leap_second_may_end_any_month() -> None:
+    assert parse_timestamp("2015-06-30T23:59:60Z", field="t") == datetime(2015, 6, 30, 23, 59, 59, 999999, tzinfo=UTC)
+    assert parse_timestamp("2099-12-31T23:59:60Z", field="t").year == 2099
+
+
+@pytest.mark.parametrize("text", ["2026-11-20T08:00:60Z", "2016-12-30T23:59:60Z", "2016-12-31T23:58:60Z",
+                                  "2016-12-31T23:59:60+01:00"])
+def test_second_60_anywhere_but_the_last_minute_of_a_month_in_utc_is_refused(text: str) -> None:
+    with pytest.raises(InvalidInput, match="leap second"):
+        parse_timestamp(text, field="t")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-11-20T08:15:59.1234567891Z", datetime(2026, 11, 20, 8, 15, 59, 123456, tzinfo=UTC)),
+    ("2026-11-20T09:15:59.999999999999+01:00", datetime(2026, 11, 20, 8, 15, 59, 999999, tzinfo=UTC)),
+    ("2026-11-20T08:15:59." + "0" * 40 + "1Z", datetime(2026, 11, 20, 8, 15, 59, tzinfo=UTC)),
+])
+def test_any_number_of_fraction_digits_is_read_and_cut_not_rounded_to_the_microsecond(
+        text: str, expected: datetime) -> None:
+    assert parse_timestamp(text, field="t") == expected
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("2026-11-20T08:15:59", "time zone"), ("20261120T081559Z", "RFC 3339"), ("2026-11-20 08:15:59Z", "RFC 3339"),
+    ("2026-11-20T08:15:59,5Z", "RFC 3339"), ("2026-11-20T08:15Z", "RFC 3339"), ("2026-11-20T08:15:59.Z", "RFC 3339"),
+    ("2026-11-20T08:15:59+0100", "RFC 3339"), ("2026-W47-5T08:15:59Z", "RFC 3339"),
+    ("1969-12-31T23:59:60Z", "between"), ("2100-01-01T00:00:00Z", "between"),
+    ("2026-11-20T24:00:00Z", "valid"), ("2016-12-31T23:59:61Z", "valid"), ("2026-11-20T08:15:59+24:00", "valid"),
+])
+def test_what_rfc_3339_or_our_years_refuse_is_still_refused(text: str, reason: str) -> None:
+    with pytest.raises(InvalidInput, match=reason):
+        parse_timestamp(text, field="t")
+
+
+def test_the_archive_keeps_a_long_fraction_as_sent() -> None:
+    [line] = lines("telemetry", routed(telemetry(timestamp="2026-11-20T08:15:59.123456789012Z")))
+    assert line["timestamp"] == "2026-11-20T08:15:59.123456789012Z"
+
+
+def test_latest_state_orders_a_leap_second_after_its_minute_and_before_the_next_day() -> None:
+    def newest(*stamps: str) -> tuple[str, Any]:
+        bodies = [routed(telemetry(timestamp=stamp, metrics={"v": n})) for n, stamp in enumerate(stamps)]
+        return coalesce_telemetry(r for body in reversed(bodies) for r in accepted("telemetry", body))[DEVICE]["v"]
+
+    assert newest("2016-12-31T23:59:59.9Z", "2016-12-31T23:59:60.2Z") == ("2016-12-31T23:59:59.999999Z", 1)
+    assert newest("2016-12-31T23:59:60.2Z", "2017-01-01T00:00:00Z") == ("2017-01-01T00:00:00.000000Z", 1)
+
+
+def test_query_parameters_take_a_leap_second_and_a_long_fraction() -> None:
+    from shared.platform.http import query_datetime
+    from tests.harness import http_request
+
+    request = http_request("GET", "alerts", params={"since": "2016-12-31T23:59:60Z",
+                                                    "until": "2017-01-01T00:00:00.1234567891+00:00"})
+    assert query_datetime(request, "since") == LAST_MICROSECOND_OF_2016
+    assert query_datetime(request, "until") == datetime(2017, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_life_cycle_times_take_a_leap_second_and_a_long_fraction() -> None:
+    from shared.lifecycle.events import parse_lifecycle_event
+    from tools.event_factory import created_or_updated, to_function_event
+
+    document = created_or_updated("cam-9", datetime(2017, 1, 1, 0, 0, 1, tzinfo=UTC))
+    document["data"] |= {"createdOn": "2016-12-31T23:59:60.1234567Z", "updatedOn": "2017-01-01T00:00:00.1234567891Z"}
+    parsed = parse_lifecycle_event(to_function_event(document))
+    assert (parsed.created_on, parsed.updated_on) == (LAST_MICROSECOND_OF_2016,
+                                                      datetime(2017, 1, 1, 0, 0, 0, 123456, tzinfo=UTC))
