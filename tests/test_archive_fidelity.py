@@ -1,5 +1,11 @@
-"""The archive keeps what a device sent, and every timestamp RFC 3339 allows within
-our years is read (issue 15, findings 8-10)."""
+"""The archive keeps what a device sent: its own fields beside ours, its numbers as it
+wrote them, and every timestamp RFC 3339 allows within our years (issue 15, findings 8-10).
+
+An archive line is ``{"deviceId", "timestamp", "message", "eventHub"}``: the device
+and time the app settled on, the message exactly as sent, and where it sat in Event
+Hubs. Lines are read here with the standard library's ``json``, which, unlike orjson,
+reads integers of any size exactly, as any reader of the archive should.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from shared.platform.errors import InvalidInput
@@ -17,11 +24,40 @@ from shared.streams.state import coalesce_telemetry
 from tests.test_stream_decoding import DEVICE, accepted, routed, telemetry
 
 ORIGIN = Origin("telemetry", "3", 1042, "8800", datetime(2026, 11, 20, 8, 16, tzinfo=UTC))
+WHERE = {"hub": "telemetry", "partitionId": "3", "sequenceNumber": 1042, "offset": "8800",
+         "enqueuedTime": "2026-11-20T08:16:00Z"}
 
 
 def lines(stream: Any, body: bytes) -> list[dict[str, Any]]:
     """The archive lines of ``body``'s messages, read back losslessly."""
     return [json.loads(archive_line(result, ORIGIN)) for result in accepted(stream, body)]
+
+
+# --- finding 8: the device's fields and ours never share a name --------------------------
+
+
+def test_a_devices_own_field_named_eventHub_is_kept_and_the_origin_has_its_own_place() -> None:
+    payload = telemetry(eventHub={"hub": "the device's", "partitionId": 7})
+    [line] = lines("telemetry", routed(payload))
+    assert line["message"]["eventHub"] == {"hub": "the device's", "partitionId": 7}
+    assert line["eventHub"] == WHERE
+
+
+def test_the_line_holds_the_message_exactly_as_sent_beside_the_device_and_time_we_settled_on() -> None:
+    """The alias ``ts``, the device's offset and its fields named like ours stay as sent;
+    ``deviceId`` and ``timestamp`` beside the message are ours (the topic's device, UTC)."""
+    payload = {"ts": "2026-11-20T09:15:59.9+01:00", "metrics": {"x": 1}, "deviceId": DEVICE,
+               "message": "door opened", "timestamp-note": "local"}
+    [line] = lines("telemetry", routed(payload))
+    assert line == {"deviceId": DEVICE, "timestamp": "2026-11-20T08:15:59.900000Z", "message": payload,
+                    "eventHub": WHERE}
+
+
+def test_a_message_of_an_array_keeps_its_fields_and_its_position_is_in_the_origin() -> None:
+    messages = [telemetry(deviceId="plc-1", position="rack 4"), telemetry(deviceId="plc-2", eventHub=None)]
+    found = lines("telemetry", orjson.dumps(messages))
+    assert [line["message"] for line in found] == messages
+    assert [(line["deviceId"], line["eventHub"]["position"]) for line in found] == [("plc-1", 0), ("plc-2", 1)]
 
 
 # --- finding 10: every RFC 3339 timestamp within our years --------------------------------
@@ -70,6 +106,14 @@ def test_any_number_of_fraction_digits_is_read_and_cut_not_rounded_to_the_micros
 def test_what_rfc_3339_or_our_years_refuse_is_still_refused(text: str, reason: str) -> None:
     with pytest.raises(InvalidInput, match=reason):
         parse_timestamp(text, field="t")
+
+
+def test_the_archive_keeps_a_z_leap_second_as_sent_and_gives_one_with_an_offset_in_utc() -> None:
+    [z] = lines("telemetry", routed(telemetry(timestamp="2016-12-31T23:59:60.5Z")))
+    assert z["timestamp"] == z["message"]["timestamp"] == "2016-12-31T23:59:60.5Z"
+    [offset] = lines("telemetry", routed(telemetry(timestamp="2016-12-31T15:59:60.5-08:00")))
+    assert offset["timestamp"] == "2016-12-31T23:59:59.999999Z"
+    assert offset["message"]["timestamp"] == "2016-12-31T15:59:60.5-08:00"
 
 
 def test_the_archive_keeps_a_long_fraction_as_sent() -> None:

@@ -2,10 +2,10 @@
 
 ``decode`` peels the transport envelope (:mod:`shared.streams.envelopes`), then
 validates each message with its stream's model (:mod:`shared.streams.messages`),
-settles the device id, and builds the archive line. It is pure (the time of
-receipt is passed in) and never raises for bad input: every problem ends as a
-:class:`Rejected` with a short reason, pydantic-shaped field errors (without the
-input) and the original bytes, ready for a dead letter.
+settles the device id and time, and builds the archive line but its origin. It is
+pure (the time of receipt is passed in) and never raises for bad input: every
+problem ends as a :class:`Rejected` with a short reason, pydantic-shaped field
+errors (without the input) and the original bytes, ready for a dead letter.
 
 A body that cannot be read (not JSON, too large, no known envelope) is one
 rejection holding the exact bytes that arrived. In a JSON array each message
@@ -46,9 +46,10 @@ class Accepted:
 
     message: TelemetryMessage | InferenceMessage
     device_id: str
-    # The message in its wire form: unknown fields kept, ``deviceId`` set, ``ts``
-    # renamed ``timestamp``, which is the device's text when that is UTC with a "Z"
-    # and normalised to UTC otherwise. The caller adds the origin (hub, partition...).
+    # The archive line but its origin (``shared.streams.lines`` adds ``eventHub``):
+    # ``deviceId`` and ``timestamp`` as settled here (the device's text when it is UTC
+    # with a "Z", else normalised to UTC), and the ``message`` as sent, untouched, so
+    # that no field of the device is ever renamed, replaced or shadowed by ours.
     archive: dict[str, Any]
     # Position in an array body; None when the body is the message.
     position: int | None
@@ -138,11 +139,11 @@ def _accept(raw: RawMessage, validate: Callable[[Any], Any], stream: Stream, lim
         _check_extras(("model",), message.model.__pydantic_extra__, limits)
         for index, detection in enumerate(message.detections):
             _check_extras(("detections", index), detection.__pydantic_extra__, limits)
-    archive = {"deviceId": device_id, **payload}
-    text = archive.pop("ts") if stream == "telemetry" and "ts" in archive else archive["timestamp"]
+    text = payload["ts"] if stream == "telemetry" and "ts" in payload else payload["timestamp"]
     # The device's own text when it is already UTC with a "Z" (most are), else normalised.
-    archive["timestamp"] = text if text[-1] == "Z" and text[10] == "T" else format_timestamp(message.timestamp)
-    return Accepted(message, device_id, archive, raw.position, raw.topic)
+    stamp = text if text[-1] == "Z" and text[10] == "T" else format_timestamp(message.timestamp)
+    return Accepted(message, device_id, {"deviceId": device_id, "timestamp": stamp, "message": payload},
+                    raw.position, raw.topic)
 
 
 def _device_id(raw: RawMessage, claimed: str | None) -> str:

@@ -1,5 +1,8 @@
-"""The archive line of an accepted message: the message in its wire form with where
-it came from in Event Hubs."""
+"""The archive line of an accepted message: ``{"deviceId", "timestamp", "message",
+"eventHub"}``, the device and time the app settled on, the message as the device sent
+it, and where it came from in Event Hubs. The device's fields live only inside
+``message``, so none of them can collide with ours (a device's own ``eventHub`` field
+was once replaced by the origin)."""
 
 from __future__ import annotations
 
