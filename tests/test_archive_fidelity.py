@@ -9,7 +9,9 @@ reads integers of any size exactly, as any reader of the archive should.
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +21,10 @@ import pytest
 from shared.platform.errors import InvalidInput
 from shared.platform.timestamps import parse_timestamp
 from shared.streams.batch import Origin
+from shared.streams.decode import Rejected, decode
 from shared.streams.lines import archive_line
 from shared.streams.state import coalesce_telemetry
-from tests.test_stream_decoding import DEVICE, accepted, routed, telemetry
+from tests.test_stream_decoding import DEVICE, NOW, accepted, event, inference, rejected, routed, telemetry
 
 ORIGIN = Origin("telemetry", "3", 1042, "8800", datetime(2026, 11, 20, 8, 16, tzinfo=UTC))
 WHERE = {"hub": "telemetry", "partitionId": "3", "sequenceNumber": 1042, "offset": "8800",
@@ -58,6 +61,88 @@ def test_a_message_of_an_array_keeps_its_fields_and_its_position_is_in_the_origi
     found = lines("telemetry", orjson.dumps(messages))
     assert [line["message"] for line in found] == messages
     assert [(line["deviceId"], line["eventHub"]["position"]) for line in found] == [("plc-1", 0), ("plc-2", 1)]
+
+
+# --- finding 9: numbers stay as the device wrote them --------------------------------------
+
+BIG = {"count": 2**64 + 1, "serial": 2**128 - 1, "low": -(2**63) - 1, "ids": [2**64, {"deep": 10**30}],
+       "edges": [2**64 - 1, -(2**63)]}
+BIG_JSON = (b'{"timestamp":"2026-11-20T08:15:59Z","sequence":7,"metrics":{"count":18446744073709551617,"t":1.5},'
+            b'"serial":340282366920938463463374607431768211455,"low":-9223372036854775809,'
+            b'"ids":[18446744073709551616,{"deep":1000000000000000000000000000000}],'
+            b'"edges":[18446744073709551615,-9223372036854775808]}')
+
+
+def _spliced(document: Any, raw: bytes) -> bytes:
+    """``document`` as JSON with ``raw`` where its value ``"RAW"`` is (orjson cannot write big integers)."""
+    return orjson.dumps(document).replace(b'"RAW"', raw)
+
+
+ENVELOPES = {
+    "routed, data a JSON value": _spliced(event("RAW"), BIG_JSON),
+    "routed, data_base64": orjson.dumps(event(data_base64=base64.b64encode(BIG_JSON).decode())),
+    "routed, data a string": orjson.dumps(event(BIG_JSON.decode())),
+    "plain": BIG_JSON[:-1] + b',"deviceId":"camera-017"}',
+    "array": _spliced([telemetry(deviceId=DEVICE), "RAW"], BIG_JSON[:-1] + b',"deviceId":"camera-017"}'),
+}
+
+
+@pytest.mark.parametrize("body", ENVELOPES.values(), ids=ENVELOPES.keys())
+def test_integers_beyond_64_bits_are_archived_as_sent_in_every_envelope(body: bytes) -> None:
+    line = lines("telemetry", body)[-1]
+    message = {key: value for key, value in line["message"].items() if key != "deviceId"}
+    assert message == {"timestamp": "2026-11-20T08:15:59Z", "sequence": 7, "metrics": {"count": 2**64 + 1, "t": 1.5},
+                       **{key: BIG[key] for key in BIG if key != "count"}}
+
+
+PAST_64_BITS, BELOW_64_BITS = str(2**64 + 1).encode(), str(-(2**63) - 1).encode()
+ONE_PLACE = {  # one number beyond 64 bits, in one place of a message
+    "a metric": ("telemetry", _spliced(telemetry(metrics={"x": 1, "n": "RAW"}), PAST_64_BITS)),
+    "a negative metric": ("telemetry", _spliced(telemetry(metrics={"x": 1, "n": "RAW"}), BELOW_64_BITS)),
+    "an unknown field, nested": ("telemetry", _spliced(telemetry(x={"y": [1, "RAW"]}), PAST_64_BITS)),
+    "latencyMs": ("inference", _spliced(inference(latencyMs="RAW"), PAST_64_BITS)),
+    "the model's unknown field": ("inference", _spliced(inference(model={"name": "m", "version": "1", "n": "RAW"}),
+                                                        PAST_64_BITS)),
+    "a detection's unknown field": ("inference", _spliced(
+        inference(detections=[{"label": "l", "confidence": 0.5, "n": "RAW"}]), BELOW_64_BITS)),
+    "an unknown field of the result": ("inference", _spliced(inference(n="RAW"), PAST_64_BITS)),
+}
+
+
+@pytest.mark.parametrize(("stream", "payload"), ONE_PLACE.values(), ids=ONE_PLACE.keys())
+def test_a_number_beyond_64_bits_is_archived_as_sent_wherever_the_message_holds_it(stream: Any, payload: bytes) -> None:
+    [line] = lines(stream, _spliced(event("RAW", stream=stream), payload))
+    assert line["message"] == json.loads(payload)
+
+
+def test_the_models_see_such_a_number_as_the_nearest_double_so_latest_state_and_rules_work_as_before() -> None:
+    [result] = accepted("telemetry", ENVELOPES["routed, data a JSON value"])
+    assert result.message.metrics["count"] == float(2**64 + 1)  # type: ignore[union-attr]
+
+
+def test_a_bad_message_of_an_array_is_dead_lettered_with_its_big_integers_as_sent() -> None:
+    bad = b'{"deviceId":"plc-1","timestamp":"2026-11-20T08:15:59Z","metrics":{},"sequence":-1,"serial":' \
+          + str(2**128 - 1).encode() + b"}"
+    results = decode("telemetry", _spliced([telemetry(deviceId="plc-1"), "RAW"], bad), now=NOW)
+    letter = results[1]
+    assert isinstance(letter, Rejected) and letter.position == 1
+    assert json.loads(letter.body)["serial"] == 2**128 - 1
+
+
+def test_a_bad_message_of_an_array_nested_past_orjsons_254_levels_is_dead_lettered_on_its_own() -> None:
+    """orjson writes at most 254 levels, but reads 1024: such an element made the whole
+    event an internal error, and its good neighbours were not archived."""
+    nested = b"[" * 300 + b"]" * 300
+    body = _spliced([telemetry(deviceId="plc-1"), {**telemetry(deviceId="plc-1"), "x": "RAW"}], nested)
+    good, bad = decode("telemetry", body, now=NOW)
+    assert not isinstance(good, Rejected) and isinstance(bad, Rejected)
+    assert "nests more than 32 levels" in bad.reason and json.loads(bad.body)["x"] == json.loads(nested)
+
+
+def test_a_sequence_beyond_64_bits_is_still_refused() -> None:
+    body = _spliced(event("RAW"), b'{"timestamp":"2026-11-20T08:15:59Z","sequence":18446744073709551617,'
+                                   b'"metrics":{"x":1}}')
+    assert "sequence" in rejected("telemetry", body).reason
 
 
 # --- finding 10: every RFC 3339 timestamp within our years --------------------------------
@@ -149,3 +234,39 @@ def test_life_cycle_times_take_a_leap_second_and_a_long_fraction() -> None:
     parsed = parse_lifecycle_event(to_function_event(document))
     assert (parsed.created_on, parsed.updated_on) == (LAST_MICROSECOND_OF_2016,
                                                       datetime(2017, 1, 1, 0, 0, 0, 123456, tzinfo=UTC))
+
+
+# --- end to end: the blob, the latest state and the statistics ----------------------------
+
+
+@pytest.mark.usefixtures("app_env")
+def test_through_inference_ingest_the_blob_holds_the_result_as_sent_and_the_statistics_count_it(run: Any) -> None:
+    from tests.harness import http_request, json_of, user_function
+    from tests.test_streams import _blobs, hub, ingest
+    from tools.eventhub_factory import routed_body
+
+    log, model = hub("inference"), f"m{uuid.uuid4().hex[:6]}"
+    raw = (b'{"timestamp":"2016-12-31T23:59:60.5Z","inferenceId":"i-1","latencyMs":18446744073709551617,'
+           b'"model":{"name":"' + model.encode() + b'","version":"1"},"eventHub":"mine",'
+           b'"detections":[{"label":"person","confidence":0.5,"serial":340282366920938463463374607431768211455}]}')
+    log.publish([routed_body(raw, topic="devices/cam-leap/inference", at=datetime.now(UTC),
+                             payload_format="binary")])
+    ingest(run, "inference", log.deliver())
+    [line] = [json.loads(text) for name, data in run(_blobs("inference")).items() if f"/{log.hub}-" in name
+              for text in data.splitlines()]
+    assert line["message"] == json.loads(raw)
+    assert (line["deviceId"], line["timestamp"], line["eventHub"]["hub"]) == ("cam-leap", "2016-12-31T23:59:60.5Z",
+                                                                             log.hub)
+    response = run(user_function("get_model_stats")(http_request(
+        "GET", f"models/{model}/stats", route_params={"modelName": model},
+        params={"since": "2016-12-31T23:00:00Z", "until": "2016-12-31T23:59:60Z"})))
+    assert response.status_code == 200, response.get_body()
+    [item] = json_of(response)["items"]
+    assert (item["hour"], item["count"], item["latencyMsMax"]) == ("2016-12-31T23:00:00Z", 1, float(2**64 + 1))
+
+
+def test_the_big_numbers_of_this_file_say_the_same_in_python_and_in_json() -> None:
+    document = json.loads(BIG_JSON)
+    assert {key: document[key] for key in BIG if key != "count"} == {key: BIG[key] for key in BIG if key != "count"}
+    assert document["metrics"]["count"] == BIG["count"]
+

@@ -6,10 +6,9 @@ was once replaced by the origin)."""
 
 from __future__ import annotations
 
-import orjson
-
 from shared.streams.batch import Origin
 from shared.streams.decode import Accepted
+from shared.streams.envelopes import dump_json
 
 
 def archive_line(result: Accepted, origin: Origin) -> bytes:
@@ -17,4 +16,4 @@ def archive_line(result: Accepted, origin: Origin) -> bytes:
     where = origin.to_json()
     if result.position is not None:
         where["position"] = result.position
-    return orjson.dumps({**result.archive, "eventHub": where})
+    return dump_json({**result.archive, "eventHub": where})

@@ -47,9 +47,12 @@ class Tally:
     labels: dict[str, int] = field(default_factory=dict)
 
     def add_message(self, message: dict[str, Any]) -> None:
+        """Add one archived result. Its latency is taken as a double: the archive keeps
+        an integer beyond 64 bits as sent, which no Table column holds."""
         self.count += 1
         latency = message.get("latencyMs")
         if latency is not None:
+            latency = float(latency)
             self.latency_count += 1
             self.latency_sum += latency
             self.latency_max = latency if self.latency_max is None else max(self.latency_max, latency)
