@@ -270,3 +270,31 @@ def test_the_big_numbers_of_this_file_say_the_same_in_python_and_in_json() -> No
     assert {key: document[key] for key in BIG if key != "count"} == {key: BIG[key] for key in BIG if key != "count"}
     assert document["metrics"]["count"] == BIG["count"]
 
+
+@pytest.mark.usefixtures("app_env")
+def test_command_answers_of_an_array_are_dead_lettered_as_written_big_numbers_and_deep_nesting_too(run: Any) -> None:
+    """The same mistake in the command-responses hub: a bad answer of an array was written
+    again by orjson, which rounds integers beyond 64 bits and stops at 254 levels (the
+    whole batch then failed)."""
+    from shared.platform.storage import data_store
+    from shared.platform.storage_names import DEADLETTER_CONTAINER
+    from tests.harness import user_function
+    from tools.eventhub_factory import Partition
+    from tools.invoke import InvocationContext
+
+    unknown = {"deviceId": "cam-9", "commandId": "0196c3c2-0000-7000-8000-000000000000", "status": "failed"}
+    big = b'{"result":{"serial":' + str(2**128 - 1).encode() + b"}}"
+    deep = b'{"result":' + b"[" * 300 + b"]" * 300 + b"}"
+    elements = [orjson.dumps(unknown)[:-1] + b"," + extra[1:] for extra in (big, deep)]
+    hub = Partition(f"responses-{uuid.uuid4().hex[:6]}", "0")
+    hub.publish([b"[" + b",".join(elements) + b"]"])
+    run(user_function("command_responses")(hub.deliver(), InvocationContext("command_responses")))
+
+    async def letters() -> list[dict[str, Any]]:
+        container = await data_store().container(DEADLETTER_CONTAINER)
+        found = [json.loads(await (await container.download_blob(blob.name)).readall())
+                 async for blob in container.list_blobs(name_starts_with="command-responses/")]
+        return [letter for letter in found if letter["eventHub"]["hub"] == hub.hub]
+
+    bodies = {letter["eventHub"]["position"]: json.loads(letter["body"]) for letter in run(letters())}
+    assert bodies == {0: json.loads(elements[0]), 1: json.loads(elements[1])}
