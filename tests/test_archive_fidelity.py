@@ -73,6 +73,12 @@ BIG_JSON = (b'{"timestamp":"2026-11-20T08:15:59Z","sequence":7,"metrics":{"count
             b'"edges":[18446744073709551615,-9223372036854775808]}')
 
 
+def test_the_big_numbers_of_this_file_say_the_same_in_python_and_in_json() -> None:
+    document = json.loads(BIG_JSON)
+    assert {key: document[key] for key in BIG if key != "count"} == {key: BIG[key] for key in BIG if key != "count"}
+    assert document["metrics"]["count"] == BIG["count"]
+
+
 def _spliced(document: Any, raw: bytes) -> bytes:
     """``document`` as JSON with ``raw`` where its value ``"RAW"`` is (orjson cannot write big integers)."""
     return orjson.dumps(document).replace(b'"RAW"', raw)
@@ -241,6 +247,8 @@ def test_life_cycle_times_take_a_leap_second_and_a_long_fraction() -> None:
 
 @pytest.mark.usefixtures("app_env")
 def test_through_inference_ingest_the_blob_holds_the_result_as_sent_and_the_statistics_count_it(run: Any) -> None:
+    """A leap second, a latency beyond 64 bits and a device's own eventHub field, together:
+    the blob keeps them, the statistics read the leap second's hour and the latency's double."""
     from tests.harness import http_request, json_of, user_function
     from tests.test_streams import _blobs, hub, ingest
     from tools.eventhub_factory import routed_body
@@ -265,10 +273,7 @@ def test_through_inference_ingest_the_blob_holds_the_result_as_sent_and_the_stat
     assert (item["hour"], item["count"], item["latencyMsMax"]) == ("2016-12-31T23:00:00Z", 1, float(2**64 + 1))
 
 
-def test_the_big_numbers_of_this_file_say_the_same_in_python_and_in_json() -> None:
-    document = json.loads(BIG_JSON)
-    assert {key: document[key] for key in BIG if key != "count"} == {key: BIG[key] for key in BIG if key != "count"}
-    assert document["metrics"]["count"] == BIG["count"]
+# --- the same mistake in the command-responses hub ---------------------------------------
 
 
 @pytest.mark.usefixtures("app_env")
