@@ -63,6 +63,17 @@ def test_a_message_of_an_array_keeps_its_fields_and_its_position_is_in_the_origi
     assert [(line["deviceId"], line["eventHub"]["position"]) for line in found] == [("plc-1", 0), ("plc-2", 1)]
 
 
+def test_the_statistics_read_a_line_of_the_old_shape_as_one_of_the_new() -> None:
+    """A blob written before the message moved under "message" may still be read back
+    once, by a retry across the deploy that moved it."""
+    from shared.streams.stats import contribution
+
+    message = inference()
+    old = {"deviceId": DEVICE, **message}
+    new = {"deviceId": DEVICE, "timestamp": message["timestamp"], "message": message}
+    assert contribution([old]) == contribution([new]) != {}
+
+
 # --- finding 9: numbers stay as the device wrote them --------------------------------------
 
 BIG = {"count": 2**64 + 1, "serial": 2**128 - 1, "low": -(2**63) - 1, "ids": [2**64, {"deep": 10**30}],
