@@ -69,7 +69,7 @@ def parse_timestamp(text: object, *, field: str) -> datetime:
     except ValueError as exc:  # month 13, 25 o'clock, second 61, offset of 24 hours or more
         raise InvalidInput(f"{field} is not a valid date-time: {exc}") from None
     value = check_timestamp(value, field=field)
-    if leap and not (value.hour, value.minute, (value + timedelta(days=1)).day) == (23, 59, 1):
+    if leap and (value.hour, value.minute, (value + timedelta(days=1)).day) != (23, 59, 1):
         raise InvalidInput(f"{field} has second 60, a leap second, which only the last minute of a month has "
                            "in UTC (23:59:60Z)")
     return value
