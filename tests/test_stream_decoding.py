@@ -86,7 +86,7 @@ def test_routed_telemetry_sample_is_accepted_with_the_topics_device() -> None:
     assert result.message.metrics["door"] == "closed"
     assert result.message.timestamp == datetime(2026, 11, 20, 8, 15, 59, 900000, tzinfo=UTC)
     assert result.archive["deviceId"] == DEVICE
-    assert result.archive["metrics"] == orjson.loads(sample("routed-telemetry.json"))["data"]["metrics"]
+    assert result.archive["message"] == orjson.loads(sample("routed-telemetry.json"))["data"]
 
 
 def test_routed_base64_inference_sample_is_decoded_from_data_base64() -> None:
@@ -95,16 +95,16 @@ def test_routed_base64_inference_sample_is_decoded_from_data_base64() -> None:
     assert result.device_id == DEVICE
     assert result.message.model.name == "yolo-safety"
     assert result.message.detections[0].bbox == [0.12, 0.08, 0.2, 0.31]
-    assert result.archive["inferenceId"] == "inf-001"
+    assert result.archive["message"]["inferenceId"] == "inf-001"
 
 
 def test_iot_operations_array_sample_yields_each_message_with_its_own_device_and_position() -> None:
     results = accepted("telemetry", sample("iot-operations-batch.json"))
     assert [(r.device_id, r.position) for r in results] == [("plc-line2-04", 0), ("plc-line2-05", 1)]
     assert all(r.topic is None for r in results)
-    # "ts" is the alias of "timestamp"; the archive line uses the contract's name.
-    assert results[0].archive["timestamp"] == "2026-11-20T08:16:02Z"
-    assert "ts" not in results[0].archive
+    # "ts" is the alias of "timestamp": the message keeps it, the line's own timestamp is the contract's name.
+    assert results[0].archive["timestamp"] == results[0].archive["message"]["ts"] == "2026-11-20T08:16:02Z"
+    assert "timestamp" not in results[0].archive["message"]
 
 
 def test_a_telemetry_sample_on_the_inference_stream_is_rejected_by_its_topic() -> None:
@@ -118,7 +118,7 @@ def test_a_telemetry_sample_on_the_inference_stream_is_rejected_by_its_topic() -
 
 def test_data_may_be_a_string_holding_json() -> None:
     [result] = accepted("telemetry", routed(orjson.dumps(telemetry()).decode(), datacontenttype="text/plain"))
-    assert result.archive["metrics"] == telemetry()["metrics"]
+    assert result.archive["message"] == telemetry()
 
 
 def test_data_base64_is_decoded_whatever_json_compatible_content_type_it_declares() -> None:
@@ -127,7 +127,7 @@ def test_data_base64_is_decoded_whatever_json_compatible_content_type_it_declare
                          None):
         body = orjson.dumps(event(stream="inference", data_base64=encoded, datacontenttype=content_type))
         [result] = accepted("inference", body)
-        assert result.archive["detections"] == inference()["detections"]
+        assert result.archive["message"] == inference()
 
 
 def test_a_routed_event_without_the_enrichment_still_takes_the_device_from_its_topic() -> None:
@@ -180,18 +180,21 @@ def test_unknown_fields_are_kept_in_the_archive_line_at_every_level() -> None:
     payload["model"]["quantised"] = True
     payload["detections"][0]["trackId"] = 17
     [result] = accepted("inference", routed(payload, stream="inference"))
-    assert result.archive["firmware"] == {"build": 42, "flags": ["a", "b"]}
-    assert result.archive["model"]["quantised"] is True
-    assert result.archive["detections"][0]["trackId"] == 17
+    assert result.archive["message"]["firmware"] == {"build": 42, "flags": ["a", "b"]}
+    assert result.archive["message"]["model"]["quantised"] is True
+    assert result.archive["message"]["detections"][0]["trackId"] == 17
     assert result.message.model_extra == {"firmware": {"build": 42, "flags": ["a", "b"]}}
-    assert orjson.loads(orjson.dumps(result.archive)) == {"deviceId": DEVICE, **payload}
+    assert orjson.loads(orjson.dumps(result.archive)) == {"deviceId": DEVICE, "timestamp": payload["timestamp"],
+                                                          "message": payload}
 
 
-def test_the_archive_line_keeps_numbers_as_sent_and_normalises_an_offset_timestamp_to_utc() -> None:
+def test_the_archive_line_keeps_numbers_as_sent_and_gives_an_offset_timestamp_in_utc_beside_the_message() -> None:
     [result] = accepted("telemetry", routed(telemetry(timestamp="2026-11-20T09:15:59.5+01:00")))
     assert result.archive["timestamp"] == "2026-11-20T08:15:59.500000Z"
-    assert result.archive["metrics"]["fps"] == 30 and isinstance(result.archive["metrics"]["fps"], int)
-    assert result.archive["sequence"] == 7
+    message = result.archive["message"]
+    assert message["timestamp"] == "2026-11-20T09:15:59.5+01:00"
+    assert message["metrics"]["fps"] == 30 and isinstance(message["metrics"]["fps"], int)
+    assert message["sequence"] == 7
 
 
 def test_a_timestamp_within_the_allowed_skew_is_accepted_and_beyond_it_rejected() -> None:
@@ -217,7 +220,7 @@ def test_size_bounds_come_from_the_limits_given() -> None:
 def test_metric_values_may_be_numbers_booleans_or_strings() -> None:
     metrics = {"f": 1.5, "i": -3, "big": 2**63 - 1, "b": True, "s": "ok", "empty": ""}
     [result] = accepted("telemetry", routed(telemetry(metrics=metrics)))
-    assert result.archive["metrics"] == metrics
+    assert result.archive["message"]["metrics"] == metrics
     assert isinstance(result.message, TelemetryMessage)
     assert result.message.metrics["b"] is True and result.message.metrics["i"] == -3
 
@@ -480,7 +483,7 @@ def test_any_body_yields_one_result_per_message_or_one_rejection_and_never_raise
 def test_valid_bodies_are_accepted_with_their_metrics_kept_verbatim(case: tuple[bytes, list[dict[str, Any]]]) -> None:
     body, messages = case
     results = accepted("telemetry", body)
-    assert [r.archive["metrics"] for r in results] == [m["metrics"] for m in messages]
+    assert [r.archive["message"]["metrics"] for r in results] == [m["metrics"] for m in messages]
 
 
 @settings(max_examples=300, deadline=None)
@@ -491,7 +494,7 @@ def test_the_one_parser_reads_a_z_timestamp_as_it_reads_the_same_time_at_offset_
     with the general path (``+00:00``) to the microsecond, and refuse the same."""
     text = instant.strftime("%Y-%m-%dT%H:%M:%S") + (f".{nanos:09d}"[: digits + 1] if digits else "")
     assert parse_timestamp(text + "Z", field="t") == parse_timestamp(text + "+00:00", field="t")
-    for bad in (text[:5] + "13" + text[7:], text[:11] + "24" + text[13:], text[:17] + "60" + text[19:],
+    for bad in (text[:5] + "13" + text[7:], text[:11] + "24" + text[13:], text[:17] + "61" + text[19:],
                 "2150" + text[4:], "1969" + text[4:]):
         with pytest.raises(InvalidInput) as fast:
             parse_timestamp(bad + "Z", field="t")

@@ -104,7 +104,7 @@ def test_accepted_messages_are_archived_with_their_origin_and_bad_ones_dead_lett
                              topic=f"devices/{dev}/telemetry", at=NOW)])
     ingest(run, "telemetry", log.deliver())
     lines = archived(run, log)
-    assert [(line["deviceId"], line["sequence"], line["eventHub"]["sequenceNumber"]) for line in lines] == [
+    assert [(line["deviceId"], line["message"]["sequence"], line["eventHub"]["sequenceNumber"]) for line in lines] == [
         (dev, 1, 1000), (dev, 2, 1002)]
     origin = lines[0]["eventHub"]
     assert (origin["hub"], origin["partitionId"], origin["offset"]) == (log.hub, "3", str(log.log[0].offset))
@@ -282,7 +282,7 @@ def test_an_unexpected_error_about_one_message_dead_letters_it_as_internal(run: 
     log = hub()
     log.publish([telemetry("ok", 1), telemetry("ok", 2, trip=1), telemetry("ok", 3)])
     ingest(run, "telemetry", log.deliver())
-    assert [line["sequence"] for line in archived(run, log)] == [1, 3]
+    assert [line["message"]["sequence"] for line in archived(run, log)] == [1, 3]
     [letter] = dead_letters(run, log)
     assert letter["reason"] == "internal: decoding failed (ZeroDivisionError)"
 

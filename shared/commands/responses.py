@@ -26,7 +26,7 @@ from shared.platform.errors import InvalidInput, validate
 from shared.platform.storage import DataStore, data_store
 from shared.streams.batch import Origin, dead_letter, give_up, last_attempt, origin_of, partition_context
 from shared.streams.decode import Rejected
-from shared.streams.envelopes import unwrap_body
+from shared.streams.envelopes import dump_json, unwrap_body
 from shared.streams.limits import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,13 @@ async def _one(store: DataStore, origin: Origin, body: bytes, now: datetime) -> 
         await _dead_letter(store, origin, Rejected(exc.reason, exc.errors, body), now)
         return 0
     changed = 0
-    for raw in messages:
+    for index, raw in enumerate(messages):
         try:
             changed += await _answer(store, raw, now)
         except InvalidInput as exc:
-            import orjson
-
-            element = orjson.dumps(raw.item) if raw.position is not None else body
+            # An element again as written: numbers beyond 64 bits kept, any nesting orjson reads.
+            element = body if raw.position is None else \
+                dump_json(unwrap_body(body, "response", DEFAULT_LIMITS, exact=True)[index].item)
             await _dead_letter(store, origin, Rejected(exc.reason, exc.errors, element, raw.position), now)
     return changed
 

@@ -17,6 +17,7 @@ any size.
 from __future__ import annotations
 
 import functools
+import math
 from datetime import datetime
 from typing import Annotated, Any, NamedTuple
 
@@ -59,6 +60,17 @@ def _timestamp(value: object) -> datetime:
 # The foundation's one RFC 3339 parser, as a plain validator: no validation info to
 # build and no second datetime check after it, which matters once per message.
 MessageTimestamp = Annotated[datetime, PlainValidator(_timestamp)]
+
+
+# orjson reads an integer beyond 64 bits (2**64 + 1, a 128-bit serial) as the nearest
+# double, at least 2**63 in magnitude. The models take it as a float, so latest state
+# and the alert rules see that double, as they always did; but the archive must keep
+# the number as sent. Narrow models (:func:`bounded_models`) refuse a float this large
+# where the contract has numbers (metrics, latencyMs): ``decode`` validates with them,
+# a bound that costs nothing, and only for a refused message tries the full models and
+# then takes the message from a lossless parse. A float literal this large takes that
+# path too, harmlessly.
+WIDE = 2.0**63
 
 
 def _one_error(error_type: str, message: str) -> GetPydanticSchema:
@@ -122,12 +134,15 @@ class BoundedModels(NamedTuple):
 
 
 @functools.cache
-def bounded_models(limits: StreamLimits) -> BoundedModels:
-    """The message models with ``limits``' size bounds, built once per limits."""
+def bounded_models(limits: StreamLimits, *, narrow: bool = False) -> BoundedModels:
+    """The message models with ``limits``' size bounds, built once per limits;
+    ``narrow``: their metrics and latency within +-2**63 (see :data:`WIDE`)."""
     key = Annotated[str, StringConstraints(min_length=1, max_length=limits.max_key_length)]
     text = Annotated[str, StringConstraints(max_length=limits.max_string_length)]
+    bound = WIDE if narrow else math.inf
+    number = Annotated[float, Field(gt=-bound, lt=bound)]
     metric = Annotated[
-        bool | int | float | text,
+        bool | int | number | text,
         _one_error("metric_value", f"a metric must be a finite number, a boolean or a string of at most "
                    f"{limits.max_string_length} characters"),
     ]
@@ -141,5 +156,6 @@ def bounded_models(limits: StreamLimits) -> BoundedModels:
     inference = create_model(
         "InferenceMessage", __base__=InferenceMessage, __module__=__name__,
         detections=(list[detection], Field(max_length=limits.max_detections)),
+        latency_ms=(Annotated[float | None, Field(ge=0.0, lt=bound)], None),
     )
     return BoundedModels(telemetry, inference)

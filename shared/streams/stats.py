@@ -61,15 +61,17 @@ class Tally:
     labels: dict[str, int] = field(default_factory=dict)
     other_labels: int = 0
 
-    def add_line(self, line: dict[str, Any]) -> None:
+    def add_message(self, message: dict[str, Any]) -> None:
+        """Add one archived result. Its latency is taken as a double: the archive keeps
+        an integer beyond 64 bits as sent, which no Table column holds."""
         self.count += 1
-        latency = line.get("latencyMs")
+        latency = message.get("latencyMs")
         if latency is not None:
             latency = float(latency)  # an integer of the message may be any size
             self.latency_count += 1
             self.latency_sum += latency
             self.latency_max = latency if self.latency_max is None else max(self.latency_max, latency)
-        for detection in line["detections"]:
+        for detection in message["detections"]:
             self.labels[detection["label"]] = self.labels.get(detection["label"], 0) + 1
 
     def add(self, other: Tally, *, bounded: bool = False) -> None:
@@ -117,8 +119,11 @@ def contribution(lines: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], 
     """What one blob's inference lines add, per (model, version, hour)."""
     tallies: dict[tuple[str, str, str], Tally] = {}
     for line in lines:
-        key = (line["model"]["name"], line["model"]["version"], hour_of(line))
-        tallies.setdefault(key, Tally()).add_line(line)
+        # A blob written before the message moved under "message" (every inference
+        # message has "model") may still be read back once, by a retry across a deploy.
+        message = line if "model" in line else line["message"]
+        key = (message["model"]["name"], message["model"]["version"], hour_of(line))
+        tallies.setdefault(key, Tally()).add_message(message)
     return tallies
 
 

@@ -4,8 +4,8 @@ partitions or sequence numbers in advance.
 
 Each message the simulator sends carries its device id (``{prefix}-NNN``, unique to the
 run) and a number: telemetry ``sequence``, inference ``inferenceId``. An archive line
-(containers ``telemetry`` and ``inference``) is matched by (stream, ``deviceId``, that
-number); a dead letter (``deadletter/{stream}/...``) by its body, the routed CloudEvent:
+(containers ``telemetry`` and ``inference``) is matched by (stream, its ``deviceId``, that
+number in its ``message``); a dead letter (``deadletter/{stream}/...``) by its body, the routed CloudEvent:
 its ``subject`` (the topic) and ``data`` (the payload). Each archive line and dead letter
 carries its Event Hubs origin (``eventHub.partitionId``, ``sequenceNumber``, ``position``),
 which must be in one place only.
@@ -55,7 +55,7 @@ class Stored:
         found: Counter[ContentKey] = Counter()
         for stream, lines in self.lines.items():
             for line in lines:
-                key = content_key(stream, str(line.get("deviceId")), line)
+                key = content_key(stream, str(line.get("deviceId")), line.get("message"))
                 if key is not None:
                     found[key] += 1
         return found
@@ -118,7 +118,7 @@ async def read_stored(service: Any, prefix: str, since: datetime) -> Stored:
                         line = orjson.loads(raw) if raw else None
                         if isinstance(line, dict) and str(line.get("deviceId", "")).startswith(mine):
                             stored.lines[stream].append(line)
-                            key = content_key(stream, line["deviceId"], line)
+                            key = content_key(stream, line["deviceId"], line.get("message"))
                             if key is not None:
                                 stored.created.setdefault(key, created)
             except ResourceNotFoundError:  # nothing archived yet: the app creates it
