@@ -22,6 +22,7 @@ from tools.eventhub_factory import (
     DEVICE_ROLE,
     ROUTED_EVENT_TYPE,
     STATIC_ENRICHMENTS,
+    TOPIC_ENRICHMENT,
     Partition,
     dotnet_datetime,
     events,
@@ -190,9 +191,10 @@ def test_a_routed_json_payload_has_the_shape_of_the_shared_sample(name: str) -> 
     expected = sample(name)
     built = routed_event(expected["data"], topic=expected["subject"],
                          at=parse_timestamp(expected["time"], field="time"), content_type="application/json")
-    assert built[CLIENT_ROLE_ENRICHMENT] == DEVICE_ROLE  # newer than the shared samples
-    assert {k: v for k, v in built.items() if k not in {*STATIC_ENRICHMENTS, CLIENT_ROLE_ENRICHMENT, "id"}} == {
-        k: v for k, v in expected.items() if k != "id"}
+    # Newer than the shared samples: the role and the topic enrichments.
+    assert (built[CLIENT_ROLE_ENRICHMENT], built[TOPIC_ENRICHMENT]) == (DEVICE_ROLE, expected["subject"])
+    newer = {*STATIC_ENRICHMENTS, CLIENT_ROLE_ENRICHMENT, TOPIC_ENRICHMENT, "id"}
+    assert {k: v for k, v in built.items() if k not in newer} == {k: v for k, v in expected.items() if k != "id"}
     assert built["type"] == ROUTED_EVENT_TYPE
     assert built[DEVICE_ID_ENRICHMENT] == "camera-017"
 
@@ -236,6 +238,7 @@ def test_the_enrichments_are_the_ones_the_infrastructure_configures() -> None:
     assert {item["key"]: item["value"] for item in enrichments["static"]} == STATIC_ENRICHMENTS
     assert [(item["key"], item["value"]) for item in enrichments["dynamic"]] == [
         (DEVICE_ID_ENRICHMENT, "${client.authenticationName}"),
+        (TOPIC_ENRICHMENT, "${mqtt.message.topicName}"),
         (CLIENT_ROLE_ENRICHMENT, "${client.attributes.role}")]
     eventgrid = parse((ROOT / "infra" / "app" / "eventgrid.bicep").read_text(encoding="utf-8"))
     assert eventgrid.variables["deviceIdEnrichmentKey"].literal == DEVICE_ID_ENRICHMENT

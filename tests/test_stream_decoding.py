@@ -89,8 +89,15 @@ def test_routed_telemetry_sample_is_accepted_with_the_topics_device() -> None:
     assert result.archive["message"] == orjson.loads(sample("routed-telemetry.json"))["data"]
 
 
+def enriched(body: bytes, **attributes: str) -> bytes:
+    """A routed sample with the broker's enrichments this infrastructure adds (the
+    sample was taken without them)."""
+    document = orjson.loads(body)
+    return orjson.dumps({**document, "deviceid": document["subject"].split("/")[1], **attributes})
+
+
 def test_routed_base64_inference_sample_is_decoded_from_data_base64() -> None:
-    [result] = accepted("inference", sample("routed-inference-base64.json"))
+    [result] = accepted("inference", enriched(sample("routed-inference-base64.json")))
     assert isinstance(result.message, InferenceMessage)
     assert result.device_id == DEVICE
     assert result.message.model.name == "yolo-safety"
@@ -130,9 +137,9 @@ def test_data_base64_is_decoded_whatever_json_compatible_content_type_it_declare
         assert result.archive["message"] == inference()
 
 
-def test_a_routed_event_without_the_enrichment_still_takes_the_device_from_its_topic() -> None:
-    [result] = accepted("telemetry", routed(deviceid=None))
-    assert result.device_id == DEVICE
+def test_a_routed_event_without_the_enrichment_is_rejected_as_spoofed_whatever_its_topic() -> None:
+    [result] = decode("telemetry", routed(deviceid=None), now=NOW)
+    assert isinstance(result, Rejected) and "spoofed" in result.reason
 
 
 def test_a_payload_device_id_that_agrees_with_the_topic_is_accepted() -> None:
@@ -501,3 +508,20 @@ def test_the_one_parser_reads_a_z_timestamp_as_it_reads_the_same_time_at_offset_
         with pytest.raises(InvalidInput) as general:
             parse_timestamp(bad + "+00:00", field="t")
         assert fast.value.reason == general.value.reason
+
+
+def test_a_routed_message_without_the_brokers_device_enrichment_is_rejected_as_spoofed() -> None:
+    """A device may publish a CloudEvent of its own, which the broker forwards with its
+    attributes, subject included: without the broker's deviceid enrichment the subject
+    proves nothing (issue 17, finding 2)."""
+    [result] = decode("inference", sample("routed-inference-base64.json"), now=NOW)
+    assert isinstance(result, Rejected) and "no deviceid attribute" in result.reason and "spoofed" in result.reason
+
+
+def test_a_routed_message_whose_subject_is_not_the_published_topic_is_rejected_as_spoofed() -> None:
+    body = enriched(sample("routed-inference-base64.json"), mqtttopic="devices/someone-else/inference")
+    [result] = decode("inference", body, now=NOW)
+    assert isinstance(result, Rejected) and "not the topic the message was published on" in result.reason
+    [ok] = accepted("inference", enriched(sample("routed-inference-base64.json"),
+                                          mqtttopic="devices/camera-017/inference"))
+    assert ok.device_id == DEVICE

@@ -54,6 +54,7 @@ START = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 ROUTED_EVENT_TYPE = "MQTT.EventPublished"
 # The routing enrichments of infra/app/eventgrid-routing.bicep: dynamic, then static.
 DEVICE_ID_ENRICHMENT = "deviceid"  # ${client.authenticationName}
+TOPIC_ENRICHMENT = "mqtttopic"  # ${mqtt.message.topicName}
 # ${client.attributes.role}: every device's; the hubs' subscriptions take nothing else.
 CLIENT_ROLE_ENRICHMENT = "clientrole"
 DEVICE_ROLE = "edge-device"
@@ -314,6 +315,7 @@ def routed_event(payload: Any, *, topic: str, at: datetime, client: str | None =
         except orjson.JSONDecodeError:
             document["data"] = raw.decode()  # indicator 1 promises UTF-8
     document[DEVICE_ID_ENRICHMENT] = client
+    document[TOPIC_ENRICHMENT] = topic
     document[CLIENT_ROLE_ENRICHMENT] = DEVICE_ROLE
     document.update(STATIC_ENRICHMENTS)
     return document

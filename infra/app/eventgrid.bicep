@@ -62,6 +62,7 @@ var deviceClientGroupName = 'edge-devices'
 var deviceRoleAttribute = 'edge-device'
 var routeTopicName = 'device-messages'
 var deviceIdEnrichmentKey = 'deviceid'
+var topicEnrichmentKey = 'mqtttopic'
 // Routing enrichment ${client.attributes.role}: 'edge-device' for a device, '' for the app.
 var clientRoleEnrichmentKey = 'clientrole'
 
@@ -81,6 +82,12 @@ var routedTopicSpaces = union(topicSpaces, {
         // CloudEvent extension attribute carrying the device id (the client's authentication name).
         key: deviceIdEnrichmentKey
         value: '\${client.authenticationName}'
+      }
+      {
+        // The PUBLISH's topic as the broker saw it: the app checks that the CloudEvent's
+        // subject (which a device's own CloudEvent could set) agrees with it.
+        key: topicEnrichmentKey
+        value: '\${mqtt.message.topicName}'
       }
       {
         // CloudEvent extension attribute carrying the publisher's client attribute

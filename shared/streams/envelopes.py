@@ -63,6 +63,8 @@ Stream = Literal["telemetry", "inference", "response"]
 ROUTED_EVENT_TYPE = "MQTT.EventPublished"
 # The routing enrichment that carries ${client.authenticationName} (infra/app/eventgrid.bicep).
 DEVICE_ID_ATTRIBUTE = "deviceid"
+# ${mqtt.message.topicName}: the topic of the PUBLISH, as the broker received it.
+TOPIC_ATTRIBUTE = "mqtttopic"
 TOPIC_PREFIX = "devices/"
 # Media types a routed payload may be declared as; the payload must be JSON whatever it says.
 _JSON_MEDIA_TYPES = frozenset({"application/json", "text/json", "text/plain", "application/octet-stream"})
@@ -210,10 +212,20 @@ class RoutedCloudEvent:
         if not isinstance(topic, str):
             raise InvalidInput(f"CloudEvent subject (the MQTT topic) must be a string, not {describe(topic)}")
         device_id = device_from_topic(topic, stream)
-        enriched = document.get(DEVICE_ID_ATTRIBUTE, device_id)
+        # The broker's word, not the CloudEvent's: a device that publishes a CloudEvent of
+        # its own has its attributes forwarded, subject included, so the subject is
+        # trusted only when the broker's enrichments (infra/app/eventgrid.bicep) agree.
+        enriched = document.get(DEVICE_ID_ATTRIBUTE)
+        if enriched is None:
+            raise InvalidInput(f"CloudEvent has no {DEVICE_ID_ATTRIBUTE} attribute, which the broker adds to every "
+                               "message it routes; rejected as spoofed")
         if enriched != device_id:
             raise InvalidInput(f"CloudEvent attribute {DEVICE_ID_ATTRIBUTE} does not match the device "
                                f"{device_id!r} of the topic; rejected as spoofed")
+        published_on = document.get(TOPIC_ATTRIBUTE, topic)  # added with issue 17: older messages lack it
+        if published_on != topic:
+            raise InvalidInput(f"CloudEvent subject is not the topic the message was published on "
+                               f"({TOPIC_ATTRIBUTE}); rejected as spoofed")
         content_type = document.get("datacontenttype")
         if content_type is not None and not (type(content_type) is str and content_type in _JSON_MEDIA_TYPES):
             if not isinstance(content_type, str):

@@ -38,7 +38,8 @@ __all__ = [
 
 # "Topic templates support MQTT wildcards (+ and #) and the following variables:
 # ${client.authenticationName} ... ${client.attributes.x}".
-_VARIABLE = re.compile(r"\$\{client\.(?:(authenticationName)|attributes\.([A-Za-z0-9_]+))\}")
+_VARIABLE = re.compile(
+    r"\$\{(?:client\.(?:(authenticationName)|attributes\.([A-Za-z0-9_]+))|(mqtt\.message\.topicName))\}")
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,10 @@ def routed_event(
             raise ValueError(f"enrichment {key}: unsupported value {template!r}")
         if match.group(1):
             event[key] = publisher.authentication_name
-        else:
+        elif match.group(2) is not None:
             event[key] = publisher.attributes.get(match.group(2), "")
+        else:  # ${mqtt.message.topicName}: the topic of the PUBLISH
+            event[key] = topic
     event.update(static)
     return event
 

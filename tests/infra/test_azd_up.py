@@ -593,7 +593,7 @@ def test_the_first_provision_routes_from_the_second_write_of_the_namespace() -> 
     first, second = namespace_writes(established=False)
     assert "routeTopicResourceId" not in first, "the route topic does not exist before the namespace"
     assert second["routeTopicResourceId"] == "/Microsoft.EventGrid/namespaces/topics/evgns-abc/device-messages"
-    assert {e["key"] for e in second["routingEnrichments"]["dynamic"]} == {"deviceid", "clientrole"}
+    assert {e["key"] for e in second["routingEnrichments"]["dynamic"]} == {"deviceid", "mqtttopic", "clientrole"}
 
 
 def test_a_later_provision_keeps_routing_in_every_write_of_the_namespace() -> None:
