@@ -195,21 +195,31 @@ def test_get_device_with_an_overlong_id_is_400(run: Any) -> None:
     assert_problem(response, 400, "128")
 
 
-def test_list_alerts_is_newest_first_and_filters_by_device_since_and_limit(run: Any, empty_registry: None) -> None:
+def test_list_alerts_is_newest_raised_first_and_filters_by_device_since_and_limit(
+        run: Any, empty_registry: None) -> None:
+    """Listings go by when an alert was raised (issue 15, finding 12): ``since`` keeps
+    what was raised since then, whatever time the messages carried."""
+    import time
+
     now = datetime.now(UTC).replace(microsecond=0)
+    between = now
     for n, dev in enumerate(["al-1", "al-2"]):
         for seq in (1, 2):
-            at = now - timedelta(hours=10 * seq + n)
+            at = now - timedelta(hours=10 * seq + n)  # the events are hours old
             deliver(run, ev.connected(dev, seq, at - timedelta(minutes=1)),
                     ev.disconnected(dev, seq, at, reason="QuotaExceeded"))
+        if dev == "al-1":
+            time.sleep(0.01)
+            between = datetime.now(UTC)
+            time.sleep(0.01)
     everything = json_of(call(run, "list_alerts", "alerts"))["items"]
-    times = [a["timestamp"] for a in everything]
-    assert len(everything) == 4 and times == sorted(times, reverse=True)
+    raised = [a["raisedAt"] for a in everything]
+    assert len(everything) == 4 and raised == sorted(raised, reverse=True)
     mine = json_of(call(run, "list_alerts", "alerts", params={"deviceId": "al-2"}))["items"]
     assert {a["deviceId"] for a in mine} == {"al-2"} and len(mine) == 2
-    since = (now - timedelta(hours=15)).isoformat().replace("+00:00", "Z")
+    since = between.isoformat().replace("+00:00", "Z")
     recent = json_of(call(run, "list_alerts", "alerts", params={"since": since}))["items"]
-    assert len(recent) == 2
+    assert {a["deviceId"] for a in recent} == {"al-2"} and len(recent) == 2, "raised after al-1's"
     assert len(json_of(call(run, "list_alerts", "alerts", params={"limit": "3"}))["items"]) == 3
     assert_problem(call(run, "list_alerts", "alerts", params={"since": "yesterday"}), 400, "RFC 3339")
 
