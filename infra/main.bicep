@@ -91,8 +91,11 @@ param maximumClientSessionsPerAuthenticationName int = 1
 @description('Longest MQTT session expiry a device may request, in hours.')
 param maximumSessionExpiryInHours int = 1
 
-@description('Device clients to register (certificate thumbprint authentication). name = the MQTT client authentication name = device id.')
+@description('Device clients to register (certificate thumbprint authentication, or CA chain and subject when a client lists no thumbprints). name = the MQTT client authentication name = device id.')
 param deviceClients deviceClient[] = []
+
+@description('CA certificates on the namespace, for CA-chain client authentication (docs/deploy.md, Onboarding a large fleet): name (3-50 letters, digits, -) and encodedCertificate (base64 of the DER). A client without thumbprints is validated by the chain to one of them and its subject (SubjectMatchesAuthenticationName).')
+param deviceCaCertificates deviceCaCertificate[] = []
 
 @description('Optional first device (FIRST_DEVICE_NAME): its authentication name (device id). Empty: none. Needs firstDeviceThumbprint.')
 param firstDeviceName string = ''
@@ -147,14 +150,23 @@ param alertEmail string = ''
 
 // ----------------------------------------------------------------------------- types
 
+@description('A CA certificate the namespace trusts to issue device certificates.')
+type deviceCaCertificate = {
+  @minLength(3)
+  @maxLength(50)
+  name: string
+  @description('Base64 of the certificate\'s DER (the PEM body without its header lines).')
+  encodedCertificate: string
+}
+
 @description('An MQTT client (device) of the Event Grid namespace.')
 type deviceClient = {
   @description('Client resource name and authentication name (the device id): letters, digits, -, :, ., _.')
   name: string
-  @description('SHA-256 thumbprints of the client certificates the device may present: Event Grid takes one or two (two while a certificate is rolled over).')
+  @description('SHA-256 thumbprints of the client certificates the device may present: Event Grid takes one or two (two while a certificate is rolled over). Leave it out for a device whose certificate a CA of deviceCaCertificates issued: its subject must name the device.')
   @minLength(1)
   @maxLength(2)
-  thumbprints: string[]
+  thumbprints: string[]?
   @description('Extra client attributes (role = edge-device is always set; other attributes, e.g. site or type, serve fleet targeting).')
   attributes: object?
 }
@@ -297,6 +309,7 @@ module eventGrid 'app/eventgrid.bicep' = {
     inferenceHubName: inferenceHubName
     commandResponsesHubName: commandResponsesHubName
     deviceClients: allDeviceClients
+    caCertificates: deviceCaCertificates
     storageAccountName: storage.outputs.name
     lifecycleDeadLetterContainerName: lifecycleDeadLetterContainerName
     routingDeadLetterContainerName: routingDeadLetterContainerName

@@ -10,6 +10,7 @@ stub credential whose token the stand-in requires.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import json
@@ -21,13 +22,15 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from azure.core.credentials import AccessToken
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from tests.conftest import Runner
 from tests.infra.arm_stand_in import ArmStandIn, client_contract, serve
@@ -35,8 +38,10 @@ from tests.infra.bicep_check import TypeIndex
 from tools.simulate import certs
 from tools.simulate.certs import (
     ARM_SCOPE,
+    CA_CERTIFICATE_NAME,
     ArmError,
     DeviceCertificate,
+    ensure_ca,
     ensure_certificates,
     register_devices,
     unregister_devices,
@@ -44,8 +49,13 @@ from tools.simulate.certs import (
 from tools.simulate.target import TargetError, azd_environment
 
 TOKEN = "eyJ0eXAiOiJKV1Qi.stub.entra-token"
-WHERE = {"subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg-dev",
-         "namespace": "evgns-x"}
+class Where(TypedDict):
+    subscription_id: str
+    resource_group: str
+    namespace: str
+
+
+WHERE = Where(subscription_id="00000000-0000-0000-0000-000000000001", resource_group="rg-dev", namespace="evgns-x")
 CLIENTS = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-dev/providers/"
            "Microsoft.EventGrid/namespaces/evgns-x/clients/")
 
@@ -428,3 +438,53 @@ def test_register_and_delete_from_the_command_line_give_the_simulators_attribute
     assert thumbprints == {f"sim-00{n}": [openssl_thumbprint(tmp_path / f"sim-00{n}.pem")] for n in range(3)}
     assert certs.main(["delete", *flags]) == 0
     assert arm.resources == {}
+
+
+# --- CA-chain authentication (docs/deploy.md, large fleets) --------------------------------
+
+
+def test_with_a_ca_each_device_certificate_is_issued_by_it_with_the_device_id_as_subject(tmp_path: Path) -> None:
+    ca = ensure_ca(tmp_path)
+    assert ca.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    [made] = ensure_certificates(["sim-000"], tmp_path, ca)
+    certificate = x509.load_pem_x509_certificate(made.certfile.read_bytes())
+    certificate.verify_directly_issued_by(ca.certificate)  # raises unless the CA signed it
+    assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "sim-000"
+    assert certificate.issuer == ca.certificate.subject
+    assert ensure_ca(tmp_path).certificate == ca.certificate, "the CA is kept"
+    assert ensure_certificates(["sim-000"], tmp_path, ca) == [made], "and so are the certificates it issued"
+
+
+def test_a_self_signed_certificate_is_made_anew_when_a_ca_is_asked_for_and_back(tmp_path: Path) -> None:
+    [self_signed] = ensure_certificates(["sim-000"], tmp_path)
+    ca = ensure_ca(tmp_path)
+    [issued] = ensure_certificates(["sim-000"], tmp_path, ca)
+    assert issued.thumbprint != self_signed.thumbprint
+    [again] = ensure_certificates(["sim-000"], tmp_path)
+    assert again.thumbprint != issued.thumbprint, "without the CA, a self-signed one again"
+
+
+def test_with_a_ca_it_is_registered_on_the_namespace_and_the_clients_by_subject(
+    tmp_path: Path, arm: ArmStandIn, run: Runner[Any]
+) -> None:
+    ca = ensure_ca(tmp_path)
+    made = ensure_certificates(["sim-000", "sim-001"], tmp_path, ca)
+    run(register_devices(made, attributes={}, credential=StubCredential(), arm_url=arm.base, ca=ca, **WHERE))
+    namespace = CLIENTS.rsplit("/clients/", 1)[0]
+    stored = arm.resources[f"{namespace}/caCertificates/{CA_CERTIFICATE_NAME}"]
+    der = base64.b64decode(stored["properties"]["encodedCertificate"])
+    assert x509.load_der_x509_certificate(der) == ca.certificate
+    for device in made:
+        authentication = arm.resources[CLIENTS + device.device_id]["properties"]["clientCertificateAuthentication"]
+        assert authentication == {"validationScheme": "SubjectMatchesAuthenticationName"}
+    puts = [r for r in arm.requests if r.startswith("PUT ")]
+    assert "caCertificates" in puts[0], "the CA before the clients it vouches for"
+
+
+def test_the_stand_in_refuses_a_ca_certificate_that_cannot_sign_clients(tmp_path: Path) -> None:
+    [device] = ensure_certificates(["sim-000"], tmp_path)  # self-signed, not a CA
+    leaf = x509.load_pem_x509_certificate(device.certfile.read_bytes())
+    body = {"properties": {"encodedCertificate": base64.b64encode(leaf.public_bytes(Encoding.DER)).decode()}}
+    namespace = CLIENTS.rsplit("/clients/", 1)[0]
+    broken = client_contract(None)(f"{namespace}/caCertificates/{CA_CERTIFICATE_NAME}", body)
+    assert broken == ["encodedCertificate is not a CA certificate (BasicConstraints ca=false)"]

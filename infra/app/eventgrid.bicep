@@ -51,6 +51,8 @@ param telemetryHubName string
 param inferenceHubName string
 param commandResponsesHubName string
 param deviceClients array = []
+@description('CA certificates that issue device certificates (main.bicep deviceCaCertificates).')
+param caCertificates array = []
 param storageAccountName string
 param lifecycleDeadLetterContainerName string
 param routingDeadLetterContainerName string
@@ -288,7 +290,21 @@ resource subscribeBroadcasts 'Microsoft.EventGrid/namespaces/permissionBindings@
   }
 }
 
-// Optional device clients (certificate thumbprint authentication).
+// CA-chain authentication: a client without thumbprints presents a certificate one of
+// these issued, whose subject names it.
+resource deviceCas 'Microsoft.EventGrid/namespaces/caCertificates@2025-02-15' = [
+  for ca in caCertificates: {
+    parent: namespace
+    name: ca.name
+    properties: {
+      description: 'Issues device certificates (CA-chain client authentication).'
+      encodedCertificate: ca.encodedCertificate
+    }
+  }
+]
+
+// Optional device clients: by certificate thumbprint, or by CA chain and subject when
+// they list no thumbprints.
 resource clients 'Microsoft.EventGrid/namespaces/clients@2025-02-15' = [
   for device in deviceClients: {
     parent: namespace
@@ -300,12 +316,15 @@ resource clients 'Microsoft.EventGrid/namespaces/clients@2025-02-15' = [
       attributes: union(device.?attributes ?? {}, {
         role: deviceRoleAttribute
       })
-      clientCertificateAuthentication: {
+      clientCertificateAuthentication: empty(device.?thumbprints ?? []) ? {
+        validationScheme: 'SubjectMatchesAuthenticationName'
+      } : {
         validationScheme: 'ThumbprintMatch'
         allowedThumbprints: device.thumbprints
       }
     }
     dependsOn: [
+      deviceCas
       deviceGroup
     ]
   }
@@ -491,6 +510,7 @@ module routing 'eventgrid-routing.bicep' = {
     subscribeCommands
     subscribeBroadcasts
     clients
+    deviceCas
     systemTopic
     diagnostics
     systemTopicDiagnostics

@@ -12,6 +12,7 @@ type's contract (``contract``) gets ``400`` with ARM's error shape.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -159,7 +160,9 @@ def serve(stand_in: ArmStandIn) -> Iterator[ArmStandIn]:
 # --------------------------------------------------------------------------- Event Grid namespace clients
 
 CLIENT_PATH = re.compile(r"/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)/providers/"
-                         r"Microsoft\.EventGrid/namespaces/(?P<namespace>[^/]+)/clients/(?P<name>[^/]+)")
+                         r"Microsoft\.EventGrid/namespaces/(?P<namespace>[^/]+)/(?P<kind>clients|caCertificates)/"
+                         r"(?P<name>[^/]+)")
+CA_NAME = re.compile(r"[a-zA-Z0-9-]{3,50}")  # bicep-types: namespaces/caCertificates name
 CLIENT_NAME = re.compile(r"[-a-zA-Z0-9:._]{1,128}")  # bicep-types: namespaces/clients name
 SHA256_HEX = re.compile(r"[0-9A-Fa-f]{64}")
 
@@ -176,6 +179,8 @@ def client_contract(index: TypeIndex | None) -> Contract:
         if match is None:
             return [f"{path} is not a namespace client"]
         name = unquote(match["name"])
+        if match["kind"] == "caCertificates":
+            return ca_certificate_broken(name, body)
         errors = [] if CLIENT_NAME.fullmatch(name) else [f"name {name!r} does not match ^[-a-zA-Z0-9:._]*$ (1-128)"]
         if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
             return [*errors, "the body has no properties object"]
@@ -195,6 +200,31 @@ def client_contract(index: TypeIndex | None) -> Contract:
                 errors.append("allowedThumbprints is required with ThumbprintMatch")
             errors += [f"{t!r} is not a SHA-256 thumbprint" for t in thumbprints or []
                        if not (isinstance(t, str) and SHA256_HEX.fullmatch(t))]
+        return errors
+
+    def ca_certificate_broken(name: str, body: Any) -> list[str]:
+        """A CA certificate: the name's pattern, the body's type, and a certificate that
+        can sign clients' certificates (base64 of its DER; the namespace validates
+        clients by the chain to it)."""
+        errors = [] if CA_NAME.fullmatch(name) else [f"name {name!r} does not match ^[a-zA-Z0-9-]*$ (3-50)"]
+        if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
+            return [*errors, "the body has no properties object"]
+        if index is not None:
+            resource = bicep_literal({"name": name} | body)
+            source = f"resource c 'Microsoft.EventGrid/namespaces/caCertificates@2025-02-15' = {resource}\n"
+            errors += [finding.message for finding in check_source(source, index)]
+        try:
+            from cryptography import x509
+
+            certificate = x509.load_der_x509_certificate(base64.b64decode(body["properties"]["encodedCertificate"],
+                                                                          validate=True))
+            constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+            if not constraints.ca:
+                errors.append("encodedCertificate is not a CA certificate (BasicConstraints ca=false)")
+        except (KeyError, TypeError, ValueError) as exc:
+            errors.append(f"encodedCertificate is not a base64 DER certificate: {exc}")
+        except x509.ExtensionNotFound:
+            errors.append("encodedCertificate has no BasicConstraints: not a CA certificate")
         return errors
 
     return broken

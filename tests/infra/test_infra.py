@@ -712,10 +712,17 @@ def test_push_subscriptions_deliver_to_the_hubs_with_the_namespace_identity() ->
     }
 
 
-def test_device_clients_use_certificate_thumbprints() -> None:
+def test_device_clients_use_certificate_thumbprints_or_a_ca_chain_and_their_subject() -> None:
     (clients,) = resources_of("Microsoft.EventGrid/namespaces/clients")
     assert clients.loop
-    assert literal(clients.body, "properties.clientCertificateAuthentication.validationScheme") == "ThumbprintMatch"
+    authentication = prop(clients.body, "properties.clientCertificateAuthentication")
+    assert authentication is not None
+    text = authentication.text
+    assert "empty(device.?thumbprints ?? [])" in text
+    assert "'SubjectMatchesAuthenticationName'" in text and "'ThumbprintMatch'" in text
+    (cas,) = resources_of("Microsoft.EventGrid/namespaces/caCertificates")
+    assert cas.loop and cas.symbol == "deviceCas"
+    assert "caCertificates: deviceCaCertificates" in (ROOT / "infra/main.bicep").read_text()
 
 
 def test_lifecycle_subscription() -> None:

@@ -1,14 +1,23 @@
-"""Device certificates for Azure mode: a self-signed X.509 certificate per simulated
-device, and the device registered as an MQTT client of the Event Grid namespace with
-its certificate's thumbprint (docs/deploy.md, "Onboarding a device").
+"""Device certificates for Azure mode, and the devices registered as MQTT clients of
+the Event Grid namespace (docs/deploy.md, "Onboarding a device"), either way Event
+Grid authenticates clients:
 
-``python -m tools.simulate.certs create|register|delete --devices N`` (``--help``).
+- by thumbprint (the default): a self-signed X.509 certificate per device, its client
+  registered with the certificate's thumbprint;
+- by CA chain (``--ca``, for large fleets: no thumbprint per client to keep up to
+  date): a CA of the simulator's (``ca.pem``, ``ca.key``) issues each device's
+  certificate with the device id as its subject's common name; the CA certificate is
+  registered on the namespace (``caCertificates``) and each client validated by
+  ``SubjectMatchesAuthenticationName``.
+
+``python -m tools.simulate.certs create|register|delete --devices N [--ca]`` (``--help``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import email.utils
 import json
@@ -28,7 +37,7 @@ import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -52,6 +61,55 @@ MAX_WAIT = 60.0  # seconds, the longest Retry-After honoured
 OPERATION_TIMEOUT = 600.0  # seconds a long-running operation may take
 POLL_SECONDS = 2.0  # between looks at an operation, unless its Retry-After says otherwise
 TERMINAL = {"Succeeded", "Failed", "Canceled"}
+
+
+CA_VALIDITY = timedelta(days=5 * 365)
+CA_COMMON_NAME = "edge-cloud-messaging simulator CA"
+CA_CERTIFICATE_NAME = "simulator-ca"  # its name on the namespace (caCertificates)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    certfile: Path
+    keyfile: Path
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
+def ensure_ca(directory: Path) -> CertificateAuthority:
+    """The simulator's CA in ``directory`` (``ca.pem``, ``ca.key``): kept when whole and
+    valid for a week at least, else made anew (then every device certificate it issued
+    is made anew too, as :func:`ensure_certificates` checks the issuer)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    certfile, keyfile = directory / "ca.pem", directory / "ca.key"
+    try:
+        certificate = x509.load_pem_x509_certificate(certfile.read_bytes())
+        key = serialization.load_pem_private_key(keyfile.read_bytes(), password=None)
+        usable = (isinstance(key, ec.EllipticCurvePrivateKey) and key.public_key() == certificate.public_key()
+                  and certificate.not_valid_after_utc - RENEW_BEFORE > datetime.now(UTC))
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+        usable = False
+    if usable:
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return CertificateAuthority(certfile, keyfile, certificate, key)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write(keyfile, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    _write(certfile, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return CertificateAuthority(certfile, keyfile, certificate, key)
 
 
 @dataclass(frozen=True)
@@ -82,10 +140,12 @@ def thumbprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex().upper()
 
 
-def ensure_certificates(device_ids: Sequence[str], directory: Path) -> list[DeviceCertificate]:
-    """A certificate and key per device in ``directory`` (``{id}.pem``, ``{id}.key``):
-    a pair that is there and valid for a week at least is kept (its thumbprint is
-    what is registered), any other is made anew."""
+def ensure_certificates(device_ids: Sequence[str], directory: Path,
+                        ca: CertificateAuthority | None = None) -> list[DeviceCertificate]:
+    """A certificate and key per device in ``directory`` (``{id}.pem``, ``{id}.key``),
+    self-signed or, with ``ca``, issued by it: a pair that is there, issued as asked
+    and valid for a week at least is kept (its thumbprint is what is registered), any
+    other is made anew."""
     for device_id in device_ids:
         if len(check_device_id(device_id)) > CN_LENGTH:
             raise ValueError(f"device id {device_id!r} is longer than {CN_LENGTH} characters, the most a "
@@ -94,13 +154,15 @@ def ensure_certificates(device_ids: Sequence[str], directory: Path) -> list[Devi
     found = []
     for device_id in device_ids:
         certfile, keyfile = directory / f"{device_id}.pem", directory / f"{device_id}.key"
-        certificate = _usable(device_id, certfile, keyfile) or _create(device_id, certfile, keyfile)
+        certificate = _usable(device_id, certfile, keyfile, ca) or _create(device_id, certfile, keyfile, ca)
         found.append(DeviceCertificate(device_id, certfile, keyfile, thumbprint(certificate)))
     return found
 
 
-def _usable(device_id: str, certfile: Path, keyfile: Path) -> x509.Certificate | None:
-    """The certificate when the pair is whole, matching, for ``device_id`` and not about to expire."""
+def _usable(device_id: str, certfile: Path, keyfile: Path,
+            ca: CertificateAuthority | None = None) -> x509.Certificate | None:
+    """The certificate when the pair is whole, matching, for ``device_id``, issued as
+    asked (by ``ca``, else by itself) and not about to expire."""
     try:
         certificate = x509.load_pem_x509_certificate(certfile.read_bytes())
         key = serialization.load_pem_private_key(keyfile.read_bytes(), password=None)
@@ -111,16 +173,22 @@ def _usable(device_id: str, certfile: Path, keyfile: Path) -> x509.Certificate |
         return None
     if certificate.not_valid_after_utc - RENEW_BEFORE < datetime.now(UTC):
         return None
+    issuer = ca.certificate if ca is not None else certificate
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return None
     keyfile.chmod(0o600)
     return certificate
 
 
-def _create(device_id: str, certfile: Path, keyfile: Path) -> x509.Certificate:
+def _create(device_id: str, certfile: Path, keyfile: Path, ca: CertificateAuthority | None = None) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)])
     now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    issuer, signer = (ca.certificate.subject, ca.key) if ca is not None else (name, key)
+    builder = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(issuer).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))  # clocks differ
         .not_valid_after(now + VALIDITY)
@@ -130,8 +198,11 @@ def _create(device_id: str, certfile: Path, keyfile: Path) -> x509.Certificate:
                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if ca is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+    certificate = builder.sign(signer, hashes.SHA256())
     _write(keyfile, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
     _write(certfile, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
@@ -170,8 +241,11 @@ def client_url(arm_url: str, subscription_id: str, resource_group: str, namespac
     return f"{arm_url.rstrip('/')}/{path}?api-version={API_VERSION}"
 
 
-def client_body(certificate: DeviceCertificate, attributes: Mapping[str, str]) -> dict[str, Any]:
-    """The client resource (``properties`` of Microsoft.EventGrid/namespaces/clients)."""
+def client_body(certificate: DeviceCertificate, attributes: Mapping[str, str], *,
+                by_subject: bool = False) -> dict[str, Any]:
+    """The client resource (``properties`` of Microsoft.EventGrid/namespaces/clients):
+    validated by its certificate's thumbprint, or ``by_subject`` (a certificate that a
+    CA registered on the namespace issued, whose subject names the device)."""
     if "role" in attributes:
         raise ValueError(f"{certificate.device_id}: attribute 'role' is the tool's (edge-device), not yours")
     group = attributes.get("group")
@@ -181,18 +255,42 @@ def client_body(certificate: DeviceCertificate, attributes: Mapping[str, str]) -
         "authenticationName": certificate.device_id,
         "state": "Enabled",
         "attributes": {"role": "edge-device", **attributes},
-        "clientCertificateAuthentication": {"validationScheme": "ThumbprintMatch",
-                                            "allowedThumbprints": [certificate.thumbprint]},
+        "clientCertificateAuthentication": (
+            {"validationScheme": "SubjectMatchesAuthenticationName"} if by_subject else
+            {"validationScheme": "ThumbprintMatch", "allowedThumbprints": [certificate.thumbprint]}),
     }}
+
+
+def ca_certificate_url(arm_url: str, subscription_id: str, resource_group: str, namespace: str,
+                       name: str = CA_CERTIFICATE_NAME) -> str:
+    """The namespace's CA certificate ``name`` (Microsoft.EventGrid/namespaces/caCertificates)."""
+    client = client_url(arm_url, subscription_id, resource_group, namespace, name)
+    return client.replace("/clients/", "/caCertificates/", 1)
+
+
+def ca_certificate_body(ca: CertificateAuthority) -> dict[str, Any]:
+    """The CA certificate resource: ``encodedCertificate`` is the certificate's DER in
+    base64 (the PEM's body without its header lines: what only Azure can confirm is
+    whether it wants the header lines too; docs/deploy.md)."""
+    der = ca.certificate.public_bytes(serialization.Encoding.DER)
+    return {"properties": {"description": CA_COMMON_NAME, "encodedCertificate": base64.b64encode(der).decode()}}
 
 
 async def register_devices(certificates: Sequence[DeviceCertificate], *, subscription_id: str,
                            resource_group: str, namespace: str, attributes: Mapping[str, Mapping[str, str]],
-                           credential: AsyncTokenCredential, arm_url: str = ARM_URL) -> None:
+                           credential: AsyncTokenCredential, arm_url: str = ARM_URL,
+                           ca: CertificateAuthority | None = None) -> None:
     """Create or update each device's client (one PUT each, a few at a time), each
-    followed to its end; :class:`ArmError` naming every device that failed."""
+    followed to its end; :class:`ArmError` naming every device that failed. With
+    ``ca``, the CA certificate is registered on the namespace first, and the clients
+    are validated by subject."""
+    if ca is not None:
+        await _each({CA_CERTIFICATE_NAME: (ca_certificate_url(arm_url, subscription_id, resource_group, namespace),
+                                           ca_certificate_body(ca))},
+                    credential, lambda arm, name, job: arm.put(name, *job))
     work = {c.device_id: (client_url(arm_url, subscription_id, resource_group, namespace, c.device_id),
-                          client_body(c, attributes.get(c.device_id, {}))) for c in certificates}
+                          client_body(c, attributes.get(c.device_id, {}), by_subject=ca is not None))
+            for c in certificates}
     await _each(work, credential, lambda arm, device, job: arm.put(device, *job))
 
 
@@ -359,6 +457,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--group", action="append", help="group attribute, given to the devices in turn when given "
                    "more than once (default: line-a, line-b, as the simulator's)")
     p.add_argument("--type", default="camera", help="type attribute (default camera)")
+    p.add_argument("--ca", action="store_true",
+                   help="issue the certificates from the simulator's CA (ca.pem in --dir, made if missing), "
+                        "register the CA on the namespace and the clients by subject, not thumbprint")
     return p
 
 
@@ -369,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--devices must be 1 or more")
         ids = device_ids(args.devices, args.prefix)
         if args.action == "create":
-            for certificate in ensure_certificates(ids, args.dir):
+            for certificate in ensure_certificates(ids, args.dir, ensure_ca(args.dir) if args.ca else None):
                 print(f"{certificate.device_id} {certificate.thumbprint} {certificate.certfile}")
             return 0
         return asyncio.run(_azure(args, ids))
@@ -401,10 +502,11 @@ async def _azure(args: argparse.Namespace, ids: list[str]) -> int:
             print(f"{len(ids)} devices deleted from {where['namespace']}")
             return 0
         groups = args.group or list(GROUPS)
-        certificates = ensure_certificates(ids, args.dir)
+        ca = ensure_ca(args.dir) if args.ca else None
+        certificates = ensure_certificates(ids, args.dir, ca)
         attributes = {d: {"type": args.type, "group": groups[i % len(groups)]} for i, d in enumerate(ids)}
         await register_devices(certificates, attributes=attributes, credential=credential, arm_url=ARM_URL,
-                               **where)
+                               ca=ca, **where)
         print(f"{len(ids)} devices registered in {where['namespace']}; certificates in {args.dir}")
     return 0
 
