@@ -210,3 +210,16 @@ def test_a_sixth_receiver_of_one_partition_and_group_is_refused(run: Any) -> Non
 
     refused = [errors for errors in run(scenario()) if errors]
     assert len(refused) == 1 and "maximum number of allowed receivers" in str(refused[0][0])
+
+
+def test_more_events_than_one_write_of_the_connection_arrive_whole(run: Any) -> None:
+    # 300 events are about 130 KiB: proton hands its output 64 KiB at a time.
+    async def scenario() -> list[EventData]:
+        hubs = EventHubsStandIn()
+        async with hubs.serving():
+            await send(hubs, [event() for _ in range(150)], key="cam-1")
+            await send(hubs, [event() for _ in range(150)], key="cam-1")
+            events, _ = await read(hubs, hub_partition("cam-1"), 0, count=300)
+        return events
+
+    assert [e.sequence_number for e in run(scenario())] == list(range(300))

@@ -449,8 +449,7 @@ class EventHubsStandIn:
                         data = data[room:]
                     self._events(collector, peer)
                     self._feed(peer)
-                    pending = transport.pending()
-                    if pending > 0:
+                    while (pending := transport.pending()) > 0:  # proton hands its output 64 KiB at a time
                         writer.write(padder.feed(transport.peek(pending) or b""))
                         transport.pop(pending)
                         await writer.drain()
