@@ -150,7 +150,7 @@ def test_a_second_replay_archives_nothing(run: Any, hubs: EventHubsStandIn) -> N
 
 def test_a_range_the_last_retry_dead_lettered_is_archived_and_those_dead_letters_removed(
         run: Any, hubs: EventHubsStandIn) -> None:
-    log = publish(run, hubs, [telemetry(n) for n in range(12)])
+    log = publish(run, hubs, [telemetry(n) if n != 6 else telemetry(n, metrics={"x": 1}) for n in range(12)])
     b = log.first_sequence
     live(run, log, b, b + 3)
     last = int(retry_policy("telemetry_ingest")["max_retry_count"])
@@ -158,14 +158,16 @@ def test_a_range_the_last_retry_dead_lettered_is_archived_and_those_dead_letters
         run(user_function("telemetry_ingest")(log.deliver(range(b + 4, b + 12)), InvocationContext(
             "telemetry_ingest", retry_count=last, max_retry_count=last)))
     letters = {d["eventHub"]["sequenceNumber"]: d for d in in_block(log, dead_letters(run, log))}
-    assert sorted(letters) == list(range(b + 4, b + 12))
+    assert sorted(letters) == list(range(b + 4, b + 12)), "the whole batch, the bad message too"
     assert all(d["reason"].startswith(GIVE_UP_REASON) for d in letters.values())
     assert set(run(_dead_letter_names())) >= {_name_of(log, seq) for seq in letters}, "the tool finds them by name"
 
     summary = run(replay(request(hubs, b, b + 11)))
-    assert (summary.archived_now, summary.already_archived, summary.superseded) == (8, 4, 8)
-    assert not summary.dead_lettered
-    assert places(run, log) == each_once(log), "each in the archive, no longer also in dead letters"
+    assert (summary.archived_now, summary.already_archived, summary.superseded) == (7, 4, 7)
+    assert list(summary.dead_lettered.values()) == [1]
+    assert places(run, log) == each_once(log), "each in one place: no longer also in dead letters"
+    [bad] = in_block(log, dead_letters(run, log))
+    assert bad["eventHub"]["sequenceNumber"] == b + 6 and "timestamp" in bad["reason"], "its own reason now"
 
 
 def test_bad_messages_in_the_range_end_as_dead_letters_with_their_validation_reason(
