@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -16,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,7 +281,7 @@ def test_stopping_between_batches_leaves_a_range_that_a_replay_from_where_it_sto
 
 
 def test_the_command_shows_a_line_per_batch_and_a_summary_and_exits_0_only_for_a_whole_range(
-        run: Any, hubs: EventHubsStandIn) -> None:
+        run: Any, hubs: EventHubsStandIn, tmp_path: Path) -> None:
     log = publish(run, hubs, [telemetry(0), telemetry(1, metrics={"x": 1}), *(telemetry(n) for n in range(2, 25))])
     b = log.first_sequence
     code, out = run(command("--from", str(b), "--to", str(b + 24), "--batch-size", "10", hubs=hubs))
@@ -291,7 +293,10 @@ def test_the_command_shows_a_line_per_batch_and_a_summary_and_exits_0_only_for_a
     assert any(line.strip().startswith("1  ") and "timestamp" in line for line in out), "the reason, counted"
     assert "complete: the whole range was read" in out
 
-    code, out = run(command("--from", str(b + 20), "--to", str(b + 30), hubs=hubs))
+    settings = tmp_path / "local.settings.json"  # what azd provision writes, with the app's settings
+    settings.write_text(json.dumps({"Values": {"DataStorage": os.environ["DataStorage"],
+                                               "EventHubConnection": hubs.connection_string}}))
+    code, out = run(command("--from", str(b + 20), "--to", str(b + 30), "--settings", str(settings), hubs=None))
     assert code == 1 and any("past the end" in line for line in out), out
     code, out = run(command("--from", str(b), "--to", str(b + 24), "--stream", "inference", hubs=hubs))
     assert code == 2 and any("is the telemetry hub" in line for line in out), out
@@ -314,12 +319,15 @@ def test_ctrl_c_stops_the_command_between_batches_and_names_where_to_resume(
     assert places(run, log) == each_once(log)
 
 
-async def command(*args: str, hubs: EventHubsStandIn, interrupt_after: str | None = None) -> tuple[int, list[str]]:
+async def command(*args: str, hubs: EventHubsStandIn | None,
+                  interrupt_after: str | None = None) -> tuple[int, list[str]]:
     """``python -m tools.replay --hub telemetry --partition P *args`` against the stand-in
-    and the session's Azurite (stdout a pipe, so plain lines); its exit code and its
-    output; with ``interrupt_after``, SIGINT once a line starts with it."""
-    environment = {"PATH": os.environ["PATH"], "DataStorage": os.environ["DataStorage"],
-                   "EventHubConnection": hubs.connection_string}
+    and the session's Azurite (``hubs`` None: no setting in the environment), stdout a
+    pipe, so plain lines; its exit code and its output; with ``interrupt_after``, SIGINT
+    once a line starts with it."""
+    environment = {"PATH": os.environ["PATH"]}
+    if hubs is not None:
+        environment |= {"DataStorage": os.environ["DataStorage"], "EventHubConnection": hubs.connection_string}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tools.replay", "--hub", "telemetry", "--partition", PARTITION, *args, cwd=ROOT,
         env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
