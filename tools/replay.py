@@ -239,8 +239,8 @@ def check_range(request: Request, properties: dict[str, Any]) -> None:
     where = f"{request.hub} partition {request.partition}"
     if properties.get("is_empty") or request.last > end:
         held = "holds no event" if properties.get("is_empty") else f"ends at sequence number {end}"
-        raise ReplayError("refused", f"{request.first}-{request.last} is past the end of {where}, which {held}"
-                                     + (f": replay up to --to {end}" if not properties.get("is_empty") else ""))
+        hint = f": replay up to --to {end}" if not properties.get("is_empty") and request.first <= end else ""
+        raise ReplayError("refused", f"{request.first}-{request.last} is past the end of {where}, which {held}{hint}")
     if request.first < begin:
         raise ReplayError("refused", f"{request.first}-{min(request.last, begin - 1)} expired from retention: "
                                      f"{where} begins at sequence number {begin} (replay from --from {begin})")
