@@ -27,10 +27,40 @@ the producer does, and what this checks:
   rejected whole (``amqp:precondition-failed`` with the reason), as the service rejects a
   batch it cannot take; one that keeps it is accepted.
 
-Accepted events get per-partition sequence numbers, offsets and enqueued times in
+Accepted events get per-partition sequence numbers, offsets and enqueued times (whole
+milliseconds: the service stamps an AMQP timestamp) in
 :class:`tools.eventhub_factory.Partition` logs; :meth:`EventHubsStandIn.pump` hands each
 partition's new events to the hub's function as batches built by the library's own
 converter, retried by the function's retry policy, as the Functions host does.
+
+What the ``EventHubConsumerClient`` does, and what this checks:
+
+- claims-based security as above, for the audience ``sb://{namespace}/{hub}`` or
+  ``sb://{namespace}/{hub}/consumergroups/{group}`` (the consumer's); a receiver without
+  one is refused with ``amqp:unauthorized-access`` (the 'Listen' claim);
+- ``$management``: the READ of ``com.microsoft:partition`` (``name``, ``partition``):
+  ``begin_sequence_number``, ``last_enqueued_sequence_number``, ``last_enqueued_offset``,
+  ``last_enqueued_time_utc``, ``is_partition_empty``; a partition the hub does not have
+  is a 400;
+- a receiver link (our sender) from ``{hub}/ConsumerGroups/{group}/Partitions/{id}``
+  (the SDK writes it as ``amqps://{host}/...``): a hub or consumer group the namespace
+  does not have is ``amqp:not-found``, a partition id it does not have
+  ``com.microsoft:argument-out-of-range``, a sixth receiver of one partition and group
+  ``amqp:resource-limit-exceeded`` (the service allows five), an epoch (exclusive)
+  receiver ``amqp:not-implemented`` (none is kept here);
+- its starting position, the source's ``apache.org:selector-filter:string`` filter:
+  ``amqp.annotation.x-opt-sequence-number``, ``x-opt-offset`` (``-1`` the start,
+  ``@latest`` the end) or ``x-opt-enqueued-time`` (milliseconds), with ``>`` or ``>=``
+  and the value quoted; any other expression is ``com.microsoft:argument-error``, a
+  sequence number past the next one to be enqueued (or an offset past the last one)
+  ``com.microsoft:argument-out-of-range`` with the service's words ("The supplied
+  sequence number '9' is invalid. The last sequence number in the system is '4'"), a
+  position before the oldest event held starts at the oldest;
+- link credit: as many events as the client granted, each one message, settled as
+  sent: its original body (one data section), application properties and content type,
+  with the annotations ``x-opt-sequence-number`` (long), ``x-opt-offset`` (string),
+  ``x-opt-enqueued-time`` (timestamp) and ``x-opt-partition-key`` (string, when it has
+  one); events enqueued later reach a waiting receiver as they arrive.
 
 Proton writes the fields of a performative only up to its last non-null one (which AMQP
 allows); the SDK's decoder needs every field of ``open``, ``begin``, ``attach`` and the
@@ -47,17 +77,32 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, quote_plus
+from urllib.parse import parse_qs, quote_plus, urlsplit
 
 import orjson
-from proton import Collector, Condition, Connection, Data, Delivery, Event, Link, Message, Transport, symbol, timestamp
+from proton import (
+    Collector,
+    Condition,
+    Connection,
+    Data,
+    Delivery,
+    Described,
+    Event,
+    Link,
+    Message,
+    Transport,
+    symbol,
+    timestamp,
+    ulong,
+)
 
 from tools.eventhub_factory import (
     CLIENT_ROLE_ENRICHMENT,
@@ -65,6 +110,7 @@ from tools.eventhub_factory import (
     DEVICE_ROLE,
     ROUTED_EVENT_TYPE,
     Partition,
+    Published,
 )
 from tools.invoke import deliver
 from tools.simulate.stand_in import HUB_PARTITIONS, hub_partition
@@ -74,6 +120,14 @@ log = logging.getLogger("tools.eventhubs_amqp")
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 MAX_MESSAGE_BYTES = 1024 * 1024
 PARTITION_KEY = symbol("x-opt-partition-key")
+SEQUENCE_NUMBER = symbol("x-opt-sequence-number")
+OFFSET = symbol("x-opt-offset")
+ENQUEUED_TIME = symbol("x-opt-enqueued-time")
+SELECTOR_FILTER = symbol("apache.org:selector-filter:string")
+SELECTOR_FILTER_CODE = ulong(0x0000013700000000A)  # the same filter type by its numeric descriptor
+EPOCH = symbol("com.microsoft:epoch")
+# Event Hubs quotas: at most 5 concurrent receivers per partition and consumer group.
+MAX_RECEIVERS = 5
 CBS = "$cbs"
 MANAGEMENT = "$management"
 CREATED_AT = datetime(2026, 11, 20, tzinfo=UTC)  # when the stand-in's hubs "were created"
@@ -84,6 +138,9 @@ _FIELDS = {0x10: 10, 0x11: 8, 0x12: 14, 0x13: 11, 0x14: 11, 0x15: 6, 0x16: 3, 0x
 _CREDIT = 100
 # An error's info, so that proton writes its every field (the SDK reads info too).
 _INFO: Any = {symbol("stand-in"): "event-hubs"}
+_SELECTOR = re.compile(r"amqp\.annotation\.(x-opt-sequence-number|x-opt-offset|x-opt-enqueued-time) (>=|>) '([^']*)'")
+_SOURCE = re.compile(r"(?:amqps?://[^/]+/)?([^/]+)/ConsumerGroups/([^/]+)/Partitions/([^/]+)", re.IGNORECASE)
+_EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def connection_string(port: int, *, key_name: str = "simulator", key: str = "c2ltdWxhdG9yLWtleQ==") -> str:
@@ -144,6 +201,37 @@ class _Padder:
 
 class ContractError(ValueError):
     """A batch the service (or Event Grid's contract) would not take, with why."""
+
+
+class Refusal(ValueError):
+    """A link the service would not attach: the AMQP error condition and its description."""
+
+    def __init__(self, condition: str, description: str) -> None:
+        super().__init__(description)
+        self.condition = condition
+        self.description = description
+
+
+@dataclass(eq=False)
+class _Reader:
+    """One consumer's receiver link (our sender) on a partition, and the sequence
+    number of the next event it gets."""
+
+    link: Any
+    hub: str
+    group: str
+    partition_id: str
+    next_sequence: int
+
+
+@dataclass(eq=False)
+class _Peer:
+    """One client connection: the audiences it proved, its receivers, and the event
+    that wakes its loop when a partition it may read grows."""
+
+    authorised: set[str] = field(default_factory=set)
+    readers: list[_Reader] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _sections(encoded: bytes) -> list[tuple[int, Any]]:
@@ -211,6 +299,80 @@ def check_batch(hub: str, encoded: bytes) -> tuple[str, list[tuple[bytes, dict[s
     return partition_key, events
 
 
+def selector(filters: Any) -> str:
+    """The expression of a receiver source's ``apache.org:selector-filter:string`` (a
+    proton ``Data``: the filter set as the client sent it)."""
+    filters.rewind()
+    found: Any = filters.get_object() if filters.next() else None
+    if not found:
+        raise Refusal("amqp:not-implemented", "no starting position: the receiver's source needs an "
+                      "apache.org:selector-filter:string filter")
+    if not isinstance(found, dict) or set(found) != {SELECTOR_FILTER}:
+        raise Refusal("amqp:not-implemented", f"filters {sorted(map(str, found))}: only "
+                      "apache.org:selector-filter:string is served")
+    value = found[SELECTOR_FILTER]
+    if not isinstance(value, Described) or value.descriptor not in (SELECTOR_FILTER, SELECTOR_FILTER_CODE) \
+            or not isinstance(value.value, str):
+        raise Refusal("com.microsoft:argument-error", f"the selector filter {value!r} is not a described string")
+    return value.value
+
+
+def start_of(log: Partition, expression: str) -> int:
+    """The sequence number a receiver whose filter is ``expression`` starts at."""
+    match = _SELECTOR.fullmatch(expression)
+    if match is None:
+        raise Refusal("com.microsoft:argument-error", f"the filter expression {expression!r} is not "
+                      "amqp.annotation.x-opt-(sequence-number|offset|enqueued-time) (>|>=) 'value'")
+    name, operator, value = match.groups()
+    inclusive = operator == ">="
+    end = log.next_sequence
+    if name == "x-opt-offset" and value in ("-1", "@latest"):
+        return log.first_sequence if value == "-1" else end
+    try:
+        number = int(value)
+    except ValueError:
+        raise Refusal("com.microsoft:argument-error", f"the filter value {value!r} is not a number") from None
+    if name == "x-opt-sequence-number":
+        start = number if inclusive else number + 1
+        if start > end:
+            raise Refusal("com.microsoft:argument-out-of-range", f"The supplied sequence number '{number}' is "
+                          f"invalid. The last sequence number in the system is '{end - 1}'")
+        return max(start, log.first_sequence)  # expired events: the oldest one held comes first
+    if name == "x-opt-offset":
+        last = log.log[-1].offset if log.log else -1
+        if number > last:
+            raise Refusal("com.microsoft:argument-out-of-range", f"The supplied offset '{number}' is invalid. "
+                          f"The last offset in the system is '{last}'")
+        return next((e.sequence_number for e in log.log
+                     if e.offset > number or (inclusive and e.offset == number)), end)
+    return next((e.sequence_number for e in log.log
+                 if (ms := milliseconds(e.enqueued)) > number or (inclusive and ms == number)), end)
+
+
+def milliseconds(moment: datetime) -> int:
+    """A time as an AMQP timestamp: whole milliseconds since the Unix epoch."""
+    return (moment - _EPOCH_START) // timedelta(milliseconds=1)
+
+
+def event_message(record: Published) -> bytes:
+    """One event as a receiver gets it: the original body, properties and content type
+    (every event taken had the contract's), and the service's annotations."""
+    annotations: dict[Any, Any] = {SEQUENCE_NUMBER: record.sequence_number, OFFSET: str(record.offset),
+                                   ENQUEUED_TIME: timestamp(milliseconds(record.enqueued))}
+    if record.partition_key is not None:
+        annotations[PARTITION_KEY] = record.partition_key
+    message = Message(body=record.body, inferred=True, content_type=CONTENT_TYPE, annotations=annotations,
+                      properties=dict(record.properties) or None)
+    return message.encode()
+
+
+def covers(audience: str, hub: str, group: str) -> bool:
+    """Whether a token for ``audience`` lets a client read ``hub``'s consumer group
+    ``group`` (the namespace's, the hub's or the consumer group's own)."""
+    path = urlsplit(audience).path.lower().rstrip("/")
+    return path in ("", f"/{hub.lower()}", f"/{hub.lower()}/consumergroups/{group.lower()}")
+
+
 def sas_signature(audience: str, expiry: str, key: str) -> str:
     """The shared access signature of ``audience`` until ``expiry`` with ``key``."""
     digest = hmac.new(key.encode(), f"{quote_plus(audience)}\n{expiry}".encode(), hashlib.sha256).digest()
@@ -224,14 +386,18 @@ class EventHubsStandIn:
     key_name: str = "simulator"
     key: str = "c2ltdWxhdG9yLWtleQ=="
     hubs: tuple[str, ...] = ("telemetry", "inference", "command-responses")
+    consumer_groups: tuple[str, ...] = ("$Default",)
     logs: dict[tuple[str, str], Partition] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)  # why each refused batch or token was refused
     tokens: list[str] = field(default_factory=list)  # audiences authorised
+    receivers: list[str] = field(default_factory=list)  # each attached receiver's starting position
+    sent: int = 0  # events sent to receivers
     port: int = 0
     # Where each partition's log starts: the archive keeps a watermark per hub and partition,
     # so a stand-in started again against the same storage must go on after the last one's
     # numbers, as the same hub would.
     first_sequence: int = 0
+    _peers: list[_Peer] = field(default_factory=list, repr=False)
 
     @property
     def connection_string(self) -> str:
@@ -259,21 +425,31 @@ class EventHubsStandIn:
         collector = Collector()
         connection.collect(collector)
         padder = _Padder()
-        authorised: set[str] = set()
+        peer = _Peer()
+        self._peers.append(peer)
+        reading: asyncio.Future[bytes] | None = None
         try:
             while True:
-                data = await reader.read(65536)
-                ended = not data
-                if ended:
-                    transport.close_tail()
+                # Bytes from the client, or events enqueued for its receivers.
+                reading = reading or asyncio.ensure_future(reader.read(65536))
+                waking = asyncio.ensure_future(peer.wake.wait())
+                await asyncio.wait((reading, waking), return_when=asyncio.FIRST_COMPLETED)
+                waking.cancel()
+                peer.wake.clear()
+                data, ended = b"", False
+                if reading.done():
+                    data, reading = reading.result(), None
+                    ended = not data
+                    if ended:
+                        transport.close_tail()
                 while True:  # proton takes at most its capacity at a time: the rest once it read that
                     room = transport.capacity()
                     if data and room > 0:
                         transport.push(data[:room])
                         data = data[room:]
-                    self._events(collector, authorised)
-                    pending = transport.pending()
-                    if pending > 0:
+                    self._events(collector, peer)
+                    self._feed(peer)
+                    while (pending := transport.pending()) > 0:  # proton hands its output 64 KiB at a time
                         writer.write(padder.feed(transport.peek(pending) or b""))
                         transport.pop(pending)
                         await writer.drain()
@@ -284,16 +460,19 @@ class EventHubsStandIn:
         except (ConnectionError, OSError):
             pass
         finally:
+            if reading is not None:
+                reading.cancel()
+            self._peers.remove(peer)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    def _events(self, collector: Collector, authorised: set[str]) -> None:
+    def _events(self, collector: Collector, peer: _Peer) -> None:
         while (event := collector.peek()) is not None:
-            self._event(event, authorised)
+            self._event(event, peer)
             collector.pop()
 
-    def _event(self, event: Any, authorised: set[str]) -> None:  # proton's Event types its parts loosely
+    def _event(self, event: Any, peer: _Peer) -> None:  # proton's Event types its parts loosely
         kind = event.type
         if kind == Event.CONNECTION_REMOTE_OPEN:
             event.connection.container = f"stand-in-{uuid.uuid4()}"
@@ -301,9 +480,9 @@ class EventHubsStandIn:
         elif kind == Event.SESSION_REMOTE_OPEN:
             event.session.open()
         elif kind == Event.LINK_REMOTE_OPEN:
-            self._attach(event.link)
+            self._attach(event.link, peer)
         elif kind == Event.DELIVERY and event.link.is_receiver:
-            self._delivery(event.link, event.delivery, authorised)
+            self._delivery(event.link, event.delivery, peer.authorised)
         elif kind == Event.LINK_REMOTE_CLOSE:
             event.link.close()
         elif kind == Event.SESSION_REMOTE_CLOSE:
@@ -311,8 +490,11 @@ class EventHubsStandIn:
         elif kind == Event.CONNECTION_REMOTE_CLOSE:
             event.connection.close()
 
-    def _attach(self, link: Any) -> None:
+    def _attach(self, link: Any, peer: _Peer) -> None:
         address = (link.remote_target.address if link.is_receiver else link.remote_source.address) or ""
+        if link.is_sender and address not in (CBS, MANAGEMENT):
+            self._attach_reader(link, peer, address)
+            return
         hub = address.rsplit("/", 1)[-1]
         if link.is_receiver:
             link.target.address = address
@@ -320,18 +502,68 @@ class EventHubsStandIn:
         else:
             link.source.address = address
             link.target.address = link.remote_target.address
-        if address not in (CBS, MANAGEMENT) and (link.is_sender or hub not in self.hubs):
-            why = (f"The messaging entity '{address}' could not be found." if hub not in self.hubs
-                   else f"this stand-in only receives: no receiver of '{address}'")
-            self.rejected.append(why)
-            link.open()
-            link.condition = Condition("amqp:not-found", why, _INFO)
-            link.close()
+        if address not in (CBS, MANAGEMENT) and hub not in self.hubs:
+            _refuse(self, link, Refusal("amqp:not-found", f"The messaging entity '{address}' could not be found."))
             return
         link.max_message_size = MAX_MESSAGE_BYTES
         link.open()
         if link.is_receiver:
             link.flow(_CREDIT)
+
+    def _attach_reader(self, link: Any, peer: _Peer, address: str) -> None:
+        """A consumer's receiver: checked, then fed from its starting position."""
+        link.source.address = address
+        link.target.address = link.remote_target.address
+        try:
+            match = _SOURCE.fullmatch(address)
+            groups = {g.lower() for g in self.consumer_groups}
+            if match is None or match[1] not in self.hubs or match[2].lower() not in groups:
+                raise Refusal("amqp:not-found", f"The messaging entity '{address}' could not be found.")
+            hub, group, partition_id = match.groups()
+            if not any(covers(audience, hub, group) for audience in peer.authorised):
+                raise Refusal("amqp:unauthorized-access", "Unauthorized access. 'Listen' claim(s) are required to "
+                              f"perform this operation. Resource: '{address}'.")
+            if partition_id not in HUB_PARTITIONS:
+                raise Refusal("com.microsoft:argument-out-of-range", _invalid_partition())
+            if EPOCH in (link.remote_properties or {}):
+                raise Refusal("amqp:not-implemented", "an epoch (exclusive) receiver: this stand-in keeps none")
+            readers = [r for p in self._peers for r in p.readers if (r.hub, r.group.lower(), r.partition_id) ==
+                       (hub, group.lower(), partition_id) and not r.link.state & Link.LOCAL_CLOSED]
+            if len(readers) >= MAX_RECEIVERS:
+                raise Refusal("amqp:resource-limit-exceeded", "Exceeded the maximum number of allowed receivers per "
+                              f"partition in a consumer group which is {MAX_RECEIVERS}.")
+            expression = selector(link.remote_source.filter)
+            start = start_of(self._log(hub, partition_id), expression)
+        except Refusal as refusal:
+            _refuse(self, link, refusal)
+            return
+        link.source.filter.copy(link.remote_source.filter)  # the filter in force
+        link.open()
+        peer.readers.append(_Reader(link, hub, group, partition_id, start))
+        self.receivers.append(expression)
+
+    def _log(self, hub: str, partition_id: str) -> Partition:
+        """A partition's log, made empty at its first use."""
+        return self.logs.setdefault((hub, partition_id), Partition(
+            hub, partition_id, first_enqueued=datetime.now(UTC), first_sequence=self.first_sequence))
+
+    def _feed(self, peer: _Peer) -> None:
+        """Each receiver of ``peer`` its next events, as many as it has credit for, each
+        settled as sent."""
+        for reader in list(peer.readers):
+            link = reader.link
+            if link.state & Link.LOCAL_CLOSED:
+                peer.readers.remove(reader)
+                continue
+            log = self._log(reader.hub, reader.partition_id)
+            while link.credit > 0 and reader.next_sequence < log.next_sequence:
+                record = log.log[reader.next_sequence - log.first_sequence]
+                delivery = link.delivery(str(record.sequence_number))
+                link.send(event_message(record))
+                link.advance()
+                delivery.settle()
+                reader.next_sequence += 1
+                self.sent += 1
 
     def _delivery(self, link: Any, delivery: Any, authorised: set[str]) -> None:
         if delivery.partial or not delivery.readable:
@@ -399,33 +631,53 @@ class EventHubsStandIn:
 
     def _read(self, link: Any, encoded: bytes) -> None:
         """``$management``: READ of a hub's properties (the producer asks for its
-        partition ids before it sends), with a valid ``security_token``."""
+        partition ids before it sends) or of a partition's (the consumer's range), with a
+        valid ``security_token``."""
         request = Message()
         request.decode(encoded)
         props: dict[Any, Any] = request.properties or {}
-        hub = str(props.get("name", ""))
+        hub, kind, partition_id = str(props.get("name", "")), props.get("type"), str(props.get("partition", ""))
         body: dict[str, Any] | None = None
-        if props.get("operation") != "READ" or props.get("type") != "com.microsoft:eventhub":
-            status, description = 400, f"only READ of com.microsoft:eventhub is served here, not {props}"
+        if props.get("operation") != "READ" or kind not in ("com.microsoft:eventhub", "com.microsoft:partition"):
+            status, description = 400, f"only READ of com.microsoft:eventhub or :partition is served, not {props}"
             self.rejected.append(description)
         elif hub not in self.hubs:
             status, description = 404, f"The messaging entity '{hub}' could not be found."
             self.rejected.append(description)
+        elif kind == "com.microsoft:partition" and partition_id not in HUB_PARTITIONS:
+            status, description = 400, _invalid_partition()
+            self.rejected.append(description)
         else:
             status, description = self._check_token(str(props.get("security_token", "")), None)
-            body = {"name": hub, "type": "com.microsoft:eventhub",
-                    "created_at": timestamp(int(CREATED_AT.timestamp() * 1000)),
-                    "partition_count": len(HUB_PARTITIONS), "partition_ids": list(HUB_PARTITIONS)}
+            if kind == "com.microsoft:partition":
+                body = self._partition_properties(hub, partition_id)
+            else:
+                body = {"name": hub, "type": "com.microsoft:eventhub",
+                        "created_at": timestamp(int(CREATED_AT.timestamp() * 1000)),
+                        "partition_count": len(HUB_PARTITIONS), "partition_ids": list(HUB_PARTITIONS)}
         _answer(link, request, status, description, body if status == 200 else None)
+
+    def _partition_properties(self, hub: str, partition_id: str) -> dict[str, Any]:
+        """A partition's properties as the service reports them (an empty partition's
+        last sequence number is the one before its first)."""
+        log = self._log(hub, partition_id)
+        last = log.log[-1] if log.log else None
+        return {"name": hub, "type": "com.microsoft:partition", "partition": partition_id,
+                "begin_sequence_number": log.first_sequence, "last_enqueued_sequence_number": log.next_sequence - 1,
+                "last_enqueued_offset": str(last.offset) if last else "-1",
+                "last_enqueued_time_utc": timestamp(milliseconds(last.enqueued) if last else 0),
+                "is_partition_empty": last is None}
 
     def _append(self, hub: str, key: str, events: list[tuple[bytes, dict[str, Any]]]) -> None:
         partition_id = hub_partition(key)
         now = datetime.now(UTC)
-        log = self.logs.setdefault((hub, partition_id), Partition(hub, partition_id, first_enqueued=now,
-                                                                  first_sequence=self.first_sequence))
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # an AMQP timestamp: milliseconds
+        log = self._log(hub, partition_id)
         at = max(now, log.log[-1].enqueued) if log.log else now
         log.publish([body for body, _ in events], partition_keys=[key] * len(events),
                     properties=[props for _, props in events], enqueued=[at] * len(events))
+        for peer in self._peers:  # their receivers may be waiting at the end
+            peer.wake.set()
 
     # ----------------------------------------------------------------- the Functions host's side
 
@@ -449,6 +701,19 @@ class EventHubsStandIn:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period)
+
+
+def _invalid_partition() -> str:
+    return ("The specified partition is invalid for an EventHub partition sender or receiver. It should be between "
+            f"{HUB_PARTITIONS[0]} and {HUB_PARTITIONS[-1]}.")
+
+
+def _refuse(hubs: EventHubsStandIn, link: Any, refusal: Refusal) -> None:
+    """Attach ``link`` and detach it at once with the error, as the service refuses one."""
+    hubs.rejected.append(refusal.description)
+    link.open()
+    link.condition = Condition(refusal.condition, refusal.description, _INFO)
+    link.close()
 
 
 def _answer(link: Any, request: Message, status: int, description: str, body: Any = None) -> None:
