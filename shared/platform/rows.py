@@ -47,9 +47,7 @@ class RowContention(RuntimeError):
 async def merge_row(store: DataStore, table_name: str, partition_key: str, row_key: str, merge: Merge) -> bool:
     """Write ``merge(current properties or None)`` to the row unless it returns None
     (nothing to change). Returns whether it wrote."""
-    from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-    from azure.data.tables import UpdateMode
+    from azure.core.exceptions import ResourceNotFoundError
 
     table = await store.table(table_name)
     key = ("row", table_name, partition_key, row_key)
@@ -67,20 +65,33 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
         if new is None:
             _remember(store, key, remembered)
             return False
-        row = {"PartitionKey": partition_key, "RowKey": row_key, **new}
-        try:
-            if etag is None:
-                written = await table.create_entity(row)
-            else:
-                written = await table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
-                                                    match_condition=MatchConditions.IfNotModified)
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        written = await write_if_unchanged(table, {"PartitionKey": partition_key, "RowKey": row_key, **new}, etag)
+        if written is None:
             store.memo.pop(key, None)  # someone else wrote it: read it again
             await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
             continue
-        _remember(store, key, (new, written["etag"]))
+        _remember(store, key, (new, written))
         return True
     raise RowContention(f"row {partition_key!r}/{row_key!r} of table {table_name} changed {MAX_ATTEMPTS} times")
+
+
+async def write_if_unchanged(table: Any, row: dict[str, Any], etag: str | None) -> str | None:
+    """Write ``row`` whole if it is still as read: created when ``etag`` is None (read
+    as missing), else replaced on that ETag. Returns the new ETag, or None when
+    another writer came first (the caller reads again and decides again)."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
+
+    try:
+        if etag is None:
+            written = await table.create_entity(row)
+        else:
+            written = await table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
+                                                match_condition=MatchConditions.IfNotModified)
+    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        return None
+    return str(written["etag"])
 
 
 def _remember(store: DataStore, key: Any, remembered: tuple[dict[str, Any] | None, str | None]) -> None:

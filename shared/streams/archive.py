@@ -252,9 +252,7 @@ class Archive:
 
     async def _write(self, hub: str, partition: str, ledger: Ledger, etag: str | None) -> str | None:
         """The ledger, if the row is still as read; None when another writer changed it."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
+        from shared.platform.rows import write_if_unchanged
 
         if ledger.folded:
             log.error("the archive ledger of %s %s/%s holds more than %d ranges: the oldest gaps %s are closed, so "
@@ -263,17 +261,11 @@ class Archive:
         table = await self._store.table(APP_META_TABLE)
         row = {"PartitionKey": f"archive|{self._stream}", "RowKey": f"{hub}|{partition}",
                **ledger.to_row(f"{hub}-{partition}-")}
-        try:
-            if etag is None:
-                written = await table.create_entity(row)
-            else:
-                written = await table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,
-                                                    match_condition=MatchConditions.IfNotModified)
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        written = await write_if_unchanged(table, row, etag)
+        if written is None:
             self._forget(hub, partition)
             await asyncio.sleep(random.uniform(0, 0.02))  # noqa: S311 - jitter
-            return None
-        return str(written["etag"])
+        return written
 
 
 def _segments(ledger: Ledger, sequences: Sequence[int], *, created: Sequence[Blob]) -> list[Segment]:
