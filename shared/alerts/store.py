@@ -15,10 +15,12 @@ Table ``alerts``, three rows per alert:
 
 Listings go by ``raisedAt``: an alert raised today for a message stamped last month
 is today's. The time row is derived from the device's rows, which decide: ``add``
-writes it after them (from the stored ``raisedAt``), ``remove`` deletes it before
-them, and an ``add`` that finds its device rows removed meanwhile deletes the time
-row it wrote. A crash in between leaves the time row missing until the retry of
-that invocation writes it, never a time row without its alert.
+writes it after them (from the stored ``raisedAt``) and then reads the id row back;
+``remove`` first marks the id row ``removing`` (on its ETag), then deletes the time
+row, then the device's rows. An add that meets the mark, before or after writing its
+time row, takes the time row back and fails, so the retry decides again; a crash in
+between leaves the time row missing until the retry writes it, never a time row
+without its alert.
 """
 
 from __future__ import annotations
@@ -97,6 +99,15 @@ def check_since(since: datetime | None, now: datetime) -> datetime:
     return since
 
 
+# Marks of a remove tried before the invocation fails (each miss means the row changed).
+MAX_ATTEMPTS = 5
+
+
+class AlertContention(RuntimeError):
+    """An alert was added and removed at once: the invocation fails, and its retry
+    decides again on what storage holds then."""
+
+
 class AlertStore:
     def __init__(self, store: DataStore) -> None:
         self._store = store
@@ -125,47 +136,68 @@ class AlertStore:
             if exc.status_code != 409:
                 raise
             stored = await self._stored(alert)
-            if stored is None:  # removed between the two: nothing to list
-                return False
-            alert, new = stored, False
+            if stored is None or stored[1] is not None:
+                raise AlertContention(f"alert {alert.alert_id} is being removed; the retry adds it again") from None
+            alert, new = stored[0], False
         time_partition, row = _time_keys(alert)
         with contextlib.suppress(ResourceExistsError):
             await table.create_entity(_entity(alert, time_partition, row))
-        if await self._stored(alert) is None:  # removed while the time row was written: take it back
+        stored = await self._stored(alert)
+        if stored is None or stored[1] is not None:  # a remove began meanwhile: take the time row back
             await table.delete_entity(time_partition, row)
-            return False
+            raise AlertContention(f"alert {alert.alert_id} was removed while it was added; the retry adds it again")
         return new
 
-    async def _stored(self, alert: Alert) -> Alert | None:
-        """The stored copy of ``alert`` (by its id), None when there is none."""
+    async def _stored(self, alert: Alert) -> tuple[Alert, str | None] | None:
+        """The stored copy of ``alert`` (by its id) and, when a remove has begun, the
+        ETag of its mark; None when there is none."""
         from azure.core.exceptions import ResourceNotFoundError
 
         table = await self._store.table(ALERTS_TABLE)
         try:
-            return _alert(await table.get_entity(_device_partition(alert.device_id), _id_row(alert.alert_id)))
+            entity = await table.get_entity(_device_partition(alert.device_id), _id_row(alert.alert_id))
         except ResourceNotFoundError:
             return None
+        return _alert(entity), (str(entity.metadata["etag"]) if entity.get("removing") else None)
 
     async def remove(self, alerts: Iterable[Alert]) -> None:
-        """Delete ``alerts`` (the time row first, then the device's two rows in one
-        transaction); already gone is fine."""
-        from azure.data.tables import TableTransactionError
+        """Delete ``alerts``; already gone is fine. First the id row is marked
+        ``removing`` (on its ETag), so an add that meets the mark, before or after it
+        writes the time row, takes its time row back and fails to be retried; then the
+        time row goes, then the device's two rows in one transaction. A remove that
+        dies midway is finished by its retry: the mark stays until the end."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import TableTransactionError, UpdateMode
 
         table = await self._store.table(ALERTS_TABLE)
 
         async def remove_one(alert: Alert) -> None:
-            stored = await self._stored(alert)
-            if stored is None:
+            partition = _device_partition(alert.device_id)
+            for _ in range(MAX_ATTEMPTS):
+                try:
+                    entity = await table.get_entity(partition, _id_row(alert.alert_id))
+                except ResourceNotFoundError:
+                    return
+                stored = _alert(entity)
+                if not entity.get("removing"):
+                    try:
+                        await table.update_entity({**entity, "removing": True}, mode=UpdateMode.REPLACE,
+                                                  etag=entity.metadata["etag"],
+                                                  match_condition=MatchConditions.IfNotModified)
+                    except (ResourceModifiedError, ResourceNotFoundError):
+                        continue  # changed meanwhile: look again
+                await table.delete_entity(*_time_keys(stored))  # "not found" is done
+                try:
+                    await table.submit_transaction([
+                        ("delete", {"PartitionKey": partition, "RowKey": _id_row(stored.alert_id)}),
+                        ("delete", {"PartitionKey": partition, "RowKey": _listed(stored.raised_at,
+                                                                                    stored.alert_id)})])
+                except TableTransactionError as exc:
+                    if exc.status_code != 404:  # removed meanwhile by another remove
+                        raise
                 return
-            await table.delete_entity(*_time_keys(stored))  # "not found" is done
-            partition = _device_partition(stored.device_id)
-            try:
-                await table.submit_transaction([
-                    ("delete", {"PartitionKey": partition, "RowKey": _id_row(stored.alert_id)}),
-                    ("delete", {"PartitionKey": partition, "RowKey": _listed(stored.raised_at, stored.alert_id)})])
-            except TableTransactionError as exc:
-                if exc.status_code != 404:  # removed meanwhile by another remove
-                    raise
+            raise AlertContention(f"alert {alert.alert_id} kept changing while it was removed")
 
         await asyncio.gather(*(remove_one(a) for a in alerts))
 
