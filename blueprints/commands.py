@@ -33,11 +33,11 @@ async def send_command(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="devices/{deviceId}/commands/{commandId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def get_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.store import CommandStore
-    from shared.platform.http import NotFound, json_response, respond, route_device_id
+    from shared.platform.http import NotFound, json_response, respond, route_device_id, route_uuid
     from shared.platform.storage import data_store
 
     async def handle() -> func.HttpResponse:
-        device_id, command_id = route_device_id(req), req.route_params.get("commandId", "")
+        device_id, command_id = route_device_id(req), route_uuid(req, "commandId")
         command = await CommandStore(data_store()).get(device_id, command_id)
         if command is None:
             raise NotFound(f"no command {command_id} of device {device_id!r}")
@@ -71,10 +71,10 @@ async def list_commands(req: func.HttpRequest) -> func.HttpResponse:
           auth_level=func.AuthLevel.FUNCTION)
 async def cancel_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.service import cancel_command
-    from shared.platform.http import json_response, respond, route_device_id
+    from shared.platform.http import json_response, respond, route_device_id, route_uuid
 
     async def handle() -> func.HttpResponse:
-        command = await cancel_command(route_device_id(req), req.route_params.get("commandId", ""))
+        command = await cancel_command(route_device_id(req), route_uuid(req, "commandId"))
         return json_response(command)
 
     return await respond(handle)
@@ -100,10 +100,10 @@ async def send_fleet_command(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="commands/{jobId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def get_fleet_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.fleet import get_job
-    from shared.platform.http import json_response, respond
+    from shared.platform.http import json_response, respond, route_uuid
 
     async def handle() -> func.HttpResponse:
-        return json_response(await get_job(req.route_params.get("jobId", "")))
+        return json_response(await get_job(route_uuid(req, "jobId")))
 
     return await respond(handle)
 

@@ -493,3 +493,37 @@ def test_the_expiry_timer_reads_only_what_is_due(run: Any, app_env: Any) -> None
         run(user_function("command_expiry")(None))
     commands_requests = requests.to("/commands")
     assert len(commands_requests) == 1, "one range query of the due minutes, nothing per command"
+
+
+@pytest.mark.parametrize("command_id, status", [
+    ("a/b", 400), ("not-a-uuid", 400), ("0196c3c2-0000-7000-8000-00000000000", 400),  # malformed
+    ("{0196c3c2-0000-7000-8000-000000000000}", 400), ("0196c3c200007000800000000000000", 400),
+    ("4d7e1a0c-2b8f-4f3e-9c1d-5a6b7c8d9e0f", 404),  # a well-formed UUID v4: never issued
+    ("0196c3c2-0000-7000-8000-000000000000", 404),  # a v7 never issued
+    ("0196C3C2-0000-7000-8000-000000000000", 404),  # UUIDs are case-insensitive (RFC 9562)
+])
+def test_a_command_id_that_was_never_issued_is_404_and_a_malformed_one_400_at_once(
+        run: Any, app_env: Any, command_id: str, status: int) -> None:
+    device = registered(run)
+    started = time.monotonic()
+    for name, method in (("get_command", "GET"), ("cancel_command", "POST")):
+        response = run(user_function(name)(http_request(
+            method, "x", route_params={"deviceId": device, "commandId": command_id})))
+        assert response.status_code == status, (name, response.get_body())
+        if status == 400:
+            assert json_of(response)["errors"][0]["loc"] == ["path", "commandId"]
+    assert time.monotonic() - started < 2, "answered at once, never a retry"
+
+
+@pytest.mark.parametrize("job_id, status", [
+    ("a/b", 400), ("a\\b", 400), ("a#b", 400), ("x" * 2000, 400), ("job", 400),
+    ("4d7e1a0c-2b8f-4f3e-9c1d-5a6b7c8d9e0f", 404), ("4D7E1A0C-2B8F-4F3E-9C1D-5A6B7C8D9E0F", 404),
+])
+def test_a_job_id_that_was_never_issued_is_404_and_a_malformed_one_400_at_once(
+        run: Any, app_env: Any, job_id: str, status: int) -> None:
+    started = time.monotonic()
+    response = run(user_function("get_fleet_command")(http_request("GET", "x", route_params={"jobId": job_id})))
+    assert response.status_code == status, response.get_body()
+    if status == 400:
+        assert json_of(response)["errors"][0]["loc"] == ["path", "jobId"]
+    assert time.monotonic() - started < 2, "answered at once, never a retry"

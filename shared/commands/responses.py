@@ -105,11 +105,7 @@ async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
 
 
 def _issued(command_id: str) -> bool:
-    try:
-        command_row(command_id)
-    except InvalidInput:
-        return False
-    return True
+    return command_row(command_id) is not None
 
 
 async def _dead_letter(store: DataStore, origin: Origin, rejected: Rejected, now: datetime) -> None:
