@@ -13,14 +13,14 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.function_name("send_command")
 @bp.route(route="devices/{deviceId}/commands", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def send_command(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.commands.models import MAX_PAYLOAD_BYTES, CommandRequest
+    from shared.commands.models import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAYLOAD_BYTES, CommandRequest
     from shared.commands.service import issued_by, send_command
-    from shared.platform.http import json_response, request_json, respond, route_device_id, validated
+    from shared.platform.http import header_text, json_response, request_json, respond, route_device_id, validated
 
     async def handle() -> func.HttpResponse:
         device_id = route_device_id(req)
+        key = header_text(req, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
         request = validated(CommandRequest, request_json(req, max_bytes=MAX_PAYLOAD_BYTES + 4096))
-        key = req.headers.get("idempotency-key") or None
         sent = await send_command(device_id, request, idempotency_key=key, issued_by=issued_by(req.headers))
         command = sent.command
         location = f"/api/devices/{_quote(command.device_id)}/commands/{command.command_id}"

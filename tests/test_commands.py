@@ -527,3 +527,13 @@ def test_a_job_id_that_was_never_issued_is_404_and_a_malformed_one_400_at_once(
     if status == 400:
         assert json_of(response)["errors"][0]["loc"] == ["path", "jobId"]
     assert time.monotonic() - started < 2, "answered at once, never a retry"
+
+
+@pytest.mark.parametrize("key, status", [("k" * 256, 202), ("k" * 257, 400), ("k" * 40_000, 400), ("", 400)])
+def test_an_idempotency_key_is_1_to_256_characters_as_documented(run: Any, app_env: Any, key: str,
+                                                                  status: int) -> None:
+    response = send(run, registered(run), {"name": "x"}, headers={"Idempotency-Key": key})
+    assert response.status_code == status, response.get_body()
+    if status == 400:
+        problem = json_of(response)
+        assert problem["errors"][0]["loc"] == ["header", "Idempotency-Key"] and "256" in problem["detail"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.commands.models import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
     Broadcast,
     BroadcastPage,
     BroadcastRequest,
@@ -18,8 +19,10 @@ COMMAND_ID = Param("commandId", "path", {"type": "string", "format": "uuid"},
                    "As send_command answered it; 400 when it is not a UUID, 404 for one never issued.")
 JOB_ID = Param("jobId", "path", {"type": "string", "format": "uuid"},
                "As send_fleet_command answered it; 400 when it is not a UUID, 404 for one never issued.")
-IDEMPOTENCY_KEY = Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 256},
-                        "The same key and body answer the original command (200); another body is a 409.")
+IDEMPOTENCY_KEY = Param("Idempotency-Key", "header",
+                        {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+                        "The same key and body answer the original command (200); another body is a 409; "
+                        "a longer or empty key is a 400.")
 STATUS = Param("status", "query", {"type": "string", "enum": ["pending", "sent", "succeeded", "failed", "rejected",
                                                               "expired", "cancelled"]}, "Only commands in it.")
 

@@ -16,6 +16,7 @@ NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 RESERVED_NAMES = frozenset({"telemetry", "inference", "response"})
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_FLEET_DEVICES = 1000
+MAX_IDEMPOTENCY_KEY_LENGTH = 256
 
 Status = Literal["pending", "sent", "succeeded", "failed", "rejected", "expired", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "rejected", "expired", "cancelled"})

@@ -170,6 +170,16 @@ def query_text(req: func.HttpRequest, name: str, *, max_length: int) -> str | No
     return raw
 
 
+def header_text(req: func.HttpRequest, name: str, *, max_length: int) -> str | None:
+    """Header ``name``: any text of 1 to ``max_length`` characters; None when absent
+    (an empty value is a 400, as for a query parameter)."""
+    raw: str | None = req.headers.get(name)
+    if raw is not None and not 1 <= len(raw) <= max_length:
+        raise _bad(name, f"must be 1 to {max_length} characters"
+                         + ("; leave it out rather than send it empty" if raw == "" else ""), "header")
+    return raw
+
+
 def query_datetime(req: func.HttpRequest, name: str) -> datetime | None:
     """An RFC 3339 date-time with a zone, in UTC; None when absent."""
     from shared.platform.timestamps import parse_timestamp
