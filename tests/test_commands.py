@@ -570,3 +570,27 @@ def test_a_body_nested_64_levels_deep_is_accepted(run: Any, app_env: Any) -> Non
     fleet_body = nested(64).replace(b"nobody", device.encode())
     job_response = run(user_function("send_fleet_command")(http_request("POST", "commands", body=fleet_body)))
     assert job_response.status_code == 202, job_response.get_body()
+
+
+def test_an_answer_nested_too_deep_to_store_is_dead_lettered_and_the_rest_of_its_batch_applied(
+        run: Any, app_env: Any, mosquitto: Mosquitto) -> None:
+    from tools.eventhub_factory import Partition, routed_body
+    from tools.invoke import InvocationContext
+
+    device = online(run, mosquitto, "silent")
+    try:
+        deep, fine = (json_of(send(run, device.device_id, {"name": n}))["commandId"] for n in ("deep", "fine"))
+        too_deep = (b'{"commandId":"%s","status":"succeeded","result":' % deep.encode()) + b"[" * 300 + b"]" * 300 \
+            + b"}"
+        hub = Partition(f"deep-{uuid.uuid4().hex[:6]}", "0")
+        hub.publish([routed_body(too_deep, topic=f"devices/{device.device_id}/commands/{deep}/response", at=T0,
+                                 payload_format="binary"),
+                     routed_body({"commandId": fine, "status": "succeeded"},
+                                 topic=f"devices/{device.device_id}/commands/{fine}/response", at=T0)])
+        run(user_function("command_responses")(hub.deliver(), InvocationContext("command_responses")))
+        assert command(run, device.device_id, fine)["status"] == "succeeded"
+        assert command(run, device.device_id, deep)["status"] == "sent"
+        [reason] = dead_letter_reasons(run, hub.hub)
+        assert "more than 64 levels deep" in reason, reason
+    finally:
+        device.disconnect()
