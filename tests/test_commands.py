@@ -594,3 +594,51 @@ def test_an_answer_nested_too_deep_to_store_is_dead_lettered_and_the_rest_of_its
         assert "more than 64 levels deep" in reason, reason
     finally:
         device.disconnect()
+
+
+@pytest.mark.parametrize("device_ids, index, detail", [
+    (["ok", ""], 1, "non-empty"),
+    (["x" * 129], 0, "longer than 128"),
+    (["ok", "x" * 510], 1, "longer than 128"),
+    (["a/b"], 0, "cannot be commanded"),
+    (["ok", "ok", "a+b"], 2, "cannot be commanded"),
+])
+def test_a_fleet_jobs_device_ids_are_checked_as_everywhere_else(run: Any, app_env: Any, device_ids: list[str],
+                                                                 index: int, detail: str) -> None:
+    response = fleet(run, {"name": "x", "target": {"deviceIds": device_ids}})
+    assert response.status_code == 400, response.get_body()
+    problem = json_of(response)
+    assert problem["errors"][0]["loc"] == ["body", "target", "deviceIds", index] and detail in problem["detail"]
+    assert repr(device_ids[index][:64]).strip("'") in problem["detail"], "the id is named"
+
+
+def _fleet_ids() -> Any:
+    from hypothesis import strategies as st
+
+    text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=130)
+    return st.lists(st.one_of(text, st.sampled_from(["", "nobody", "x" * 128, "x" * 129, "~7E", "m|", "a'b", "a/b"])),
+                    min_size=1, max_size=8)
+
+
+def test_a_fleet_jobs_counts_always_add_up_to_its_total(run: Any, app_env: Any) -> None:
+    """Any list of ids: a 400 when one of them cannot be commanded, else a job whose
+    counts add up to its total (an empty id made a member row the counts never read)."""
+    import re
+
+    from hypothesis import HealthCheck, given, settings
+
+    known = registered(run)
+
+    @given(_fleet_ids())
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def check(device_ids: list[str]) -> None:
+        response = fleet(run, {"name": "x", "target": {"deviceIds": [*device_ids, known]}})
+        if any(not 1 <= len(d) <= 128 or re.search(r"[/+#\x00-\x1f\x7f-\x9f]", d) for d in device_ids):
+            assert response.status_code == 400, response.get_body()
+            return
+        assert response.status_code == 202, response.get_body()
+        created = json_of(response)
+        assert created["total"] == len(set(device_ids) | {known})
+        assert sum(job(run, created["jobId"])["counts"].values()) == created["total"]
+
+    check()

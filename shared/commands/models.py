@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
+from shared.platform.errors import InvalidInput
+from shared.platform.keys import MAX_DEVICE_ID_LENGTH, validate_commandable_device_id
 from shared.platform.models import ApiModel
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -43,8 +45,24 @@ class CommandRequest(_Request):
         return name
 
 
+def _commandable(device_id: str) -> str:
+    """A fleet job's device id, checked as ``send_command`` checks its route's: an
+    id of 510 characters made a member row's key too long (a 500), an empty one a
+    member row the counts never read, so they never added up to the total."""
+    try:
+        return validate_commandable_device_id(device_id)
+    except InvalidInput as exc:
+        shown = device_id if len(device_id) <= 64 else device_id[:64] + "…"
+        raise ValueError(exc.reason.replace("device id", f"device id {shown!r}", 1)) from None
+
+
+CommandableDeviceId = Annotated[str, AfterValidator(_commandable), WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": MAX_DEVICE_ID_LENGTH,
+     "description": "An MQTT client authentication name without '/', '+', '#' or control characters."})]
+
+
 class FleetTarget(_Request):
-    device_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_FLEET_DEVICES)
+    device_ids: list[CommandableDeviceId] | None = Field(default=None, min_length=1, max_length=MAX_FLEET_DEVICES)
     attributes: dict[str, str | int | float | bool] | None = Field(default=None, min_length=1, max_length=16)
 
     @model_validator(mode="after")
