@@ -642,3 +642,17 @@ def test_a_fleet_jobs_counts_always_add_up_to_its_total(run: Any, app_env: Any) 
         assert sum(job(run, created["jobId"])["counts"].values()) == created["total"]
 
     check()
+
+
+def test_a_fleet_job_is_done_only_once_every_chunk_is_whatever_order_they_run_in(run: Any, app_env: Any) -> None:
+    from tools.invoke import drain_queue
+
+    ghosts = [f"ghost-{uuid.uuid4().hex[:6]}-{n:03d}" for n in range(450)]
+    created = json_of(fleet(run, {"name": "x", "target": {"deviceIds": ghosts}}))
+    assert (created["counts"], created["fanout"]) == ({"failed": 200, "queued": 250}, "running")
+    assert run(drain_queue("fleet-fanout", "fleet_fanout", max_messages=1, last_first=True)) == 1  # the last chunk
+    after_last = job(run, created["jobId"])
+    assert (after_last["counts"], after_last["fanout"]) == ({"failed": 250, "queued": 200}, "running")
+    run(drain_queue("fleet-fanout", "fleet_fanout"))
+    done = job(run, created["jobId"])
+    assert (done["counts"], done["fanout"]) == ({"failed": 450}, "done")

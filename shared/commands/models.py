@@ -130,7 +130,8 @@ class FleetJob(ApiModel):
     created_at: datetime
     issued_by: str
     target: dict[str, Any]
-    fanout: Literal["running", "done"]
+    fanout: Literal["running", "done"] = Field(description="`done` once no device is `queued`: every part of the "
+                                               "fan-out has run.")
 
 
 class Broadcast(ApiModel):
