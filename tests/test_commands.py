@@ -656,3 +656,64 @@ def test_a_fleet_job_is_done_only_once_every_chunk_is_whatever_order_they_run_in
     run(drain_queue("fleet-fanout", "fleet_fanout"))
     done = job(run, created["jobId"])
     assert (done["counts"], done["fanout"]) == ({"failed": 450}, "done")
+
+
+def queued(run: Any, mosquitto: Mosquitto, count: int) -> tuple[Device, list[dict[str, Any]]]:
+    """A registered device that has not connected yet, ``count`` commands waiting for it."""
+    device = Device(registered(run), mosquitto.url, behaviour="silent")
+    return device, [json_of(send(run, device.device_id, {"name": f"c{n:03d}"})) for n in range(count)]
+
+
+def received_ids(device: Device, count: int) -> list[str]:
+    """The command ids the device received, once ``count`` came and nothing more for 0.5 s."""
+    device.wait_for(count)
+    time.sleep(0.5)
+    return [r.payload["commandId"] for r in device.commands]
+
+
+def test_a_cancel_while_the_queue_drains_keeps_its_command_from_the_device(run: Any, mosquitto: Mosquitto,
+                                                                           app_env: Any) -> None:
+    import asyncio
+
+    device, commands = queued(run, mosquitto, 120)
+    device.connect()
+    try:
+        async def connect_and_cancel() -> None:
+            drain = asyncio.ensure_future(
+                user_function("client_lifecycle")(ev.connected(device.device_id, 1, datetime.now(UTC))))
+            while len(device.commands) < 5:  # the drain has read the queue  # noqa: ASYNC110 - a paho thread fills it
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*(user_function("cancel_command")(http_request(
+                "POST", "x", route_params={"deviceId": device.device_id, "commandId": c["commandId"]}))
+                for c in commands[40:]))
+            await drain
+
+        run(connect_and_cancel())
+        final = {c["commandId"]: command(run, device.device_id, c["commandId"]) for c in commands}
+        unsent = {cid for cid, c in final.items() if c["status"] == "cancelled" and "sentAt" not in c}
+        got = received_ids(device, len(commands) - len(unsent))
+        assert unsent, "some cancels came before the drain reached their command"
+        assert not unsent & set(got), "a command cancelled while pending never reaches the device"
+        assert got == [c["commandId"] for c in commands if c["commandId"] not in unsent], "each once, in order"
+        assert all("sentAt" in final[cid] for cid in got)
+    finally:
+        device.disconnect()
+
+
+def test_one_connect_event_delivered_twice_at_once_publishes_each_command_once_in_order(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    import asyncio
+
+    device, commands = queued(run, mosquitto, 100)
+    device.connect()
+    try:
+        event = ev.connected(device.device_id, 1, datetime.now(UTC))
+
+        async def twice() -> None:
+            await asyncio.gather(*(user_function("client_lifecycle")(event) for _ in range(2)))
+
+        run(twice())
+        assert received_ids(device, 100) == [c["commandId"] for c in commands]
+        assert {command(run, device.device_id, c["commandId"])["status"] for c in commands} == {"sent"}
+    finally:
+        device.disconnect()

@@ -1,13 +1,18 @@
 """Sending a command, end to end, and what moves it on afterwards: the device
 connecting (queued commands), the expiry timer, a cancel.
 
-A command is stored before it is published, so no publish goes unrecorded; the
-publish's outcome is then written conditionally (``sent``, or ``failed`` with the
-reason). A device that is offline under ``OFFLINE_COMMAND_POLICY=queue`` gets a
-``pending`` command and a mark on its registry row, written conditionally on the row
-the decision was made from: if the device connected in between, the mark fails and
-the command is published at once; if the mark is written first, the connect event
-finds it and publishes the device's pending commands in creation order.
+A command is stored before it is published, so no publish goes unrecorded, and it
+is published only by whoever moved it to ``sent``, a write conditional on its row's
+ETag: a cancel, the expiry timer, or a second drain of the queue (Event Grid
+delivers a connect event at least once, sometimes twice at the same moment) loses
+that race cleanly, and the command goes out at most once. A failed publish makes it
+``failed`` with the reason.
+
+A device that is offline under ``OFFLINE_COMMAND_POLICY=queue`` gets a ``pending``
+command and a mark on its registry row (``pendingCommands``), written conditionally
+on the row the decision was made from: if the device connected in between, the mark
+fails and the command is published at once. The connect event finds the mark and
+publishes the device's pending commands in creation order.
 """
 
 from __future__ import annotations
@@ -110,52 +115,67 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
         return Sent(command, False)
     if command.status == "sent":
         return Sent(await publish(store, command, now, etag=etag), True)
-    return Sent(await _publish_or_queue(store, command, now), True)
+    return Sent(await _publish_or_queue(store, command, now, etag), True)
 
 
-async def _publish_or_queue(store: DataStore, command: Command, now: datetime) -> Command:
+async def _publish_or_queue(store: DataStore, command: Command, now: datetime, etag: str | None) -> Command:
     registry = DeviceRegistry(store)
     for _ in range(MAX_MARK_ATTEMPTS):
         device = await registry.standing(command.device_id)
         if device is None:
             break
         if device.connected:
-            return await publish(store, command, now)
+            return await publish_queued(store, command, now, etag=etag)
         if device.pending_commands or await registry.set_pending_commands(command.device_id, True, device.etag):
             return command  # the device's next connect publishes it
-    return await publish(store, command, now)  # the row kept changing: try the device as it is
+    return await publish_queued(store, command, now, etag=etag)  # the row kept changing: try the device as it is
+
+
+async def publish_queued(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
+    """Claim a ``pending`` command and publish it; returns it as it now stands (not
+    published by this call when it was not ``pending`` any more: cancelled, expired,
+    or claimed by another publisher, which publishes it)."""
+    claimed, won = await _claim(store, command, now, etag)
+    if not won or claimed is None:
+        return claimed or command
+    await _follow_job(store, claimed)
+    return await publish(store, claimed, now)
+
+
+async def _claim(store: DataStore, command: Command, now: datetime, etag: str | None) -> tuple[Command | None, bool]:
+    """``pending`` to ``sent``, conditionally on the row's ETag (known from the write or
+    the query that gave the command, else read): whoever wins publishes."""
+    return await CommandStore(store).change(command.device_id, command.command_id,
+                                            functools.partial(transitions.sent, at=now),
+                                            known=(command, etag) if etag else None)
 
 
 async def publish(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
-    """Publish a stored command and record the outcome: ``sent``, or ``failed`` and a
-    502/503 problem (the command is kept, with the reason)."""
+    """Publish a command stored as ``sent`` (by the caller, who won that write); a
+    failure makes it ``failed``, with the reason, and a 502/503 problem."""
     from shared.commands.transport import PublishError, transport
 
-    commands = CommandStore(store)
     try:
         await transport().publish(publication(command, now))
     except PublishError as exc:
         reason = exc.reason
-        failed, _ = await commands.change(command.device_id, command.command_id,
-                                          lambda c: transitions.publish_failed(c, reason, now),
-                                          known=(command, etag) if etag else None)
+        failed, _ = await CommandStore(store).change(command.device_id, command.command_id,
+                                                     lambda c: transitions.publish_failed(c, reason, now),
+                                                     known=(command, etag) if etag else None)
         await _follow_job(store, failed)
         log.warning("publishing command %s to %r failed: %s", command.command_id, command.device_id, reason)
         status = 503 if exc.transient else 502
         headers = {"Retry-After": str(exc.retry_after or 5)} if exc.transient else None
         raise HttpProblem(status, f"the command was stored but could not be published: {exc.reason} "
                                   f"(command {command.command_id} is failed)", headers=headers) from None
-    if command.status == "sent":
-        return command  # recorded as sent before the publish
-    result, _ = await commands.change(command.device_id, command.command_id, lambda c: transitions.sent(c, now),
-                                      known=(command, etag) if etag else None)
-    await _follow_job(store, result)
-    return result or command
+    return command
 
 
 async def deliver_pending(device_id: str, now: datetime | None = None) -> list[Command]:
-    """Publish the device's pending commands, oldest first, skipping (and expiring)
-    the overdue ones, then clear the mark: called when the device connects."""
+    """Publish the device's pending commands, oldest first, each claimed then
+    published (the overdue ones expired), then clear the mark: called when the device
+    connects. A command another publisher claimed first means another drain is under
+    way: it goes on, in order, and this one stops. Returns what this drain published."""
     store = data_store()
     registry, commands = DeviceRegistry(store), CommandStore(store)
     delivered: list[Command] = []
@@ -164,14 +184,23 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
         if device is None or not device.connected or not device.pending_commands:
             return delivered
         at = now or datetime.now(UTC)
-        for command in await commands.pending(device_id):
+        queue = await commands.pending(device_id)
+        for command, etag in queue:
             if command.expires_at <= at:
                 expired, _ = await commands.change(device_id, command.command_id,
-                                                   functools.partial(transitions.expired, now=at))
+                                                   functools.partial(transitions.expired, now=at),
+                                                   known=(command, etag))
                 await _follow_job(store, expired)
                 continue
+            claimed, won = await _claim(store, command, at, etag)
+            if not won:
+                if claimed is not None and claimed.sent_at is not None:
+                    return delivered  # another drain claimed it: that one goes on, in order
+                continue  # cancelled or expired meanwhile: never published
+            assert claimed is not None
+            await _follow_job(store, claimed)
             try:
-                delivered.append(await publish(store, command, at))
+                delivered.append(await publish(store, claimed, at))
             except HttpProblem:
                 return delivered  # recorded as failed; the mark stays for the next connect
         if await registry.set_pending_commands(device_id, False, device.etag):

@@ -198,14 +198,15 @@ class CommandStore:
                                            select=split_names("doc"), continuation_token=continuation_token)
         return [_command(e) for e in entities], token
 
-    async def pending(self, device_id: str) -> list[Command]:
-        """The device's pending commands, oldest first (the order they must go in)."""
+    async def pending(self, device_id: str) -> list[tuple[Command, str]]:
+        """The device's pending commands, oldest first (the order they must go in),
+        each with its row's ETag (for the conditional write that claims it)."""
         table = await self._store.table(COMMANDS_TABLE)
         query = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high and status eq @status"
-        found = [_command(e) async for e in table.query_entities(
+        found = [(_command(e), str(e.metadata["etag"])) async for e in table.query_entities(
             query, parameters={"pk": device_key(device_id), "low": "c|", "high": "c}", "status": "pending"},
             select=split_names("doc"))]
-        return sorted(found, key=lambda c: (c.created_at, c.command_id))
+        return sorted(found, key=lambda found: (found[0].created_at, found[0].command_id))
 
     async def due(self, now: datetime) -> list[tuple[str, str, str]]:
         """(partition, device id, command id) of every due index row up to ``now``."""
