@@ -717,3 +717,29 @@ def test_one_connect_event_delivered_twice_at_once_publishes_each_command_once_i
         assert {command(run, device.device_id, c["commandId"])["status"] for c in commands} == {"sent"}
     finally:
         device.disconnect()
+
+
+def test_commands_sent_while_the_queue_drains_arrive_after_the_queued_ones(run: Any, mosquitto: Mosquitto,
+                                                                           app_env: Any) -> None:
+    import asyncio
+
+    device, commands = queued(run, mosquitto, 150)
+    device.connect()
+    try:
+        async def connect_and_send() -> list[dict[str, Any]]:
+            drain = asyncio.ensure_future(
+                user_function("client_lifecycle")(ev.connected(device.device_id, 1, datetime.now(UTC))))
+            later: list[dict[str, Any]] = []
+            while not drain.done() or len(later) < 3:
+                response = await user_function("send_command")(http_request(
+                    "POST", "x", route_params={"deviceId": device.device_id}, body={"name": f"later{len(later)}"}))
+                later.append(json_of(response))
+            await drain
+            return later
+
+        later = run(connect_and_send())
+        assert any(c["status"] == "pending" for c in later), "some came while the queue drained"
+        everything = [c["commandId"] for c in commands + later]
+        assert received_ids(device, len(everything)) == everything, "in the order they were sent"
+    finally:
+        device.disconnect()

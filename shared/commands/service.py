@@ -12,7 +12,12 @@ A device that is offline under ``OFFLINE_COMMAND_POLICY=queue`` gets a ``pending
 command and a mark on its registry row (``pendingCommands``), written conditionally
 on the row the decision was made from: if the device connected in between, the mark
 fails and the command is published at once. The connect event finds the mark and
-publishes the device's pending commands in creation order.
+drains the queue: the pending commands oldest first, then it clears the mark,
+conditionally on the row it read before reading the queue. A command sent while the
+queue drains (the device connected, the mark still set) joins the queue instead of
+overtaking it, and touches the row (a conditional write), so the drain's clear fails
+and it reads the queue again: the device gets its commands in the order they were
+sent (a command sent while 200 waited had arrived 64th of 201).
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -31,7 +37,7 @@ from shared.commands.fleet import sync_job_member
 from shared.commands.models import TERMINAL, Command, CommandRequest
 from shared.commands.settings import CommandSettings
 from shared.commands.store import CommandStore, KeyConflict, new_command_id
-from shared.lifecycle.registry import DeviceRegistry
+from shared.lifecycle.registry import DeviceRegistry, Standing
 from shared.platform.http import HttpProblem, NotFound
 from shared.platform.keys import validate_commandable_device_id
 from shared.platform.settings import settings_of
@@ -100,7 +106,7 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
         raise HttpProblem(409, f"device {device_id!r} is disabled")
     if not device.connected and settings.offline_command_policy == "reject":
         raise HttpProblem(409, f"device {device_id!r} is offline and OFFLINE_COMMAND_POLICY is reject")
-    if device.connected:
+    if _route(device) == "publish":
         # Stored as sent, then published: one write instead of two. A worker that dies
         # in between leaves a command that says sent and expires on time; a failed
         # publish makes it failed (the publish comes after the write, so an answer
@@ -118,17 +124,41 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
     return Sent(await _publish_or_queue(store, command, now, etag), True)
 
 
+Route = Literal["publish", "wait", "mark"]
+
+
+def _route(device: Standing) -> Route:
+    """Where a new command for ``device`` goes: ``publish`` at once (connected, no
+    queue); ``wait`` in the queue, which the next connect drains (offline, marked);
+    else queue it and ``mark`` the row: offline, or connected while its queue drains,
+    where the conditional write tells the drain to read the queue again."""
+    if device.connected and not device.pending_commands:
+        return "publish"
+    if not device.connected and device.pending_commands:
+        return "wait"
+    return "mark"
+
+
 async def _publish_or_queue(store: DataStore, command: Command, now: datetime, etag: str | None) -> Command:
+    """A stored ``pending`` command: published (if the device is connected and has no
+    queue, read again now that the command is stored) or queued for the drain."""
     registry = DeviceRegistry(store)
-    for _ in range(MAX_MARK_ATTEMPTS):
+    device = None
+    for attempt in range(MAX_MARK_ATTEMPTS):
         device = await registry.standing(command.device_id)
         if device is None:
             break
-        if device.connected:
+        route = _route(device)
+        if route == "publish":
             return await publish_queued(store, command, now, etag=etag)
-        if device.pending_commands or await registry.set_pending_commands(command.device_id, True, device.etag):
-            return command  # the device's next connect publishes it
-    return await publish_queued(store, command, now, etag=etag)  # the row kept changing: try the device as it is
+        if route == "wait" or await registry.set_pending_commands(command.device_id, True, device.etag):
+            return command  # the device's next connect, or the drain under way, publishes it
+        await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
+    if device is not None and device.pending_commands:
+        # The row kept changing and is marked: a drain under way sees its clear fail
+        # and reads the queue again (publishing here could overtake the queue).
+        return command
+    return await publish_queued(store, command, now, etag=etag)  # try the device as it is
 
 
 async def publish_queued(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
@@ -172,14 +202,18 @@ async def publish(store: DataStore, command: Command, now: datetime, *, etag: st
 
 
 async def deliver_pending(device_id: str, now: datetime | None = None) -> list[Command]:
-    """Publish the device's pending commands, oldest first, each claimed then
-    published (the overdue ones expired), then clear the mark: called when the device
-    connects. A command another publisher claimed first means another drain is under
-    way: it goes on, in order, and this one stops. Returns what this drain published."""
+    """Drain the device's queue when it connects: its pending commands oldest first,
+    each claimed then published, the overdue ones expired; then clear the mark,
+    conditionally on the row read before the queue. A command queued meanwhile made
+    that clear fail, so the queue is read again (as long as each reading finds some,
+    and up to ``MAX_MARK_ATTEMPTS`` that find none). A command another publisher
+    claimed first means another drain is under way: it goes on, in order, and this
+    one stops. Returns what this drain published."""
     store = data_store()
     registry, commands = DeviceRegistry(store), CommandStore(store)
     delivered: list[Command] = []
-    for _ in range(MAX_MARK_ATTEMPTS):
+    fruitless = 0
+    while fruitless < MAX_MARK_ATTEMPTS:
         device = await registry.standing(device_id)
         if device is None or not device.connected or not device.pending_commands:
             return delivered
@@ -205,6 +239,7 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
                 return delivered  # recorded as failed; the mark stays for the next connect
         if await registry.set_pending_commands(device_id, False, device.etag):
             return delivered
+        fruitless = 0 if queue else fruitless + 1
     return delivered
 
 
