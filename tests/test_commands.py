@@ -743,3 +743,29 @@ def test_commands_sent_while_the_queue_drains_arrive_after_the_queued_ones(run: 
         assert received_ids(device, len(everything)) == everything, "in the order they were sent"
     finally:
         device.disconnect()
+
+
+def test_a_drain_the_broker_cuts_short_fails_the_event_so_that_event_grid_delivers_it_again(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    """The mark must not stay on a connected device with nobody draining: commands sent
+    to it join its queue, so they would wait for its next connect."""
+    from shared.commands.transport import reset_transport
+    from tools.invoke import FunctionFailed
+    from tools.services import free_port
+
+    device, commands = queued(run, mosquitto, 5)
+    device.connect()
+    event = ev.connected(device.device_id, 1, datetime.now(UTC))
+    try:
+        with changed_settings(run, {"MQTT_BROKER_URL": f"mqtt://127.0.0.1:{free_port()}"}):
+            run(reset_transport())
+            with pytest.raises(FunctionFailed, match="could not be published"):
+                deliver(run, event)
+            run(reset_transport())
+        assert command(run, device.device_id, commands[0]["commandId"])["status"] == "failed"
+        later = json_of(send(run, device.device_id, {"name": "later"}))
+        assert later["status"] == "pending", "behind the queue"
+        deliver(run, event)  # Event Grid's redelivery
+        assert received_ids(device, 5) == [c["commandId"] for c in commands[1:]] + [later["commandId"]]
+    finally:
+        device.disconnect()

@@ -36,7 +36,7 @@ from shared.commands import status as transitions
 from shared.commands.fleet import sync_job_member
 from shared.commands.models import TERMINAL, Command, CommandRequest
 from shared.commands.settings import CommandSettings
-from shared.commands.store import CommandStore, KeyConflict, new_command_id
+from shared.commands.store import CommandContention, CommandStore, KeyConflict, new_command_id
 from shared.lifecycle.registry import DeviceRegistry, Standing
 from shared.platform.http import HttpProblem, NotFound
 from shared.platform.keys import validate_commandable_device_id
@@ -208,7 +208,11 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
     that clear fail, so the queue is read again (as long as each reading finds some,
     and up to ``MAX_MARK_ATTEMPTS`` that find none). A command another publisher
     claimed first means another drain is under way: it goes on, in order, and this
-    one stops. Returns what this drain published."""
+    one stops. Returns what this drain published.
+
+    A drain that cannot finish (the broker unreachable, the row changing without
+    end) raises, so that Event Grid delivers the connect event again: a connected
+    device whose mark stays would hold every new command in its queue."""
     store = data_store()
     registry, commands = DeviceRegistry(store), CommandStore(store)
     delivered: list[Command] = []
@@ -235,12 +239,14 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
             await _follow_job(store, claimed)
             try:
                 delivered.append(await publish(store, claimed, at))
-            except HttpProblem:
-                return delivered  # recorded as failed; the mark stays for the next connect
+            except HttpProblem as exc:  # the command is failed, with the reason
+                if exc.status == 503:
+                    raise  # the broker may take the rest later: Event Grid delivers the connect again
+                # 502: this command can never be published; the next one may be
         if await registry.set_pending_commands(device_id, False, device.etag):
             return delivered
         fruitless = 0 if queue else fruitless + 1
-    return delivered
+    raise CommandContention(f"the queue of device {device_id!r} could not be closed {MAX_MARK_ATTEMPTS} times")
 
 
 async def cancel_command(device_id: str, command_id: str, now: datetime | None = None) -> Command:
