@@ -769,3 +769,48 @@ def test_a_drain_the_broker_cuts_short_fails_the_event_so_that_event_grid_delive
         assert received_ids(device, 5) == [c["commandId"] for c in commands[1:]] + [later["commandId"]]
     finally:
         device.disconnect()
+
+
+def test_a_delete_ends_the_queue_so_a_client_created_again_under_the_name_gets_none_of_it(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    device = Device(registered(run), mosquitto.url, behaviour="silent")
+    reset = json_of(send(run, device.device_id, {"name": "factory-reset"}))
+    deleted_at = datetime.now(UTC)
+    deliver(run, ev.deleted(device.device_id, deleted_at))
+    ended = command(run, device.device_id, reset["commandId"])
+    assert (ended["status"], ended["error"], "completedAt" in ended) == ("cancelled", {"reason": "device deleted"},
+                                                                         True)
+    time.sleep(0.01)
+    again = datetime.now(UTC)  # the client created again, then a command for it
+    deliver(run, ev.created_or_updated(device.device_id, again, created_on=again))
+    fresh = json_of(send(run, device.device_id, {"name": "hello"}))
+    device.connect()
+    try:
+        deliver(run, ev.connected(device.device_id, 1, datetime.now(UTC)))
+        assert received_ids(device, 1) == [fresh["commandId"]], "the new client gets its own command only"
+        assert command(run, device.device_id, reset["commandId"])["status"] == "cancelled"
+    finally:
+        device.disconnect()
+
+
+def test_a_queue_of_an_earlier_incarnation_is_ended_whatever_order_the_events_come_in(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    """Event Grid keeps no order: the new client's creation and its connect may come
+    before the old one's delete."""
+    device = Device(registered(run), mosquitto.url, behaviour="silent")
+    reset = json_of(send(run, device.device_id, {"name": "factory-reset"}))
+    deleted_at = datetime.now(UTC)
+    time.sleep(0.01)
+    again = datetime.now(UTC)
+    deliver(run, ev.created_or_updated(device.device_id, again, created_on=again))
+    fresh = json_of(send(run, device.device_id, {"name": "hello"}))
+    device.connect()
+    try:
+        deliver(run, ev.connected(device.device_id, 1, datetime.now(UTC)))
+        assert received_ids(device, 1) == [fresh["commandId"]]
+        ended = command(run, device.device_id, reset["commandId"])
+        assert (ended["status"], ended["error"]) == ("cancelled", {"reason": "device deleted"})
+        deliver(run, ev.deleted(device.device_id, deleted_at))  # the delete, last
+        assert command(run, device.device_id, fresh["commandId"])["status"] == "sent"
+    finally:
+        device.disconnect()

@@ -37,6 +37,7 @@ from shared.commands.fleet import sync_job_member
 from shared.commands.models import TERMINAL, Command, CommandRequest
 from shared.commands.settings import CommandSettings
 from shared.commands.store import CommandContention, CommandStore, KeyConflict, new_command_id
+from shared.lifecycle.models import DeviceRecord
 from shared.lifecycle.registry import DeviceRegistry, Standing
 from shared.platform.http import HttpProblem, NotFound
 from shared.platform.keys import validate_commandable_device_id
@@ -203,7 +204,8 @@ async def publish(store: DataStore, command: Command, now: datetime, *, etag: st
 
 async def deliver_pending(device_id: str, now: datetime | None = None) -> list[Command]:
     """Drain the device's queue when it connects: its pending commands oldest first,
-    each claimed then published, the overdue ones expired; then clear the mark,
+    each claimed then published, the overdue ones expired, the ones sent before the
+    client was created (again) ended as its delete would; then clear the mark,
     conditionally on the row read before the queue. A command queued meanwhile made
     that clear fail, so the queue is read again (as long as each reading finds some,
     and up to ``MAX_MARK_ATTEMPTS`` that find none). A command another publisher
@@ -224,21 +226,18 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
         at = now or datetime.now(UTC)
         queue = await commands.pending(device_id)
         for command, etag in queue:
-            if command.expires_at <= at:
-                expired, _ = await commands.change(device_id, command.command_id,
-                                                   functools.partial(transitions.expired, now=at),
-                                                   known=(command, etag))
-                await _follow_job(store, expired)
-                continue
-            claimed, won = await _claim(store, command, at, etag)
-            if not won:
-                if claimed is not None and claimed.sent_at is not None:
+            moved, won = await commands.change(
+                device_id, command.command_id,
+                functools.partial(transitions.drained, at=at, created_on=device.created_on), known=(command, etag))
+            if not won or moved is None:
+                if moved is not None and moved.sent_at is not None:
                     return delivered  # another drain claimed it: that one goes on, in order
                 continue  # cancelled or expired meanwhile: never published
-            assert claimed is not None
-            await _follow_job(store, claimed)
+            await _follow_job(store, moved)
+            if moved.status != "sent":
+                continue  # expired, or ended with its earlier incarnation
             try:
-                delivered.append(await publish(store, claimed, at))
+                delivered.append(await publish(store, moved, at))
             except HttpProblem as exc:  # the command is failed, with the reason
                 if exc.status == 503:
                     raise  # the broker may take the rest later: Event Grid delivers the connect again
@@ -247,6 +246,47 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
             return delivered
         fruitless = 0 if queue else fruitless + 1
     raise CommandContention(f"the queue of device {device_id!r} could not be closed {MAX_MARK_ATTEMPTS} times")
+
+
+async def follow_device(record: DeviceRecord) -> list[Command]:
+    """What a life cycle event means for the device's queue (``client_lifecycle`` and
+    the redrive call it after the registry write): a connected device's is drained, a
+    deleted device's ended. A device without a queue costs nothing: the mark is on
+    the row the event read anyway."""
+    if not record.pending_commands:
+        return []
+    if record.device.deleted:
+        return await end_queue(record.device.device_id)
+    if record.device.connected:
+        return await deliver_pending(record.device.device_id)
+    return []
+
+
+async def end_queue(device_id: str, now: datetime | None = None) -> list[Command]:
+    """A deleted device's queue: each pending command ``cancelled``, reason ``device
+    deleted`` (a factory-reset queued for a deleted client reached the client created
+    again under its name), then the mark cleared if the row is as it was read. Only
+    commands sent before the row said deleted: one sent later went to a client created
+    again since. Returns the commands ended."""
+    store = data_store()
+    registry, commands = DeviceRegistry(store), CommandStore(store)
+    device = await registry.standing(device_id)
+    if device is None or not device.deleted or not device.pending_commands:
+        return []
+    at = now or datetime.now(UTC)
+    ended: list[Command] = []
+    for command, etag in await commands.pending(device_id):
+        if command.created_at > at:
+            continue
+        result, changed = await commands.change(device_id, command.command_id,
+                                                functools.partial(transitions.device_deleted, at=at),
+                                                known=(command, etag))
+        if changed and result is not None:
+            ended.append(result)
+            await _follow_job(store, result)
+    # A row changed meanwhile keeps its mark: a later event or connect reads the queue again.
+    await registry.set_pending_commands(device_id, False, device.etag)
+    return ended
 
 
 async def cancel_command(device_id: str, command_id: str, now: datetime | None = None) -> Command:
