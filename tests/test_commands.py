@@ -814,3 +814,38 @@ def test_a_queue_of_an_earlier_incarnation_is_ended_whatever_order_the_events_co
         assert command(run, device.device_id, fresh["commandId"])["status"] == "sent"
     finally:
         device.disconnect()
+
+
+def test_what_sending_and_draining_cost_in_storage_requests(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    """The hot path, 3: the device's row read while the due index row is written, then
+    the command stored as sent (then published). A queued command reads the row again
+    once stored and marks it (5; 4 when marked already). A drain: the row, the queue,
+    one conditional write per command (which claims it), the mark cleared."""
+    from tests.harness import storage_requests
+
+    def entities(seen: list[tuple[str, str]]) -> list[tuple[str, str]]:  # not the tables' creation
+        return sorted((method, path.split("(")[0].rsplit("/", 1)[-1]) for method, path in seen
+                      if not path.endswith("/Tables"))
+
+    device = online(run, mosquitto, "silent")
+    try:
+        with storage_requests(run) as hot:
+            assert json_of(send(run, device.device_id, {"name": "x"}))["status"] == "sent"
+        assert entities(hot.seen) == [("GET", "devices"), ("PATCH", "commands"), ("POST", "commands")]
+    finally:
+        device.disconnect()
+    asleep = registered(run)
+    with storage_requests(run) as first:
+        assert json_of(send(run, asleep, {"name": "x"}))["status"] == "pending"
+    assert entities(first.seen) == [("GET", "devices"), ("GET", "devices"), ("PATCH", "commands"),
+                                    ("PATCH", "devices"), ("POST", "commands")]
+    with storage_requests(run) as second:
+        assert json_of(send(run, asleep, {"name": "y"}))["status"] == "pending"
+    assert entities(second.seen) == [("GET", "devices"), ("GET", "devices"), ("PATCH", "commands"),
+                                     ("POST", "commands")], "marked already: nothing to write"
+    with storage_requests(run) as drain:  # one write per queued command claims it
+        deliver(run, ev.connected(asleep, 1, datetime.now(UTC)))
+    assert entities(drain.seen) == [("GET", "commands"), ("GET", "devices"), ("GET", "devices"),
+                                    ("PATCH", "devices"), ("PATCH", "devices"), ("PUT", "commands"),
+                                    ("PUT", "commands"), ("PUT", "devices")]
