@@ -5,8 +5,9 @@ A command is stored before it is published, so no publish goes unrecorded, and i
 is published only by whoever moved it to ``sent``, a write conditional on its row's
 ETag: a cancel, the expiry timer, or a second drain of the queue (Event Grid
 delivers a connect event at least once, sometimes twice at the same moment) loses
-that race cleanly, and the command goes out at most once. A failed publish makes it
-``failed`` with the reason.
+that race cleanly, and the app publishes the command once at most (QoS 1 may still
+deliver it twice). A failed publish makes it ``failed`` with the reason; a worker
+that dies between the claim and the publish leaves it ``sent`` until it expires.
 
 A device that is offline under ``OFFLINE_COMMAND_POLICY=queue`` gets a ``pending``
 command and a mark on its registry row (``pendingCommands``), written conditionally
@@ -151,7 +152,7 @@ async def _publish_or_queue(store: DataStore, command: Command, now: datetime, e
             break
         route = _route(device)
         if route == "publish":
-            return await publish_queued(store, command, now, etag=etag)
+            return await _publish_queued(store, command, now, etag=etag)
         if route == "wait" or await registry.set_pending_commands(command.device_id, True, device.etag):
             return command  # the device's next connect, or the drain under way, publishes it
         await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
@@ -159,10 +160,10 @@ async def _publish_or_queue(store: DataStore, command: Command, now: datetime, e
         # The row kept changing and is marked: a drain under way sees its clear fail
         # and reads the queue again (publishing here could overtake the queue).
         return command
-    return await publish_queued(store, command, now, etag=etag)  # try the device as it is
+    return await _publish_queued(store, command, now, etag=etag)  # try the device as it is
 
 
-async def publish_queued(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
+async def _publish_queued(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
     """Claim a ``pending`` command and publish it; returns it as it now stands (not
     published by this call when it was not ``pending`` any more: cancelled, expired,
     or claimed by another publisher, which publishes it)."""
