@@ -13,14 +13,14 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 @bp.function_name("send_command")
 @bp.route(route="devices/{deviceId}/commands", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def send_command(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.commands.models import MAX_PAYLOAD_BYTES, CommandRequest
+    from shared.commands.models import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAYLOAD_BYTES, CommandRequest
     from shared.commands.service import issued_by, send_command
-    from shared.platform.http import json_response, request_json, respond, route_device_id, validated
+    from shared.platform.http import header_text, json_response, request_json, respond, route_device_id, validated
 
     async def handle() -> func.HttpResponse:
         device_id = route_device_id(req)
+        key = header_text(req, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
         request = validated(CommandRequest, request_json(req, max_bytes=MAX_PAYLOAD_BYTES + 4096))
-        key = req.headers.get("idempotency-key") or None
         sent = await send_command(device_id, request, idempotency_key=key, issued_by=issued_by(req.headers))
         command = sent.command
         location = f"/api/devices/{_quote(command.device_id)}/commands/{command.command_id}"
@@ -33,11 +33,11 @@ async def send_command(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="devices/{deviceId}/commands/{commandId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def get_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.store import CommandStore
-    from shared.platform.http import NotFound, json_response, respond, route_device_id
+    from shared.platform.http import NotFound, json_response, respond, route_device_id, route_uuid
     from shared.platform.storage import data_store
 
     async def handle() -> func.HttpResponse:
-        device_id, command_id = route_device_id(req), req.route_params.get("commandId", "")
+        device_id, command_id = route_device_id(req), route_uuid(req, "commandId")
         command = await CommandStore(data_store()).get(device_id, command_id)
         if command is None:
             raise NotFound(f"no command {command_id} of device {device_id!r}")
@@ -71,10 +71,10 @@ async def list_commands(req: func.HttpRequest) -> func.HttpResponse:
           auth_level=func.AuthLevel.FUNCTION)
 async def cancel_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.service import cancel_command
-    from shared.platform.http import json_response, respond, route_device_id
+    from shared.platform.http import json_response, respond, route_device_id, route_uuid
 
     async def handle() -> func.HttpResponse:
-        command = await cancel_command(route_device_id(req), req.route_params.get("commandId", ""))
+        command = await cancel_command(route_device_id(req), route_uuid(req, "commandId"))
         return json_response(command)
 
     return await respond(handle)
@@ -100,10 +100,10 @@ async def send_fleet_command(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="commands/{jobId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def get_fleet_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.fleet import get_job
-    from shared.platform.http import json_response, respond
+    from shared.platform.http import json_response, respond, route_uuid
 
     async def handle() -> func.HttpResponse:
-        return json_response(await get_job(req.route_params.get("jobId", "")))
+        return json_response(await get_job(route_uuid(req, "jobId")))
 
     return await respond(handle)
 

@@ -13,8 +13,9 @@ async def client_lifecycle(event: func.EventGridEvent) -> None:
     from shared.lifecycle.service import handle_lifecycle_event
 
     record = await handle_lifecycle_event(event)
-    if record is not None and record.pending_commands and record.device.connected:
-        # Commands wait for this device: publish them now, in the order they came.
-        from shared.commands.service import deliver_pending
+    if record is not None and record.pending_commands:
+        # Commands wait for this device: published now, in the order they came, if it
+        # is connected; ended if it is deleted.
+        from shared.commands.service import follow_device
 
-        await deliver_pending(record.device.device_id)
+        await follow_device(record)

@@ -493,3 +493,359 @@ def test_the_expiry_timer_reads_only_what_is_due(run: Any, app_env: Any) -> None
         run(user_function("command_expiry")(None))
     commands_requests = requests.to("/commands")
     assert len(commands_requests) == 1, "one range query of the due minutes, nothing per command"
+
+
+@pytest.mark.parametrize("command_id, status", [
+    ("a/b", 400), ("not-a-uuid", 400), ("0196c3c2-0000-7000-8000-00000000000", 400),  # malformed
+    ("{0196c3c2-0000-7000-8000-000000000000}", 400), ("0196c3c200007000800000000000000", 400),
+    ("4d7e1a0c-2b8f-4f3e-9c1d-5a6b7c8d9e0f", 404),  # a well-formed UUID v4: never issued
+    ("0196c3c2-0000-7000-8000-000000000000", 404),  # a v7 never issued
+    ("0196C3C2-0000-7000-8000-000000000000", 404),  # UUIDs are case-insensitive (RFC 9562)
+])
+def test_a_command_id_that_was_never_issued_is_404_and_a_malformed_one_400_at_once(
+        run: Any, app_env: Any, command_id: str, status: int) -> None:
+    device = registered(run)
+    started = time.monotonic()
+    for name, method in (("get_command", "GET"), ("cancel_command", "POST")):
+        response = run(user_function(name)(http_request(
+            method, "x", route_params={"deviceId": device, "commandId": command_id})))
+        assert response.status_code == status, (name, response.get_body())
+        if status == 400:
+            assert json_of(response)["errors"][0]["loc"] == ["path", "commandId"]
+    assert time.monotonic() - started < 2, "answered at once, never a retry"
+
+
+@pytest.mark.parametrize("job_id, status", [
+    ("a/b", 400), ("a\\b", 400), ("a#b", 400), ("x" * 2000, 400), ("job", 400),
+    ("4d7e1a0c-2b8f-4f3e-9c1d-5a6b7c8d9e0f", 404), ("4D7E1A0C-2B8F-4F3E-9C1D-5A6B7C8D9E0F", 404),
+])
+def test_a_job_id_that_was_never_issued_is_404_and_a_malformed_one_400_at_once(
+        run: Any, app_env: Any, job_id: str, status: int) -> None:
+    started = time.monotonic()
+    response = run(user_function("get_fleet_command")(http_request("GET", "x", route_params={"jobId": job_id})))
+    assert response.status_code == status, response.get_body()
+    if status == 400:
+        assert json_of(response)["errors"][0]["loc"] == ["path", "jobId"]
+    assert time.monotonic() - started < 2, "answered at once, never a retry"
+
+
+@pytest.mark.parametrize("key, status", [("k" * 256, 202), ("k" * 257, 400), ("k" * 40_000, 400), ("", 400)])
+def test_an_idempotency_key_is_1_to_256_characters_as_documented(run: Any, app_env: Any, key: str,
+                                                                  status: int) -> None:
+    response = send(run, registered(run), {"name": "x"}, headers={"Idempotency-Key": key})
+    assert response.status_code == status, response.get_body()
+    if status == 400:
+        problem = json_of(response)
+        assert problem["errors"][0]["loc"] == ["header", "Idempotency-Key"] and "256" in problem["detail"]
+
+
+def nested(levels: int) -> bytes:
+    """A command body whose arrays and objects nest ``levels`` deep (the body itself is 1)."""
+    return b'{"name":"deep","target":{"deviceIds":["nobody"]},"payload":' + b"[" * (levels - 1) + b"]" * (levels - 1) \
+        + b"}"
+
+
+@pytest.mark.parametrize("function, path", [("send_command", "devices/x/commands"), ("send_broadcast", "broadcasts"),
+                                            ("send_fleet_command", "commands")])
+@pytest.mark.parametrize("levels", [65, 254, 255, 600, 1023, 1024, 1025, 5000])
+def test_a_body_nested_deeper_than_64_levels_is_a_400_that_says_so(run: Any, app_env: Any, function: str, path: str,
+                                                                    levels: int) -> None:
+    body = nested(levels)
+    if function != "send_fleet_command":
+        body = body.replace(b'"target":{"deviceIds":["nobody"]},', b"")
+    response = run(user_function(function)(http_request("POST", path, route_params={"deviceId": registered(run)},
+                                                        body=body)))
+    assert response.status_code == 400, response.get_body()
+    assert "nests arrays or objects more than 64 levels deep" in json_of(response)["detail"]
+
+
+def test_a_body_nested_64_levels_deep_is_accepted(run: Any, app_env: Any) -> None:
+    device = registered(run)
+    body = nested(64).replace(b'"target":{"deviceIds":["nobody"]},', b"")
+    response = run(user_function("send_command")(http_request("POST", "x", route_params={"deviceId": device},
+                                                              body=body)))
+    assert response.status_code == 202, response.get_body()
+    broadcast = run(user_function("send_broadcast")(http_request("POST", "broadcasts", body=body)))
+    assert broadcast.status_code == 202, broadcast.get_body()
+    fleet_body = nested(64).replace(b"nobody", device.encode())
+    job_response = run(user_function("send_fleet_command")(http_request("POST", "commands", body=fleet_body)))
+    assert job_response.status_code == 202, job_response.get_body()
+
+
+def test_an_answer_nested_too_deep_to_store_is_dead_lettered_and_the_rest_of_its_batch_applied(
+        run: Any, app_env: Any, mosquitto: Mosquitto) -> None:
+    from tools.eventhub_factory import Partition, routed_body
+    from tools.invoke import InvocationContext
+
+    device = online(run, mosquitto, "silent")
+    try:
+        deep, fine = (json_of(send(run, device.device_id, {"name": n}))["commandId"] for n in ("deep", "fine"))
+        too_deep = (b'{"commandId":"%s","status":"succeeded","result":' % deep.encode()) + b"[" * 300 + b"]" * 300 \
+            + b"}"
+        hub = Partition(f"deep-{uuid.uuid4().hex[:6]}", "0")
+        hub.publish([routed_body(too_deep, topic=f"devices/{device.device_id}/commands/{deep}/response", at=T0,
+                                 payload_format="binary"),
+                     routed_body({"commandId": fine, "status": "succeeded"},
+                                 topic=f"devices/{device.device_id}/commands/{fine}/response", at=T0)])
+        run(user_function("command_responses")(hub.deliver(), InvocationContext("command_responses")))
+        assert command(run, device.device_id, fine)["status"] == "succeeded"
+        assert command(run, device.device_id, deep)["status"] == "sent"
+        [reason] = dead_letter_reasons(run, hub.hub)
+        assert "more than 64 levels deep" in reason, reason
+    finally:
+        device.disconnect()
+
+
+@pytest.mark.parametrize("device_ids, index, detail", [
+    (["ok", ""], 1, "non-empty"),
+    (["x" * 129], 0, "longer than 128"),
+    (["ok", "x" * 510], 1, "longer than 128"),
+    (["a/b"], 0, "cannot be commanded"),
+    (["ok", "ok", "a+b"], 2, "cannot be commanded"),
+])
+def test_a_fleet_jobs_device_ids_are_checked_as_everywhere_else(run: Any, app_env: Any, device_ids: list[str],
+                                                                 index: int, detail: str) -> None:
+    response = fleet(run, {"name": "x", "target": {"deviceIds": device_ids}})
+    assert response.status_code == 400, response.get_body()
+    problem = json_of(response)
+    assert problem["errors"][0]["loc"] == ["body", "target", "deviceIds", index] and detail in problem["detail"]
+    assert repr(device_ids[index][:64]).strip("'") in problem["detail"], "the id is named"
+
+
+def _fleet_ids() -> Any:
+    from hypothesis import strategies as st
+
+    text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=130)
+    return st.lists(st.one_of(text, st.sampled_from(["", "nobody", "x" * 128, "x" * 129, "~7E", "m|", "a'b", "a/b"])),
+                    min_size=1, max_size=8)
+
+
+def test_a_fleet_jobs_counts_always_add_up_to_its_total(run: Any, app_env: Any) -> None:
+    """Any list of ids: a 400 when one of them cannot be commanded, else a job whose
+    counts add up to its total (an empty id made a member row the counts never read)."""
+    import re
+
+    from hypothesis import HealthCheck, given, settings
+
+    known = registered(run)
+
+    @given(_fleet_ids())
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def check(device_ids: list[str]) -> None:
+        response = fleet(run, {"name": "x", "target": {"deviceIds": [*device_ids, known]}})
+        if any(not 1 <= len(d) <= 128 or re.search(r"[/+#\x00-\x1f\x7f-\x9f]", d) for d in device_ids):
+            assert response.status_code == 400, response.get_body()
+            return
+        assert response.status_code == 202, response.get_body()
+        created = json_of(response)
+        assert created["total"] == len(set(device_ids) | {known})
+        assert sum(job(run, created["jobId"])["counts"].values()) == created["total"]
+
+    check()
+
+
+def test_a_fleet_job_is_done_only_once_every_chunk_is_whatever_order_they_run_in(run: Any, app_env: Any) -> None:
+    from tools.invoke import drain_queue
+
+    ghosts = [f"ghost-{uuid.uuid4().hex[:6]}-{n:03d}" for n in range(450)]
+    created = json_of(fleet(run, {"name": "x", "target": {"deviceIds": ghosts}}))
+    assert (created["counts"], created["fanout"]) == ({"failed": 200, "queued": 250}, "running")
+    assert run(drain_queue("fleet-fanout", "fleet_fanout", max_messages=1, last_first=True)) == 1  # the last chunk
+    after_last = job(run, created["jobId"])
+    assert (after_last["counts"], after_last["fanout"]) == ({"failed": 250, "queued": 200}, "running")
+    run(drain_queue("fleet-fanout", "fleet_fanout"))
+    done = job(run, created["jobId"])
+    assert (done["counts"], done["fanout"]) == ({"failed": 450}, "done")
+
+
+def queued(run: Any, mosquitto: Mosquitto, count: int) -> tuple[Device, list[dict[str, Any]]]:
+    """A registered device that has not connected yet, ``count`` commands waiting for it."""
+    device = Device(registered(run), mosquitto.url, behaviour="silent")
+    return device, [json_of(send(run, device.device_id, {"name": f"c{n:03d}"})) for n in range(count)]
+
+
+def received_ids(device: Device, count: int) -> list[str]:
+    """The command ids the device received, once ``count`` came and nothing more for 0.5 s."""
+    device.wait_for(count)
+    time.sleep(0.5)
+    return [r.payload["commandId"] for r in device.commands]
+
+
+def test_a_cancel_while_the_queue_drains_keeps_its_command_from_the_device(run: Any, mosquitto: Mosquitto,
+                                                                           app_env: Any) -> None:
+    import asyncio
+
+    device, commands = queued(run, mosquitto, 120)
+    device.connect()
+    try:
+        async def connect_and_cancel() -> None:
+            drain = asyncio.ensure_future(
+                user_function("client_lifecycle")(ev.connected(device.device_id, 1, datetime.now(UTC))))
+            while len(device.commands) < 5:  # the drain has read the queue  # noqa: ASYNC110 - a paho thread fills it
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*(user_function("cancel_command")(http_request(
+                "POST", "x", route_params={"deviceId": device.device_id, "commandId": c["commandId"]}))
+                for c in commands[40:]))
+            await drain
+
+        run(connect_and_cancel())
+        final = {c["commandId"]: command(run, device.device_id, c["commandId"]) for c in commands}
+        unsent = {cid for cid, c in final.items() if c["status"] == "cancelled" and "sentAt" not in c}
+        got = received_ids(device, len(commands) - len(unsent))
+        assert unsent, "some cancels came before the drain reached their command"
+        assert not unsent & set(got), "a command cancelled while pending never reaches the device"
+        assert got == [c["commandId"] for c in commands if c["commandId"] not in unsent], "each once, in order"
+        assert all("sentAt" in final[cid] for cid in got)
+    finally:
+        device.disconnect()
+
+
+def test_one_connect_event_delivered_twice_at_once_publishes_each_command_once_in_order(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    import asyncio
+
+    device, commands = queued(run, mosquitto, 100)
+    device.connect()
+    try:
+        event = ev.connected(device.device_id, 1, datetime.now(UTC))
+
+        async def twice() -> None:
+            await asyncio.gather(*(user_function("client_lifecycle")(event) for _ in range(2)))
+
+        run(twice())
+        assert received_ids(device, 100) == [c["commandId"] for c in commands]
+        assert {command(run, device.device_id, c["commandId"])["status"] for c in commands} == {"sent"}
+    finally:
+        device.disconnect()
+
+
+def test_commands_sent_while_the_queue_drains_arrive_after_the_queued_ones(run: Any, mosquitto: Mosquitto,
+                                                                           app_env: Any) -> None:
+    import asyncio
+
+    device, commands = queued(run, mosquitto, 150)
+    device.connect()
+    try:
+        async def connect_and_send() -> list[dict[str, Any]]:
+            drain = asyncio.ensure_future(
+                user_function("client_lifecycle")(ev.connected(device.device_id, 1, datetime.now(UTC))))
+            later: list[dict[str, Any]] = []
+            while not drain.done() or len(later) < 3:
+                response = await user_function("send_command")(http_request(
+                    "POST", "x", route_params={"deviceId": device.device_id}, body={"name": f"later{len(later)}"}))
+                later.append(json_of(response))
+            await drain
+            return later
+
+        later = run(connect_and_send())
+        assert any(c["status"] == "pending" for c in later), "some came while the queue drained"
+        everything = [c["commandId"] for c in commands + later]
+        assert received_ids(device, len(everything)) == everything, "in the order they were sent"
+    finally:
+        device.disconnect()
+
+
+def test_a_drain_the_broker_cuts_short_fails_the_event_so_that_event_grid_delivers_it_again(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    """The mark must not stay on a connected device with nobody draining: commands sent
+    to it join its queue, so they would wait for its next connect."""
+    from shared.commands.transport import reset_transport
+    from tools.invoke import FunctionFailed
+    from tools.services import free_port
+
+    device, commands = queued(run, mosquitto, 5)
+    device.connect()
+    event = ev.connected(device.device_id, 1, datetime.now(UTC))
+    try:
+        with changed_settings(run, {"MQTT_BROKER_URL": f"mqtt://127.0.0.1:{free_port()}"}):
+            run(reset_transport())
+            with pytest.raises(FunctionFailed, match="could not be published"):
+                deliver(run, event)
+            run(reset_transport())
+        assert command(run, device.device_id, commands[0]["commandId"])["status"] == "failed"
+        later = json_of(send(run, device.device_id, {"name": "later"}))
+        assert later["status"] == "pending", "behind the queue"
+        deliver(run, event)  # Event Grid's redelivery
+        assert received_ids(device, 5) == [c["commandId"] for c in commands[1:]] + [later["commandId"]]
+    finally:
+        device.disconnect()
+
+
+def test_a_delete_ends_the_queue_so_a_client_created_again_under_the_name_gets_none_of_it(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    device = Device(registered(run), mosquitto.url, behaviour="silent")
+    reset = json_of(send(run, device.device_id, {"name": "factory-reset"}))
+    deleted_at = datetime.now(UTC)
+    deliver(run, ev.deleted(device.device_id, deleted_at))
+    ended = command(run, device.device_id, reset["commandId"])
+    assert (ended["status"], ended["error"], "completedAt" in ended) == ("cancelled", {"reason": "device deleted"},
+                                                                         True)
+    time.sleep(0.01)
+    again = datetime.now(UTC)  # the client created again, then a command for it
+    deliver(run, ev.created_or_updated(device.device_id, again, created_on=again))
+    fresh = json_of(send(run, device.device_id, {"name": "hello"}))
+    device.connect()
+    try:
+        deliver(run, ev.connected(device.device_id, 1, datetime.now(UTC)))
+        assert received_ids(device, 1) == [fresh["commandId"]], "the new client gets its own command only"
+        assert command(run, device.device_id, reset["commandId"])["status"] == "cancelled"
+    finally:
+        device.disconnect()
+
+
+def test_a_queue_of_an_earlier_incarnation_is_ended_whatever_order_the_events_come_in(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    """Event Grid keeps no order: the new client's creation and its connect may come
+    before the old one's delete."""
+    device = Device(registered(run), mosquitto.url, behaviour="silent")
+    reset = json_of(send(run, device.device_id, {"name": "factory-reset"}))
+    deleted_at = datetime.now(UTC)
+    time.sleep(0.01)
+    again = datetime.now(UTC)
+    deliver(run, ev.created_or_updated(device.device_id, again, created_on=again))
+    fresh = json_of(send(run, device.device_id, {"name": "hello"}))
+    device.connect()
+    try:
+        deliver(run, ev.connected(device.device_id, 1, datetime.now(UTC)))
+        assert received_ids(device, 1) == [fresh["commandId"]]
+        ended = command(run, device.device_id, reset["commandId"])
+        assert (ended["status"], ended["error"]) == ("cancelled", {"reason": "device deleted"})
+        deliver(run, ev.deleted(device.device_id, deleted_at))  # the delete, last
+        assert command(run, device.device_id, fresh["commandId"])["status"] == "sent"
+    finally:
+        device.disconnect()
+
+
+def test_what_sending_and_draining_cost_in_storage_requests(
+        run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
+    """The hot path, 3: the device's row read while the due index row is written, then
+    the command stored as sent (then published). A queued command reads the row again
+    once stored and marks it (5; 4 when marked already). A drain: the row, the queue,
+    one conditional write per command (which claims it), the mark cleared."""
+    from tests.harness import storage_requests
+
+    def entities(seen: list[tuple[str, str]]) -> list[tuple[str, str]]:  # not the tables' creation
+        return sorted((method, path.split("(")[0].rsplit("/", 1)[-1]) for method, path in seen
+                      if not path.endswith("/Tables"))
+
+    device = online(run, mosquitto, "silent")
+    try:
+        with storage_requests(run) as hot:
+            assert json_of(send(run, device.device_id, {"name": "x"}))["status"] == "sent"
+        assert entities(hot.seen) == [("GET", "devices"), ("PATCH", "commands"), ("POST", "commands")]
+    finally:
+        device.disconnect()
+    asleep = registered(run)
+    with storage_requests(run) as first:
+        assert json_of(send(run, asleep, {"name": "x"}))["status"] == "pending"
+    assert entities(first.seen) == [("GET", "devices"), ("GET", "devices"), ("PATCH", "commands"),
+                                    ("PATCH", "devices"), ("POST", "commands")]
+    with storage_requests(run) as second:
+        assert json_of(send(run, asleep, {"name": "y"}))["status"] == "pending"
+    assert entities(second.seen) == [("GET", "devices"), ("GET", "devices"), ("PATCH", "commands"),
+                                     ("POST", "commands")], "marked already: nothing to write"
+    with storage_requests(run) as drain:  # one write per queued command claims it
+        deliver(run, ev.connected(asleep, 1, datetime.now(UTC)))
+    assert entities(drain.seen) == [("GET", "commands"), ("GET", "devices"), ("GET", "devices"),
+                                    ("PATCH", "devices"), ("PATCH", "devices"), ("PUT", "commands"),
+                                    ("PUT", "commands"), ("PUT", "devices")]

@@ -174,27 +174,43 @@ async def deliver(log: Partition, sequence: range) -> None:
                 await asyncio.sleep(0.2)
 
 
-async def drain_queue(queue_name: str, function_name: str, *, max_messages: int = 1000) -> int:
+async def drain_queue(queue_name: str, function_name: str, *, max_messages: int = 1000,
+                      last_first: bool = False) -> int:
     """Do what the host's queue trigger does: take each message of ``queue_name``
     (in ``AzureWebJobsStorage``), send it to ``function_name`` through the worker,
-    and delete it once the function succeeded. Returns how many messages were handled."""
-    from azure.storage.queue import TextBase64DecodePolicy
+    and delete it once the function succeeded. Returns how many messages were handled.
+    ``last_first``: take every message there is, handle the newest first (the host
+    promises no order) and make the ones beyond ``max_messages`` visible again."""
+    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
     from azure.storage.queue.aio import QueueClient
 
     handled = 0
     async with QueueClient.from_connection_string(os.environ["AzureWebJobsStorage"], queue_name,
+                                                  message_encode_policy=TextBase64EncodePolicy(),
                                                   message_decode_policy=TextBase64DecodePolicy()) as queue:
+        async def handle(message: Any) -> None:
+            assert message.inserted_on and message.expires_on and message.next_visible_on  # received: all set
+            data, metadata = triggers.queue_message(
+                body=message.content, message_id=message.id, dequeue_count=message.dequeue_count or 1,
+                pop_receipt=message.pop_receipt or "", inserted=message.inserted_on,
+                expires=message.expires_on, next_visible=message.next_visible_on)
+            await host().invoke(function_name, data, metadata)
+            await queue.delete_message(message)
+
+        if last_first:
+            taken: list[Any] = []
+            while batch := [m async for m in queue.receive_messages(max_messages=32, visibility_timeout=60)]:
+                taken += batch
+            for message in reversed(taken[-max_messages:]):
+                await handle(message)
+            for message in taken[:-max_messages]:
+                await queue.update_message(message, visibility_timeout=0)
+            return min(len(taken), max_messages)
         while handled < max_messages:
             batch = [m async for m in queue.receive_messages(max_messages=32, visibility_timeout=60)]
             if not batch:
                 return handled
             for message in batch:
-                assert message.inserted_on and message.expires_on and message.next_visible_on  # received: all set
-                data, metadata = triggers.queue_message(
-                    body=message.content, message_id=message.id, dequeue_count=message.dequeue_count or 1,
-                    pop_receipt=message.pop_receipt or "", inserted=message.inserted_on,
-                    expires=message.expires_on, next_visible=message.next_visible_on)
-                await host().invoke(function_name, data, metadata)
-                await queue.delete_message(message)
+                await handle(message)
                 handled += 1
     return handled

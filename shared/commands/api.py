@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.commands.models import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
     Broadcast,
     BroadcastPage,
     BroadcastRequest,
@@ -14,9 +15,14 @@ from shared.commands.models import (
 )
 from shared.platform.operations import CONTINUATION_TOKEN, DEVICE_ID, LIMIT, Operation, Param
 
-COMMAND_ID = Param("commandId", "path", {"type": "string", "format": "uuid"}, "As send_command answered it.")
-IDEMPOTENCY_KEY = Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 256},
-                        "The same key and body answer the original command (200); another body is a 409.")
+COMMAND_ID = Param("commandId", "path", {"type": "string", "format": "uuid"},
+                   "As send_command answered it; 400 when it is not a UUID, 404 for one never issued.")
+JOB_ID = Param("jobId", "path", {"type": "string", "format": "uuid"},
+               "As send_fleet_command answered it; 400 when it is not a UUID, 404 for one never issued.")
+IDEMPOTENCY_KEY = Param("Idempotency-Key", "header",
+                        {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+                        "The same key and body answer the original command (200); another body is a 409; "
+                        "a longer or empty key is a 400.")
 STATUS = Param("status", "query", {"type": "string", "enum": ["pending", "sent", "succeeded", "failed", "rejected",
                                                               "expired", "cancelled"]}, "Only commands in it.")
 
@@ -36,7 +42,7 @@ OPERATIONS = (
               {202: ("The job; its counts show the fan-out's progress", FleetJob)}, request=FleetCommandRequest,
               problems=(409, 413)),
     Operation("get", "/commands/{jobId}", "get_fleet_command", "A fleet job's counts by status",
-              {200: ("The job", FleetJob)}, (Param("jobId", "path", {"type": "string"}),)),
+              {200: ("The job", FleetJob)}, (JOB_ID,)),
     Operation("post", "/broadcasts", "send_broadcast", "Publish one message to every subscribed device",
               {202: ("Published", Broadcast)}, request=BroadcastRequest, problems=(413, 502)),
     Operation("get", "/broadcasts", "list_broadcasts", "The broadcasts sent, newest first",

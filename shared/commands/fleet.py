@@ -2,9 +2,9 @@
 
 Table ``fleetjobs``: ``PartitionKey`` = the job id; row ``job`` (the request, who
 issued it, the total in ``doc``, split over binary properties so that a 256 KiB
-payload fits; whether the fan-out is done); one row ``m|{device key}`` per
-targeted device with the status of its command (``queued`` until its command is
-made; ``failed`` with a reason when the device could not be commanded).
+payload fits); one row ``m|{device key}`` per targeted device with the status of
+its command (``queued`` until its command is made; ``failed`` with a reason when
+the device could not be commanded). Every member row is written before the job row.
 
 The fan-out sends each device's command with the idempotency key ``job:{jobId}``,
 so any part of it can be repeated (a retry, a redelivered queue message) without a
@@ -13,6 +13,12 @@ bounded concurrency; the rest go in chunks of ``CHUNK`` to the Storage queue
 ``fleet-fanout`` (in ``AzureWebJobsStorage``), whose trigger ``fleet_fanout``
 continues, and the counts show the progress. A command's later changes (its
 answer, its expiry) are copied to its member row, so the counts follow.
+
+The fan-out is ``done`` when no member is ``queued`` any more: the counts say so,
+read from storage with them. Chunks run in parallel and in any order, so no chunk
+knows it is the last (a job of 450 devices said ``done`` with 200 still queued when
+its last chunk ran first); a chunk that fails is retried by the queue and leaves
+the job ``running`` until it succeeds (or, poisoned after 5 attempts, for good).
 """
 
 from __future__ import annotations
@@ -97,7 +103,7 @@ async def create_job(request: FleetCommandRequest, *, issued_by: str, now: datet
         raise HttpProblem(409, "the target matches no device")
     job_id = str(uuid.uuid4())
     table = await store.table(FLEET_JOBS_TABLE)
-    job = {"PartitionKey": job_id, "RowKey": "job", "fanout": "running", **split_json("doc", {
+    job = {"PartitionKey": job_id, "RowKey": "job", **split_json("doc", {
         "jobId": job_id, "name": request.name, "payload": request.payload,
         "timeoutSeconds": request.timeout_seconds, "target": request.target.to_json_dict(),
         "createdAt": now.isoformat(), "issuedBy": issued_by, "total": len(devices)}, what="fleet job")}
@@ -110,12 +116,10 @@ async def create_job(request: FleetCommandRequest, *, issued_by: str, now: datet
     rest = devices[INLINE_DEVICES:]
     if rest:
         await _enqueue(job_id, [rest[i:i + CHUNK] for i in range(0, len(rest), CHUNK)])
-    else:
-        await _done(store, job_id)
     return await get_job(job_id)
 
 
-async def fan_out(job_id: str, devices: list[str], *, last: bool = False) -> None:
+async def fan_out(job_id: str, devices: list[str]) -> None:
     """Send the job's command to ``devices`` (at most ``CONCURRENCY`` at once)."""
     from shared.commands.service import send_command
 
@@ -139,30 +143,21 @@ async def fan_out(job_id: str, devices: list[str], *, last: bool = False) -> Non
                 await _set_member(store, job_id, device_id, {"status": "failed", "reason": str(exc)[:512]})
 
     await asyncio.gather(*(one(d) for d in devices))
-    if last:
-        await _done(store, job_id)
-
-
-async def _done(store: DataStore, job_id: str) -> None:
-    from azure.data.tables import UpdateMode
-
-    table = await store.table(FLEET_JOBS_TABLE)
-    await table.update_entity({"PartitionKey": job_id, "RowKey": "job", "fanout": "done"}, mode=UpdateMode.MERGE)
 
 
 async def _enqueue(job_id: str, chunks: list[list[str]]) -> None:
     from shared.platform.host_storage import queue_client
 
     queue = await queue_client(QUEUE)
-    for index, chunk in enumerate(chunks):
-        message = {"jobId": job_id, "deviceIds": chunk, "last": index == len(chunks) - 1}
-        await queue.send_message(orjson.dumps(message).decode())
+    for chunk in chunks:
+        await queue.send_message(orjson.dumps({"jobId": job_id, "deviceIds": chunk}).decode())
 
 
 async def continue_fan_out(message: bytes) -> None:
-    """One queued chunk of a job's devices (the ``fleet_fanout`` queue trigger)."""
+    """One queued chunk of a job's devices (the ``fleet_fanout`` queue trigger); the
+    ``last`` that older messages carry is not needed any more."""
     body = orjson.loads(message)
-    await fan_out(str(body["jobId"]), [str(d) for d in body["deviceIds"]], last=bool(body.get("last")))
+    await fan_out(str(body["jobId"]), [str(d) for d in body["deviceIds"]])
 
 
 async def get_job(job_id: str) -> FleetJob:
@@ -181,4 +176,4 @@ async def get_job(job_id: str) -> FleetJob:
     doc: dict[str, Any] = joined_json(job, "doc")
     return FleetJob(job_id=job_id, name=doc["name"], total=doc["total"], counts=counts,
                     created_at=doc["createdAt"], issued_by=doc["issuedBy"], target=doc["target"],
-                    fanout=job.get("fanout", "running"))
+                    fanout="running" if counts.get("queued") else "done")

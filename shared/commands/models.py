@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
+from shared.platform.errors import InvalidInput
+from shared.platform.keys import MAX_DEVICE_ID_LENGTH, validate_commandable_device_id
 from shared.platform.models import ApiModel
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -16,6 +18,7 @@ NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 RESERVED_NAMES = frozenset({"telemetry", "inference", "response"})
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_FLEET_DEVICES = 1000
+MAX_IDEMPOTENCY_KEY_LENGTH = 256
 
 Status = Literal["pending", "sent", "succeeded", "failed", "rejected", "expired", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "rejected", "expired", "cancelled"})
@@ -42,8 +45,24 @@ class CommandRequest(_Request):
         return name
 
 
+def _commandable(device_id: str) -> str:
+    """A fleet job's device id, checked as ``send_command`` checks its route's: an
+    id of 510 characters made a member row's key too long (a 500), an empty one a
+    member row the counts never read, so they never added up to the total."""
+    try:
+        return validate_commandable_device_id(device_id)
+    except InvalidInput as exc:
+        shown = device_id if len(device_id) <= 64 else device_id[:64] + "…"
+        raise ValueError(exc.reason.replace("device id", f"device id {shown!r}", 1)) from None
+
+
+CommandableDeviceId = Annotated[str, AfterValidator(_commandable), WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": MAX_DEVICE_ID_LENGTH,
+     "description": "An MQTT client authentication name without '/', '+', '#' or control characters."})]
+
+
 class FleetTarget(_Request):
-    device_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_FLEET_DEVICES)
+    device_ids: list[CommandableDeviceId] | None = Field(default=None, min_length=1, max_length=MAX_FLEET_DEVICES)
     attributes: dict[str, str | int | float | bool] | None = Field(default=None, min_length=1, max_length=16)
 
     @model_validator(mode="after")
@@ -111,7 +130,8 @@ class FleetJob(ApiModel):
     created_at: datetime
     issued_by: str
     target: dict[str, Any]
-    fanout: Literal["running", "done"]
+    fanout: Literal["running", "done"] = Field(description="`done` once no device is `queued`: every part of the "
+                                               "fan-out has run.")
 
 
 class Broadcast(ApiModel):

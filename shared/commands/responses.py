@@ -23,6 +23,7 @@ from shared.commands.fleet import sync_job_member
 from shared.commands.models import CommandResponse
 from shared.commands.store import CommandStore, command_row
 from shared.platform.errors import InvalidInput, validate
+from shared.platform.rows import MAX_JSON_DEPTH, nests_deeper
 from shared.platform.storage import DataStore, data_store
 from shared.streams.batch import Origin, dead_letter, give_up, last_attempt, origin_of, partition_context
 from shared.streams.decode import Rejected
@@ -80,6 +81,8 @@ async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
     if raw.error is not None:
         raise raw.error
     response = validate(CommandResponse, raw.payload, what="command response")
+    if nests_deeper(raw.payload, MAX_JSON_DEPTH):  # the command's row could not be written
+        raise InvalidInput(f"the command response nests arrays or objects more than {MAX_JSON_DEPTH} levels deep")
     if raw.topic is not None:
         topic_device, topic_command = raw.topic.split("/")[1], raw.topic.split("/")[3]
         if response.command_id != topic_command:
@@ -105,11 +108,7 @@ async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
 
 
 def _issued(command_id: str) -> bool:
-    try:
-        command_row(command_id)
-    except InvalidInput:
-        return False
-    return True
+    return command_row(command_id) is not None
 
 
 async def _dead_letter(store: DataStore, origin: Origin, rejected: Rejected, now: datetime) -> None:

@@ -1,13 +1,24 @@
 """Sending a command, end to end, and what moves it on afterwards: the device
 connecting (queued commands), the expiry timer, a cancel.
 
-A command is stored before it is published, so no publish goes unrecorded; the
-publish's outcome is then written conditionally (``sent``, or ``failed`` with the
-reason). A device that is offline under ``OFFLINE_COMMAND_POLICY=queue`` gets a
-``pending`` command and a mark on its registry row, written conditionally on the row
-the decision was made from: if the device connected in between, the mark fails and
-the command is published at once; if the mark is written first, the connect event
-finds it and publishes the device's pending commands in creation order.
+A command is stored before it is published, so no publish goes unrecorded, and it
+is published only by whoever moved it to ``sent``, a write conditional on its row's
+ETag: a cancel, the expiry timer, or a second drain of the queue (Event Grid
+delivers a connect event at least once, sometimes twice at the same moment) loses
+that race cleanly, and the app publishes the command once at most (QoS 1 may still
+deliver it twice). A failed publish makes it ``failed`` with the reason; a worker
+that dies between the claim and the publish leaves it ``sent`` until it expires.
+
+A device that is offline under ``OFFLINE_COMMAND_POLICY=queue`` gets a ``pending``
+command and a mark on its registry row (``pendingCommands``), written conditionally
+on the row the decision was made from: if the device connected in between, the mark
+fails and the command is published at once. The connect event finds the mark and
+drains the queue: the pending commands oldest first, then it clears the mark,
+conditionally on the row it read before reading the queue. A command sent while the
+queue drains (the device connected, the mark still set) joins the queue instead of
+overtaking it, and touches the row (a conditional write), so the drain's clear fails
+and it reads the queue again: the device gets its commands in the order they were
+sent (a command sent while 200 waited had arrived 64th of 201).
 """
 
 from __future__ import annotations
@@ -15,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -25,8 +37,9 @@ from shared.commands import status as transitions
 from shared.commands.fleet import sync_job_member
 from shared.commands.models import TERMINAL, Command, CommandRequest
 from shared.commands.settings import CommandSettings
-from shared.commands.store import CommandStore, KeyConflict, new_command_id
-from shared.lifecycle.registry import DeviceRegistry
+from shared.commands.store import CommandContention, CommandStore, KeyConflict, new_command_id
+from shared.lifecycle.models import DeviceRecord
+from shared.lifecycle.registry import DeviceRegistry, Standing
 from shared.platform.http import HttpProblem, NotFound
 from shared.platform.keys import validate_commandable_device_id
 from shared.platform.settings import settings_of
@@ -95,7 +108,7 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
         raise HttpProblem(409, f"device {device_id!r} is disabled")
     if not device.connected and settings.offline_command_policy == "reject":
         raise HttpProblem(409, f"device {device_id!r} is offline and OFFLINE_COMMAND_POLICY is reject")
-    if device.connected:
+    if _route(device) == "publish":
         # Stored as sent, then published: one write instead of two. A worker that dies
         # in between leaves a command that says sent and expires on time; a failed
         # publish makes it failed (the publish comes after the write, so an answer
@@ -110,73 +123,171 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
         return Sent(command, False)
     if command.status == "sent":
         return Sent(await publish(store, command, now, etag=etag), True)
-    return Sent(await _publish_or_queue(store, command, now), True)
+    return Sent(await _publish_or_queue(store, command, now, etag), True)
 
 
-async def _publish_or_queue(store: DataStore, command: Command, now: datetime) -> Command:
+Route = Literal["publish", "wait", "mark"]
+
+
+def _route(device: Standing) -> Route:
+    """Where a new command for ``device`` goes: ``publish`` at once (connected, no
+    queue); ``wait`` in the queue, which the next connect drains (offline, marked);
+    else queue it and ``mark`` the row: offline, or connected while its queue drains,
+    where the conditional write tells the drain to read the queue again."""
+    if device.connected and not device.pending_commands:
+        return "publish"
+    if not device.connected and device.pending_commands:
+        return "wait"
+    return "mark"
+
+
+async def _publish_or_queue(store: DataStore, command: Command, now: datetime, etag: str | None) -> Command:
+    """A stored ``pending`` command: published (if the device is connected and has no
+    queue, read again now that the command is stored) or queued for the drain."""
     registry = DeviceRegistry(store)
-    for _ in range(MAX_MARK_ATTEMPTS):
+    device = None
+    for attempt in range(MAX_MARK_ATTEMPTS):
         device = await registry.standing(command.device_id)
         if device is None:
             break
-        if device.connected:
-            return await publish(store, command, now)
-        if device.pending_commands or await registry.set_pending_commands(command.device_id, True, device.etag):
-            return command  # the device's next connect publishes it
-    return await publish(store, command, now)  # the row kept changing: try the device as it is
+        route = _route(device)
+        if route == "publish":
+            return await _publish_queued(store, command, now, etag=etag)
+        if route == "wait" or await registry.set_pending_commands(command.device_id, True, device.etag):
+            return command  # the device's next connect, or the drain under way, publishes it
+        await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
+    if device is not None and device.pending_commands:
+        # The row kept changing and is marked: a drain under way sees its clear fail
+        # and reads the queue again (publishing here could overtake the queue).
+        return command
+    return await _publish_queued(store, command, now, etag=etag)  # try the device as it is
+
+
+async def _publish_queued(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
+    """Claim a ``pending`` command and publish it; returns it as it now stands (not
+    published by this call when it was not ``pending`` any more: cancelled, expired,
+    or claimed by another publisher, which publishes it)."""
+    claimed, won = await _claim(store, command, now, etag)
+    if not won or claimed is None:
+        return claimed or command
+    await _follow_job(store, claimed)
+    return await publish(store, claimed, now)
+
+
+async def _claim(store: DataStore, command: Command, now: datetime, etag: str | None) -> tuple[Command | None, bool]:
+    """``pending`` to ``sent``, conditionally on the row's ETag (known from the write or
+    the query that gave the command, else read): whoever wins publishes."""
+    return await CommandStore(store).change(command.device_id, command.command_id,
+                                            functools.partial(transitions.sent, at=now),
+                                            known=(command, etag) if etag else None)
 
 
 async def publish(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
-    """Publish a stored command and record the outcome: ``sent``, or ``failed`` and a
-    502/503 problem (the command is kept, with the reason)."""
+    """Publish a command stored as ``sent`` (by the caller, who won that write); a
+    failure makes it ``failed``, with the reason, and a 502/503 problem."""
     from shared.commands.transport import PublishError, transport
 
-    commands = CommandStore(store)
     try:
         await transport().publish(publication(command, now))
     except PublishError as exc:
         reason = exc.reason
-        failed, _ = await commands.change(command.device_id, command.command_id,
-                                          lambda c: transitions.publish_failed(c, reason, now),
-                                          known=(command, etag) if etag else None)
+        failed, _ = await CommandStore(store).change(command.device_id, command.command_id,
+                                                     lambda c: transitions.publish_failed(c, reason, now),
+                                                     known=(command, etag) if etag else None)
         await _follow_job(store, failed)
         log.warning("publishing command %s to %r failed: %s", command.command_id, command.device_id, reason)
         status = 503 if exc.transient else 502
         headers = {"Retry-After": str(exc.retry_after or 5)} if exc.transient else None
         raise HttpProblem(status, f"the command was stored but could not be published: {exc.reason} "
                                   f"(command {command.command_id} is failed)", headers=headers) from None
-    if command.status == "sent":
-        return command  # recorded as sent before the publish
-    result, _ = await commands.change(command.device_id, command.command_id, lambda c: transitions.sent(c, now),
-                                      known=(command, etag) if etag else None)
-    await _follow_job(store, result)
-    return result or command
+    return command
 
 
 async def deliver_pending(device_id: str, now: datetime | None = None) -> list[Command]:
-    """Publish the device's pending commands, oldest first, skipping (and expiring)
-    the overdue ones, then clear the mark: called when the device connects."""
+    """Drain the device's queue when it connects: its pending commands oldest first,
+    each claimed then published, the overdue ones expired, the ones sent before the
+    client was created (again) ended as its delete would; then clear the mark,
+    conditionally on the row read before the queue. A command queued meanwhile made
+    that clear fail, so the queue is read again (as long as each reading finds some,
+    and up to ``MAX_MARK_ATTEMPTS`` that find none). A command another publisher
+    claimed first means another drain is under way: it goes on, in order, and this
+    one stops. Returns what this drain published.
+
+    A drain that cannot finish (the broker unreachable, the row changing without
+    end) raises, so that Event Grid delivers the connect event again: a connected
+    device whose mark stays would hold every new command in its queue."""
     store = data_store()
     registry, commands = DeviceRegistry(store), CommandStore(store)
     delivered: list[Command] = []
-    for _ in range(MAX_MARK_ATTEMPTS):
+    fruitless = 0
+    while fruitless < MAX_MARK_ATTEMPTS:
         device = await registry.standing(device_id)
         if device is None or not device.connected or not device.pending_commands:
             return delivered
         at = now or datetime.now(UTC)
-        for command in await commands.pending(device_id):
-            if command.expires_at <= at:
-                expired, _ = await commands.change(device_id, command.command_id,
-                                                   functools.partial(transitions.expired, now=at))
-                await _follow_job(store, expired)
-                continue
+        queue = await commands.pending(device_id)
+        for command, etag in queue:
+            moved, won = await commands.change(
+                device_id, command.command_id,
+                functools.partial(transitions.drained, at=at, created_on=device.created_on), known=(command, etag))
+            if not won or moved is None:
+                if moved is not None and moved.sent_at is not None:
+                    return delivered  # another drain claimed it: that one goes on, in order
+                continue  # cancelled or expired meanwhile: never published
+            await _follow_job(store, moved)
+            if moved.status != "sent":
+                continue  # expired, or ended with its earlier incarnation
             try:
-                delivered.append(await publish(store, command, at))
-            except HttpProblem:
-                return delivered  # recorded as failed; the mark stays for the next connect
+                delivered.append(await publish(store, moved, at))
+            except HttpProblem as exc:  # the command is failed, with the reason
+                if exc.status == 503:
+                    raise  # the broker may take the rest later: Event Grid delivers the connect again
+                # 502: this command can never be published; the next one may be
         if await registry.set_pending_commands(device_id, False, device.etag):
             return delivered
-    return delivered
+        fruitless = 0 if queue else fruitless + 1
+    raise CommandContention(f"the queue of device {device_id!r} could not be closed {MAX_MARK_ATTEMPTS} times")
+
+
+async def follow_device(record: DeviceRecord) -> list[Command]:
+    """What a life cycle event means for the device's queue (``client_lifecycle`` and
+    the redrive call it after the registry write): a connected device's is drained, a
+    deleted device's ended. A device without a queue costs nothing: the mark is on
+    the row the event read anyway."""
+    if not record.pending_commands:
+        return []
+    if record.device.deleted:
+        return await end_queue(record.device.device_id)
+    if record.device.connected:
+        return await deliver_pending(record.device.device_id)
+    return []
+
+
+async def end_queue(device_id: str, now: datetime | None = None) -> list[Command]:
+    """A deleted device's queue: each pending command ``cancelled``, reason ``device
+    deleted`` (a factory-reset queued for a deleted client reached the client created
+    again under its name), then the mark cleared if the row is as it was read. Only
+    commands sent before the row said deleted: one sent later went to a client created
+    again since. Returns the commands ended."""
+    store = data_store()
+    registry, commands = DeviceRegistry(store), CommandStore(store)
+    device = await registry.standing(device_id)
+    if device is None or not device.deleted or not device.pending_commands:
+        return []
+    at = now or datetime.now(UTC)
+    ended: list[Command] = []
+    for command, etag in await commands.pending(device_id):
+        if command.created_at > at:
+            continue
+        result, changed = await commands.change(device_id, command.command_id,
+                                                functools.partial(transitions.device_deleted, at=at),
+                                                known=(command, etag))
+        if changed and result is not None:
+            ended.append(result)
+            await _follow_job(store, result)
+    # A row changed meanwhile keeps its mark: a later event or connect reads the queue again.
+    await registry.set_pending_commands(device_id, False, device.etag)
+    return ended
 
 
 async def cancel_command(device_id: str, command_id: str, now: datetime | None = None) -> Command:

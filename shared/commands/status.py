@@ -3,7 +3,8 @@
 ``pending`` (accepted, the device offline) -> ``sent`` -> ``succeeded`` | ``failed`` |
 ``rejected`` (the device's answer); ``pending`` or ``sent`` -> ``expired`` (its
 timeout passed without an answer) or ``cancelled`` (an operator) or ``failed`` (the
-publish failed). The last five are terminal and never change; a device's answer
+publish failed). ``pending`` -> ``cancelled`` also when the device is deleted (its
+queue belonged to that client). The last five are terminal and never change; a device's answer
 that comes after one of them is kept as ``lateResponse`` and changes nothing else.
 Each function returns the command after the change, or None when the change does
 not apply (a duplicate, or a race lost to another transition), so a caller writes
@@ -34,6 +35,33 @@ def cancelled(command: Command, at: datetime) -> Command | None:
     if command.status in TERMINAL:
         return None
     return command.model_copy(update={"status": "cancelled", "completed_at": at})
+
+
+DEVICE_DELETED = {"reason": "device deleted"}
+
+
+def device_deleted(command: Command, at: datetime) -> Command | None:
+    """A queued command of a client that was deleted: it can reach no one, and must
+    not reach a client created again under the same name. A ``sent`` one is left to
+    its answer or expiry: the client may have carried it out."""
+    if command.status != "pending":
+        return None
+    return command.model_copy(update={"status": "cancelled", "error": DEVICE_DELETED, "completed_at": at})
+
+
+def drained(command: Command, at: datetime, created_on: datetime | None) -> Command | None:
+    """A queued command as the drain moves it on when the device connects: ``expired``
+    when overdue; ``cancelled`` as ``device_deleted`` when it was sent before the
+    client was created (``created_on``), so to a client deleted since, whose delete
+    may not have come yet (Event Grid keeps no order); else ``sent``, to be published.
+    None when it is not queued any more."""
+    if command.status != "pending":
+        return None
+    if command.expires_at <= at:
+        return expired(command, at)
+    if created_on is not None and command.created_at < created_on:
+        return device_deleted(command, at)
+    return sent(command, at)
 
 
 def expired(command: Command, now: datetime) -> Command | None:

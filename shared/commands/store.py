@@ -34,7 +34,6 @@ from typing import Any
 import orjson
 
 from shared.commands.models import Command
-from shared.platform.errors import InvalidInput
 from shared.platform.keys import device_key
 from shared.platform.paging import query_page, token_scope
 from shared.platform.rows import joined_json, split_json, split_names
@@ -58,14 +57,15 @@ def new_command_id(now: datetime) -> str:
     return str(uuid.UUID(int=value))
 
 
-def command_row(command_id: str) -> str:
-    """The row key of a command: 404 rather than a guess for an id we did not make."""
+def command_row(command_id: str) -> str | None:
+    """The row key of a command; None for an id this API never issues (not a UUID
+    version 7 in its canonical form), which is therefore no command (404)."""
     try:
         parsed = uuid.UUID(command_id)
     except ValueError:
-        raise InvalidInput("commandId is not a command id this API issued") from None
+        return None
     if parsed.version != 7 or str(parsed) != command_id:
-        raise InvalidInput("commandId is not a command id this API issued")
+        return None
     return f"c|{_MAX_MS - (parsed.int >> 80):015d}|{command_id}"
 
 
@@ -78,7 +78,9 @@ def _key_row(idempotency_key: str) -> str:
 
 
 def _entity(command: Command) -> dict[str, Any]:
-    entity = {"PartitionKey": device_key(command.device_id), "RowKey": command_row(command.command_id),
+    row = command_row(command.command_id)
+    assert row is not None, "the command's id was made by new_command_id"
+    entity = {"PartitionKey": device_key(command.device_id), "RowKey": row,
               **split_json("doc", command.to_json_dict(), what="command"), "status": command.status}
     if command.job_id:
         entity["jobId"] = command.job_id
@@ -137,9 +139,12 @@ class CommandStore:
     async def get(self, device_id: str, command_id: str) -> Command | None:
         from azure.core.exceptions import ResourceNotFoundError
 
+        row = command_row(command_id)
+        if row is None:
+            return None
         table = await self._store.table(COMMANDS_TABLE)
         try:
-            return _command(await table.get_entity(device_key(device_id), command_row(command_id)))
+            return _command(await table.get_entity(device_key(device_id), row))
         except ResourceNotFoundError:
             return None
 
@@ -154,13 +159,16 @@ class CommandStore:
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
+        row = command_row(command_id)
+        if row is None:
+            return None, False
         table = await self._store.table(COMMANDS_TABLE)
         for attempt in range(MAX_ATTEMPTS):
             if known is not None and attempt == 0:
                 current, etag = known
             else:
                 try:
-                    entity = await table.get_entity(device_key(device_id), command_row(command_id))
+                    entity = await table.get_entity(device_key(device_id), row)
                 except ResourceNotFoundError:
                     return None, False
                 current, etag = _command(entity), str(entity.metadata["etag"])
@@ -190,14 +198,15 @@ class CommandStore:
                                            select=split_names("doc"), continuation_token=continuation_token)
         return [_command(e) for e in entities], token
 
-    async def pending(self, device_id: str) -> list[Command]:
-        """The device's pending commands, oldest first (the order they must go in)."""
+    async def pending(self, device_id: str) -> list[tuple[Command, str]]:
+        """The device's pending commands, oldest first (the order they must go in),
+        each with its row's ETag (for the conditional write that claims it)."""
         table = await self._store.table(COMMANDS_TABLE)
         query = "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high and status eq @status"
-        found = [_command(e) async for e in table.query_entities(
+        found = [(_command(e), str(e.metadata["etag"])) async for e in table.query_entities(
             query, parameters={"pk": device_key(device_id), "low": "c|", "high": "c}", "status": "pending"},
             select=split_names("doc"))]
-        return sorted(found, key=lambda c: (c.created_at, c.command_id))
+        return sorted(found, key=lambda found: (found[0].created_at, found[0].command_id))
 
     async def due(self, now: datetime) -> list[tuple[str, str, str]]:
         """(partition, device id, command id) of every due index row up to ``now``."""

@@ -144,14 +144,13 @@ async def send(stream: str, document: dict[str, Any], dead_letter_id: str) -> bo
 
         await handle_responses([eventhub_event(document)])
         return True
-    from shared.commands.service import deliver_pending
+    from shared.commands.service import follow_device
     from shared.lifecycle.service import handle_lifecycle_event
 
     record = await handle_lifecycle_event(lifecycle_event(document))
     if record is None:
         return False
-    if record.pending_commands and record.device.connected:
-        await deliver_pending(record.device.device_id)
+    await follow_device(record)
     return True
 
 

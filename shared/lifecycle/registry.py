@@ -6,7 +6,7 @@ Table ``devices``:
   its row ``RowKey = "registry"`` holds the device as the API returns it (camelCase
   JSON in ``doc``, served as stored), the internal facts it was derived from
   (``states``), and the columns queries filter on (``deviceId``, ``connected``,
-  ``deleted``, ``state``);
+  ``deleted``, ``state``) or commands read (``createdOn``, ``pendingCommands``);
 * other rows of the partition hold fields that other capabilities keep for the
   device (the streams' latest state): ``RowKey`` = the field (its JSON in ``doc``,
   split over binary properties by :func:`shared.platform.rows.split_json`),
@@ -31,6 +31,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -62,6 +63,7 @@ class Standing:
     state: str
     pending_commands: bool
     etag: str
+    created_on: datetime | None = None  # when the client's current incarnation was created
 
 
 class ConcurrencyError(RuntimeError):
@@ -79,6 +81,8 @@ def _to_entity(record: DeviceRecord, index_etag: str | None) -> dict[str, Any]:
         "connected": device.connected, "deleted": device.deleted, "state": device.state, "doc": doc,
         "states": orjson.dumps([f.model_dump(mode="json") for f in record.states]).decode(),
     }
+    if device.created_on is not None:
+        entity["createdOn"] = device.created_on.isoformat()
     if index_etag:
         entity["indexEtag"] = index_etag
     if record.pending_commands:
@@ -190,11 +194,13 @@ class DeviceRegistry:
         table = await self._store.table(DEVICES_TABLE)
         try:
             entity = await table.get_entity(device_key(device_id), REGISTRY_ROW,
-                                            select=["connected", "deleted", "state", "pendingCommands"])
+                                            select=["connected", "deleted", "state", "pendingCommands", "createdOn"])
         except ResourceNotFoundError:
             return None
+        created_on = entity.get("createdOn")  # absent from rows written before the column
         return Standing(bool(entity.get("connected")), bool(entity.get("deleted")), str(entity.get("state")),
-                        bool(entity.get("pendingCommands")), str(entity.metadata["etag"]))
+                        bool(entity.get("pendingCommands")), str(entity.metadata["etag"]),
+                        datetime.fromisoformat(created_on) if created_on else None)
 
     async def set_pending_commands(self, device_id: str, pending: bool, etag: str) -> bool:
         """Mark (or clear) that commands wait for the device, if its row is still at

@@ -21,6 +21,7 @@ import azure.functions as func
 import orjson
 
 from shared.platform.errors import ConfigurationError, InvalidInput, is_transient, validate
+from shared.platform.rows import MAX_JSON_DEPTH, nests_deeper
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
 
 _INTEGER = re.compile(r"0|[1-9][0-9]*")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # An offset whose "+" the client did not encode as %2B arrives decoded as a space.
 _DECODED_PLUS = re.compile(r" [0-9]{2}:[0-9]{2}\Z")
 
@@ -45,17 +47,25 @@ class HttpProblem(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
-def request_json(req: func.HttpRequest, *, max_bytes: int) -> Any:
-    """The request's JSON body: 413 beyond ``max_bytes``, 400 when it is not JSON."""
+def request_json(req: func.HttpRequest, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The request's JSON body: 413 beyond ``max_bytes``, 400 when it is not JSON or
+    nests arrays and objects more than ``max_depth`` levels deep."""
     body = req.get_body() or b""
     if len(body) > max_bytes:
         raise HttpProblem(413, f"the request body is {len(body)} bytes, more than {max_bytes}")
     if not body.strip():
         raise InvalidInput("the request needs a JSON body")
+    too_deep = InvalidInput(f"the request body nests arrays or objects more than {max_depth} levels deep")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson's own bound, 1024
+            raise too_deep from None
         raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
+    # Fewer brackets than levels allowed cannot nest too deep: most bodies skip the walk.
+    if body.count(b"[") + body.count(b"{") > max_depth and nests_deeper(value, max_depth):
+        raise too_deep
+    return value
 
 
 def validated(model: Any, data: Any) -> Any:
@@ -169,6 +179,16 @@ def query_text(req: func.HttpRequest, name: str, *, max_length: int) -> str | No
     return raw
 
 
+def header_text(req: func.HttpRequest, name: str, *, max_length: int) -> str | None:
+    """Header ``name``: any text of 1 to ``max_length`` characters; None when absent
+    (an empty value is a 400, as for a query parameter)."""
+    raw: str | None = req.headers.get(name)
+    if raw is not None and not 1 <= len(raw) <= max_length:
+        raise _bad(name, f"must be 1 to {max_length} characters"
+                         + ("; leave it out rather than send it empty" if raw == "" else ""), "header")
+    return raw
+
+
 def query_datetime(req: func.HttpRequest, name: str) -> datetime | None:
     """An RFC 3339 date-time with a zone, in UTC; None when absent."""
     from shared.platform.timestamps import parse_timestamp
@@ -214,6 +234,17 @@ def route_param(req: func.HttpRequest, name: str, check: Callable[[str], object]
     except InvalidInput as exc:
         raise _bad(name, exc.reason.removeprefix(f"{name} "), "path") from None
     return raw
+
+
+def route_uuid(req: func.HttpRequest, name: str) -> str:
+    """Route parameter ``name`` as a UUID in its 36-character form, lowercased (RFC 9562
+    reads UUIDs in either case), for the lookup to say 404; anything else is a 400
+    naming it at once, never a key handed to storage (``a/b`` made the Table service
+    fail, a 503 after 5 s of retries)."""
+    raw: str = req.route_params.get(name) or ""
+    if not _UUID.fullmatch(raw):
+        raise _bad(name, "must be a UUID as this API issued it (8-4-4-4-12 hexadecimal digits)", "path")
+    return raw.lower()
 
 
 def route_device_id(req: func.HttpRequest) -> str:
