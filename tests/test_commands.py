@@ -88,7 +88,8 @@ def test_a_command_is_published_answered_and_tracked(run: Any, mosquitto: Mosqui
                         headers={"X-MS-CLIENT-PRINCIPAL-NAME": "ops@example.com"})
         assert response.status_code == 202, response.get_body()
         sent = json_of(response)
-        assert (sent["status"], sent["issuedBy"], sent["name"]) == ("sent", "ops@example.com", "reboot")
+        # No App Service authentication here: a header the caller sent is no identity.
+        assert (sent["status"], sent["issuedBy"], sent["name"]) == ("sent", "function-key", "reboot")
         assert response.headers["Location"] == f"/api/devices/{device.device_id}/commands/{sent['commandId']}"
         [received] = device.wait_for(1)
         assert received.topic == f"devices/{device.device_id}/commands/reboot"
@@ -849,3 +850,21 @@ def test_what_sending_and_draining_cost_in_storage_requests(
     assert entities(drain.seen) == [("GET", "commands"), ("GET", "devices"), ("GET", "devices"),
                                     ("PATCH", "devices"), ("PATCH", "devices"), ("PUT", "commands"),
                                     ("PUT", "commands"), ("PUT", "devices")]
+
+
+@pytest.mark.parametrize("trust, headers, who", [
+    ("false", {"x-ms-client-principal-name": "ops@example.com"}, "function-key"),  # as the host hands them
+    ("true", {"x-ms-client-principal-name": "ops@example.com"}, "ops@example.com"),
+    ("true", {"x-ms-client-principal": "bm90IGpzb24="}, "function-key"),  # malformed: never "None"
+    ("true", {"x-ms-client-principal": "eyJjbGFpbXMiOlt7InR5cCI6Im5hbWUiLCJ2YWwiOm51bGx9XX0="}, "function-key"),
+    ("true", {}, "function-key"),
+], ids=["a-caller-header-without-platform-auth", "platform-auth", "malformed-principal", "a-null-name-claim",
+        "no-principal"])
+def test_issued_by_is_the_platforms_word_only(run: Any, trust: str, headers: dict[str, str], who: str) -> None:
+    """CONTRACT: a header a caller sent is never an identity; the principal counts only
+    where App Service authentication guards the API (TRUST_APP_SERVICE_AUTH)."""
+    from shared.commands.service import issued_by
+    from tests.harness import changed_settings
+
+    with changed_settings(run, {"TRUST_APP_SERVICE_AUTH": trust}):
+        assert issued_by(headers) == who

@@ -131,6 +131,9 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       // Commands: HTTP Publish to the Event Grid MQTT broker with the identity.
       COMMAND_TRANSPORT: 'eventgrid'
       EVENTGRID_MQTT_HOSTNAME: eventGridMqttHostname
+      // No App Service authentication is configured here: a principal header a caller
+      // sends is no identity (README, Settings). Set it true where you enable it.
+      TRUST_APP_SERVICE_AUTH: 'false'
       // HTTP Publish is a preview API (README, Settings): the tested default.
       EVENTGRID_PUBLISH_API_VERSION: '2025-02-15-preview'
       MQTT_BROKER_URL: ''

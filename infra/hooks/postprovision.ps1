@@ -64,6 +64,7 @@ $values = [ordered]@{
     MQTT_USERNAME                               = ''
     MQTT_PASSWORD                               = ''
     OFFLINE_COMMAND_POLICY                      = (Get-Setting 'OFFLINE_COMMAND_POLICY' 'queue')
+    TRUST_APP_SERVICE_AUTH                      = 'false'
     ALERT_RULES                                 = $alertRules
     FLAPPING_DISCONNECTS                        = (Get-Setting 'FLAPPING_DISCONNECTS' '5')
     FLAPPING_WINDOW_SECONDS                     = (Get-Setting 'FLAPPING_WINDOW_SECONDS' '600')

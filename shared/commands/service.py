@@ -320,9 +320,12 @@ async def expire_due(now: datetime | None = None) -> list[Command]:
 
 def issued_by(headers: Any) -> str:
     """Who issued a request: the Entra principal App Service authentication reports,
-    else ``function-key``."""
+    where the deployment says it guards the API (``TRUST_APP_SERVICE_AUTH``), else
+    ``function-key``: a header a caller sent is never an identity."""
     import base64
 
+    if settings_of(CommandSettings).trust_app_service_auth != "true":
+        return "function-key"
     name = headers.get("x-ms-client-principal-name")
     if name:
         return str(name)[:256]
@@ -331,11 +334,14 @@ def issued_by(headers: Any) -> str:
         try:
             principal = orjson.loads(base64.b64decode(encoded))
             for claim in principal.get("claims", []):
+                value = claim.get("val")
                 if claim.get("typ") in ("name", "preferred_username", "upn",
-                                        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"):
-                    return str(claim.get("val"))[:256]
-            if principal.get("userDetails"):
-                return str(principal["userDetails"])[:256]
+                                        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name") \
+                        and isinstance(value, str) and value:
+                    return value[:256]
+            details = principal.get("userDetails")
+            if isinstance(details, str) and details:
+                return details[:256]
         except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
             pass
     return "function-key"

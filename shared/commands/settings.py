@@ -31,6 +31,12 @@ class CommandSettings:
     mqtt_broker_url: str = setting("MQTT_BROKER_URL", parse=mqtt_url, default="mqtt://127.0.0.1:1883", secret=True)
     mqtt_username: str | None = setting("MQTT_USERNAME")
     mqtt_password: str | None = setting("MQTT_PASSWORD", secret=True)
+    # Whether App Service authentication guards the API (so the platform sets the
+    # X-MS-CLIENT-PRINCIPAL headers and strips any a caller sends): only then is a
+    # principal header an identity (CONTRACT: "A header a caller sent is never an
+    # identity"). Off by default: infra/ enables no App Service authentication.
+    trust_app_service_auth: Literal["true", "false"] = setting(
+        "TRUST_APP_SERVICE_AUTH", parse=choice("true", "false"), default="false")
     offline_command_policy: Literal["queue", "reject"] = setting(
         "OFFLINE_COMMAND_POLICY", parse=choice("queue", "reject"), default="queue")
 
