@@ -15,12 +15,21 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 async def send_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.models import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_PAYLOAD_BYTES, CommandRequest
     from shared.commands.service import issued_by, send_command
-    from shared.platform.http import header_text, json_response, request_json, respond, route_device_id, validated
+    from shared.platform.http import (
+        header_text,
+        json_response,
+        request_json,
+        respond,
+        route_device_id,
+        validated,
+        within_bytes,
+    )
 
     async def handle() -> func.HttpResponse:
         device_id = route_device_id(req)
         key = header_text(req, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
         request = validated(CommandRequest, request_json(req, max_bytes=MAX_PAYLOAD_BYTES + 4096))
+        within_bytes(request.payload, max_bytes=MAX_PAYLOAD_BYTES, what="payload")
         sent = await send_command(device_id, request, idempotency_key=key, issued_by=issued_by(req.headers))
         command = sent.command
         location = f"/api/devices/{_quote(command.device_id)}/commands/{command.command_id}"
@@ -86,10 +95,11 @@ async def send_fleet_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.fleet import create_job
     from shared.commands.models import MAX_PAYLOAD_BYTES, FleetCommandRequest
     from shared.commands.service import issued_by
-    from shared.platform.http import json_response, request_json, respond, validated
+    from shared.platform.http import json_response, request_json, respond, validated, within_bytes
 
     async def handle() -> func.HttpResponse:
         request = validated(FleetCommandRequest, request_json(req, max_bytes=MAX_PAYLOAD_BYTES + 256 * 1024))
+        within_bytes(request.payload, max_bytes=MAX_PAYLOAD_BYTES, what="payload")
         job = await create_job(request, issued_by=issued_by(req.headers))
         return json_response(job, status=202, headers={"Location": f"/api/commands/{job.job_id}"})
 
@@ -114,10 +124,11 @@ async def send_broadcast(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.broadcasts import send_broadcast
     from shared.commands.models import MAX_PAYLOAD_BYTES, BroadcastRequest
     from shared.commands.service import issued_by
-    from shared.platform.http import json_response, request_json, respond, validated
+    from shared.platform.http import json_response, request_json, respond, validated, within_bytes
 
     async def handle() -> func.HttpResponse:
         request = validated(BroadcastRequest, request_json(req, max_bytes=MAX_PAYLOAD_BYTES + 4096))
+        within_bytes(request.payload, max_bytes=MAX_PAYLOAD_BYTES, what="payload")
         return json_response(await send_broadcast(request, issued_by=issued_by(req.headers)), status=202)
 
     return await respond(handle)

@@ -868,3 +868,31 @@ def test_issued_by_is_the_platforms_word_only(run: Any, trust: str, headers: dic
 
     with changed_settings(run, {"TRUST_APP_SERVICE_AUTH": trust}):
         assert issued_by(headers) == who
+
+
+# The documented bound: a payload of at most 256 KiB as JSON (CONTRACT), at the limit
+# and one byte past it, on each route that takes one. A string of n characters is n + 2
+# bytes as JSON (its quotes).
+AT_THE_LIMIT, ONE_PAST = "p" * (256 * 1024 - 2), "p" * (256 * 1024 - 1)
+
+
+@pytest.mark.parametrize("route", ["send_command", "send_fleet_command", "send_broadcast"])
+@pytest.mark.usefixtures("app_env")
+def test_a_payload_of_256_kib_is_kept_whole_and_one_byte_more_is_a_413(run: Any, route: str) -> None:
+    device = registered(run)  # offline: the command waits, the payload stored whole
+
+    def post(payload: str) -> Any:
+        if route == "send_command":
+            return send(run, device, {"name": "x", "payload": payload})
+        if route == "send_fleet_command":
+            return fleet(run, {"name": "x", "payload": payload, "target": {"deviceIds": [device]}})
+        return run(user_function("send_broadcast")(http_request("POST", "broadcasts",
+                                                                body={"name": "x", "payload": payload})))
+
+    kept = post(AT_THE_LIMIT)
+    assert kept.status_code == 202, kept.get_body()[:300]
+    if route == "send_command":
+        assert command(run, device, json_of(kept)["commandId"])["payload"] == AT_THE_LIMIT
+    refused = post(ONE_PAST)
+    assert refused.status_code == 413 and refused.mimetype == "application/problem+json"
+    assert json_of(refused)["detail"] == "payload is 262145 bytes as JSON, more than 262144"

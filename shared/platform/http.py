@@ -68,6 +68,14 @@ def request_json(req: func.HttpRequest, *, max_bytes: int, max_depth: int = MAX_
     return value
 
 
+def within_bytes(value: Any, *, max_bytes: int, what: str) -> None:
+    """413 when ``value`` takes more than ``max_bytes`` as JSON (how it is stored and
+    published): the body's own bound leaves room for the fields around it."""
+    size = len(orjson.dumps(value))
+    if size > max_bytes:
+        raise HttpProblem(413, f"{what} is {size} bytes as JSON, more than {max_bytes}")
+
+
 def validated(model: Any, data: Any) -> Any:
     """``data`` as an instance of the pydantic ``model``; 400 with field errors otherwise."""
     return validate(model, data, what="request", loc=("body",))
