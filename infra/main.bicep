@@ -145,6 +145,12 @@ param logRetentionDays int = 30
 @minValue(-1)
 param logDailyQuotaGb int = 1
 
+@description('Optional (AUTH_CLIENT_ID): client id of an Entra ID app registration you name; App Service authentication then guards the API (docs/deploy.md, Who can do what). Empty: function keys only.')
+param authClientId string = ''
+
+@description('With authClientId (AUTH_REQUIRED): true refuses callers without an Entra ID token; false also accepts function keys.')
+param authRequired bool = false
+
 @description('Optional (ALERT_EMAIL): where the alert rules (app/alerts.bicep) send mail; empty: they fire in Azure Monitor only.')
 param alertEmail string = ''
 
@@ -342,6 +348,8 @@ module functionApp 'app/function.bicep' = {
     flappingDisconnects: flappingDisconnects
     flappingWindowSeconds: flappingWindowSeconds
     maximumInstanceCount: maximumInstanceCount
+    authClientId: authClientId
+    authRequired: authRequired
     instanceMemoryMB: instanceMemoryMB
   }
 }

@@ -30,6 +30,12 @@ param flappingWindowSeconds int = 600
 param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
 param pythonVersion string = '3.13'
+@description('Client id of an Entra ID app registration you name (AUTH_CLIENT_ID): App Service authentication then guards the API, and issuedBy is the caller\'s principal. Empty: function keys only.')
+param authClientId string = ''
+@description('With authClientId: true refuses callers without an Entra ID token (401); false also lets function keys in (AUTH_REQUIRED).')
+param authRequired bool = false
+
+var withAuth = !empty(authClientId)
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
   name: identityName
@@ -131,9 +137,9 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       // Commands: HTTP Publish to the Event Grid MQTT broker with the identity.
       COMMAND_TRANSPORT: 'eventgrid'
       EVENTGRID_MQTT_HOSTNAME: eventGridMqttHostname
-      // No App Service authentication is configured here: a principal header a caller
-      // sends is no identity (README, Settings). Set it true where you enable it.
-      TRUST_APP_SERVICE_AUTH: 'false'
+      // Only where App Service authentication guards the API (authClientId) is a
+      // principal header an identity (README, Settings): the platform then sets it.
+      TRUST_APP_SERVICE_AUTH: withAuth ? 'true' : 'false'
       // HTTP Publish is a preview API (README, Settings): the tested default.
       EVENTGRID_PUBLISH_API_VERSION: '2025-02-15-preview'
       MQTT_BROKER_URL: ''
@@ -149,6 +155,41 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       // Application Insights with Entra ID authentication (local auth is off).
       APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+    }
+  }
+
+  // App Service authentication with the Entra ID app registration you name: tokens for
+  // api://{clientId} are validated by the platform, which then sets the principal
+  // headers the app reads and strips any a caller sends. Health and the OpenAPI
+  // document stay anonymous; without authRequired, function keys still work.
+  resource authentication 'config' = if (withAuth) {
+    name: 'authsettingsV2'
+    properties: {
+      platform: {
+        enabled: true
+      }
+      globalValidation: {
+        requireAuthentication: authRequired
+        unauthenticatedClientAction: authRequired ? 'Return401' : 'AllowAnonymous'
+        excludedPaths: [
+          '/api/health'
+          '/api/openapi.json'
+        ]
+      }
+      identityProviders: {
+        azureActiveDirectory: {
+          enabled: true
+          registration: {
+            clientId: authClientId
+            openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+          }
+          validation: {
+            allowedAudiences: [
+              'api://${authClientId}'
+            ]
+          }
+        }
+      }
     }
   }
 

@@ -117,6 +117,7 @@ NAME_PARAMETERS = {
     "firstDeviceName": "Event Grid client names: letters, digits, - : . _",
     "firstDeviceThumbprint": "a SHA-256 thumbprint: hexadecimal digits",
     "alertEmail": "an email address: letters, digits, . _ % + - and one @ (no quoted local part)",
+    "authClientId": "an Entra ID client id: a GUID",
 }
 
 
@@ -731,3 +732,20 @@ def test_no_diagnostic_setting_sends_logs_that_grow_with_traffic_to_the_capped_w
     eventgrid = diagnostic_logs(app / "eventgrid.bicep")
     assert all(c.startswith("Failed") for c in eventgrid["namespace"]) and len(eventgrid["namespace"]) == 4
     assert eventgrid["systemTopic"] == ["DeliveryFailures"]
+
+
+def test_app_service_authentication_is_offered_and_only_then_are_principal_headers_trusted() -> None:
+    """Issue 16, 8: Entra ID on the command API, function keys still accepted unless
+    AUTH_REQUIRED; the app trusts principal headers exactly when the platform sets them."""
+    function = template(INFRA / "app" / "function.bicep")
+    (auth,) = [r for r in function.resources if r.type_name == "Microsoft.Web/sites/config"
+               and r.body is not None and r.body.get("name").literal == "authsettingsV2"]  # type: ignore[union-attr]
+    assert auth.condition
+    text = (INFRA / "app" / "function.bicep").read_text(encoding="utf-8")
+    assert "resource authentication 'config' = if (withAuth)" in text
+    assert "unauthenticatedClientAction: authRequired ? 'Return401' : 'AllowAnonymous'" in text
+    assert "TRUST_APP_SERVICE_AUTH: withAuth ? 'true' : 'false'" in text
+    assert "'/api/health'" in text and "'/api/openapi.json'" in text
+    assert azd_values({}).get("authClientId", "") == "" and azd_values({})["authRequired"] is False
+    assert azd_values({"AUTH_CLIENT_ID": "11111111-2222-3333-4444-555555555555"})["authClientId"] == \
+        "11111111-2222-3333-4444-555555555555"
