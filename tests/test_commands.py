@@ -896,3 +896,31 @@ def test_a_payload_of_256_kib_is_kept_whole_and_one_byte_more_is_a_413(run: Any,
     refused = post(ONE_PAST)
     assert refused.status_code == 413 and refused.mimetype == "application/problem+json"
     assert json_of(refused)["detail"] == "payload is 262145 bytes as JSON, more than 262144"
+
+
+@pytest.mark.usefixtures("app_env")
+def test_a_whole_number_written_with_a_fraction_is_an_integer_as_json_schema_counts_it(run: Any) -> None:
+    device = registered(run)
+    response = send(run, device, {"name": "x", "timeoutSeconds": 2596.0})
+    assert response.status_code == 202, response.get_body()
+    assert json_of(response)["expiresAt"] > json_of(response)["createdAt"]
+    for not_whole in (2596.5, True, "2596"):
+        refused = send(run, device, {"name": "x", "timeoutSeconds": not_whole})
+        assert refused.status_code == 400, not_whole
+
+
+@pytest.mark.usefixtures("app_env")
+@pytest.mark.parametrize("target", [{}, {"deviceIds": None, "attributes": {"group": "a"}},
+                                    {"deviceIds": ["d"], "attributes": {"group": "a"}}, {"deviceIds": None}])
+def test_a_fleet_target_names_exactly_one_of_device_ids_and_attributes_in_the_schema_too(
+        run: Any, target: dict[str, Any]) -> None:
+    import jsonschema
+
+    from shared.meta.openapi import openapi_document
+
+    response = fleet(run, {"name": "x", "target": target})
+    assert response.status_code == 400 and "exactly one of deviceIds and attributes" in response.get_body().decode()
+    document = openapi_document()
+    schema = {**document["components"]["schemas"]["FleetTargetInput"], "components": document["components"]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(target, schema)

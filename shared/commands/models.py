@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import MAX_DEVICE_ID_LENGTH, validate_commandable_device_id
@@ -25,6 +34,19 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "rejected", "expire
 ResponseStatus = Literal["succeeded", "failed", "rejected"]
 
 
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (``2596.0``) as the integer it is: JSON Schema
+    counts it as an integer, so the OpenAPI document's ``integer`` takes it. Anything
+    else goes on unchanged to the strict check (``true`` and ``"60"`` stay refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A whole number as JSON Schema means it: 60 or 60.0, never true or "60".
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
 class _Request(ApiModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=False)
 
@@ -34,7 +56,7 @@ class CommandRequest(_Request):
 
     name: str = Field(pattern=NAME_PATTERN, description="1-64 of letters, digits, '.', '_', '-'.")
     payload: Any = None
-    timeout_seconds: StrictInt = Field(default=300, ge=1, le=86400)
+    timeout_seconds: JsonInt = Field(default=300, ge=1, le=86400)
 
     @field_validator("name")
     @classmethod
@@ -61,13 +83,31 @@ CommandableDeviceId = Annotated[str, AfterValidator(_commandable), WithJsonSchem
      "description": "An MQTT client authentication name without '/', '+', '#' or control characters."})]
 
 
+def _exactly_one(schema: dict[str, Any], *names: str) -> None:
+    """A model's JSON schema: exactly one of ``names`` present, none of them null."""
+    schema["oneOf"] = [{"required": [name]} for name in names]
+    for name in names:
+        field = schema["properties"][name]
+        choices = [c for c in field.pop("anyOf", []) if c.get("type") != "null"]
+        if len(choices) == 1:
+            field.update(choices[0])
+        field.pop("default", None)
+
+
 class FleetTarget(_Request):
+    """Exactly one of ``deviceIds`` and ``attributes``."""
+
+    # The schema says so too (oneOf; "target": {} was allowed by the document and
+    # refused by the API), and neither may be null: None here only means "not given".
+    model_config = ConfigDict(json_schema_extra=lambda schema: _exactly_one(schema, "deviceIds", "attributes"))
+
     device_ids: list[CommandableDeviceId] | None = Field(default=None, min_length=1, max_length=MAX_FLEET_DEVICES)
     attributes: dict[str, str | int | float | bool] | None = Field(default=None, min_length=1, max_length=16)
 
     @model_validator(mode="after")
     def _one(self) -> FleetTarget:
-        if (self.device_ids is None) == (self.attributes is None):
+        given = [name for name in ("device_ids", "attributes") if name in self.model_fields_set]
+        if len(given) != 1 or getattr(self, given[0]) is None:
             raise ValueError("give exactly one of deviceIds and attributes")
         return self
 
@@ -83,7 +123,7 @@ class BroadcastRequest(_Request):
 
     name: str = Field(pattern=NAME_PATTERN)
     payload: Any = None
-    ttl_seconds: StrictInt = Field(default=3600, ge=1, le=86400)
+    ttl_seconds: JsonInt = Field(default=3600, ge=1, le=86400)
     group: str | None = Field(default=None, pattern=NAME_PATTERN)
 
 
