@@ -53,10 +53,12 @@ class Segment:
     created: bool
 
 
-def blob_name(event: Event, generation: int) -> str:
+def blob_name(event: Event, tail: str) -> str:
+    """The archive blob that starts at ``event``: its hour, hub, partition and sequence
+    number, then ``tail`` (the ledger's generation, or the dead letter a redrive wrote)."""
     origin = event.origin
     return (f"{origin.enqueued_time:%Y/%m/%d/%H}/{origin.hub}-{origin.partition}-"
-            f"{origin.sequence_number:020d}-{generation:08d}.jsonl")
+            f"{origin.sequence_number:020d}-{tail}.jsonl")
 
 
 def archive_lines(events: Sequence[Event]) -> bytes:
@@ -138,8 +140,7 @@ class Archive:
             if not body:
                 continue
             sequence = event.origin.sequence_number
-            name = (f"{event.origin.enqueued_time:%Y/%m/%d/%H}/{event.origin.hub}-{event.origin.partition}-"
-                    f"{sequence:020d}-deadletter-{dead_letter_id}.jsonl")
+            name = blob_name(event, f"deadletter-{dead_letter_id}")
             try:
                 await container.upload_blob(name, body, overwrite=False, content_settings=_JSONL(), metadata={
                     "firstsequence": str(sequence), "lastsequence": str(sequence),
@@ -178,7 +179,7 @@ class Archive:
         for first, last in runs(by_sequence):
             run = [by_sequence[s] for s in range(first, last + 1)]
             has_lines = any(isinstance(r, Accepted) for e in run for r in e.results)
-            blobs.append(Blob(first, last, blob_name(run[0], generation) if has_lines else ""))
+            blobs.append(Blob(first, last, blob_name(run[0], f"{generation:08d}") if has_lines else ""))
         return blobs
 
     # ----------------------------------------------------------------- I/O

@@ -158,7 +158,7 @@ async def _give_up(stream: Stream, events: Sequence[Any], exc: Exception, hub: s
     if archived and all(e.sequence_number in archived for e in events):
         log.error("the last retry of %s events %s failed after the archive held them all; their latest state, "
                   "statistics or alerts may be missing (stored alerts stay listed by list_alerts): %r", stream,
-                  partition_context(events), exc)
+                  context, exc)
         return Report()
     rest = [e for e in events if e.sequence_number not in archived]
     written = await give_up(stream, rest, exc, hub=hub, now=now)
