@@ -174,6 +174,14 @@ def client_contract(index: TypeIndex | None) -> Contract:
     ``allowedThumbprints`` required with ``ThumbprintMatch``; here, as docs/deploy.md
     registers them, SHA-256 thumbprints."""
 
+    def type_errors(kind: str, name: str, body: dict[str, Any]) -> list[str]:
+        """What the namespace child's resource type refuses in ``body`` (none without the types)."""
+        if index is None:
+            return []
+        source = (f"resource c 'Microsoft.EventGrid/namespaces/{kind}@2025-02-15' = "
+                  f"{bicep_literal({'name': name} | body)}\n")
+        return [finding.message for finding in check_source(source, index)]
+
     def broken(path: str, body: Any) -> list[str]:
         match = CLIENT_PATH.fullmatch(path)
         if match is None:
@@ -184,10 +192,7 @@ def client_contract(index: TypeIndex | None) -> Contract:
         errors = [] if CLIENT_NAME.fullmatch(name) else [f"name {name!r} does not match ^[-a-zA-Z0-9:._]*$ (1-128)"]
         if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
             return [*errors, "the body has no properties object"]
-        if index is not None:
-            resource = bicep_literal({"name": name} | body)
-            source = f"resource c 'Microsoft.EventGrid/namespaces/clients@2025-02-15' = {resource}\n"
-            errors += [finding.message for finding in check_source(source, index)]
+        errors += type_errors("clients", name, body)
         properties = body["properties"]
         for key, value in (properties.get("attributes") or {}).items():
             if not (isinstance(value, (int, bool, str))
@@ -209,10 +214,7 @@ def client_contract(index: TypeIndex | None) -> Contract:
         errors = [] if CA_NAME.fullmatch(name) else [f"name {name!r} does not match ^[a-zA-Z0-9-]*$ (3-50)"]
         if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
             return [*errors, "the body has no properties object"]
-        if index is not None:
-            resource = bicep_literal({"name": name} | body)
-            source = f"resource c 'Microsoft.EventGrid/namespaces/caCertificates@2025-02-15' = {resource}\n"
-            errors += [finding.message for finding in check_source(source, index)]
+        errors += type_errors("caCertificates", name, body)
         try:
             from cryptography import x509
 
