@@ -12,7 +12,7 @@ setup: $(VENV)/.installed node_modules/.installed services-check
 # The venv is made anew when it is not Python 3.13 (README, "Python version and the worker").
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null || \
-	  { rm -rf $(VENV) && $$(tools/python.sh) -m venv $(VENV); }
+	  { python=$$(tools/python.sh) && rm -rf $(VENV) && $$python -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@

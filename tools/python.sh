@@ -3,7 +3,7 @@
 # deploys with (README, "Python version"), because from 3.13 the worker runtime that
 # runs the app in Azure is a pinned package the tests load (azure-functions-runtime).
 set -eu
-for candidate in "$(pyenv root 2>/dev/null || echo /nonexistent)"/versions/3.13*/bin/python3.13 \
+for candidate in "$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")"/versions/3.13*/bin/python3.13 \
                  "$(command -v python3.13 || true)" "$(command -v python3 || true)"; do
   if [ -x "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1; then
     echo "$candidate"
