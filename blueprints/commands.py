@@ -26,7 +26,7 @@ async def send_command(req: func.HttpRequest) -> func.HttpResponse:
     )
 
     async def handle() -> func.HttpResponse:
-        device_id = route_device_id(req)
+        device_id = route_device_id(req, commandable=True)
         key = header_text(req, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
         request = validated(CommandRequest, request_json(req, max_bytes=MAX_PAYLOAD_BYTES + 4096))
         within_bytes(request.payload, max_bytes=MAX_PAYLOAD_BYTES, what="payload")
@@ -46,7 +46,7 @@ async def get_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.platform.storage import data_store
 
     async def handle() -> func.HttpResponse:
-        device_id, command_id = route_device_id(req), route_uuid(req, "commandId")
+        device_id, command_id = route_device_id(req, commandable=True), route_uuid(req, "commandId")
         command = await CommandStore(data_store()).get(device_id, command_id)
         if command is None:
             raise NotFound(f"no command {command_id} of device {device_id!r}")
@@ -65,7 +65,7 @@ async def list_commands(req: func.HttpRequest) -> func.HttpResponse:
 
     async def handle() -> func.HttpResponse:
         items, token = await CommandStore(data_store()).page(
-            route_device_id(req),
+            route_device_id(req, commandable=True),
             status=query_choice(req, "status", ("pending", "sent", "succeeded", "failed", "rejected", "expired",
                                                 "cancelled")),
             limit=query_int(req, "limit", default=100, minimum=1, maximum=1000),
@@ -83,7 +83,7 @@ async def cancel_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.platform.http import json_response, respond, route_device_id, route_uuid
 
     async def handle() -> func.HttpResponse:
-        command = await cancel_command(route_device_id(req), route_uuid(req, "commandId"))
+        command = await cancel_command(route_device_id(req, commandable=True), route_uuid(req, "commandId"))
         return json_response(command)
 
     return await respond(handle)

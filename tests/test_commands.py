@@ -187,6 +187,20 @@ def test_unknown_disabled_deleted_and_uncommandable_devices_are_refused(run: Any
     assert send(run, "a+b", {"name": "x"}).status_code == 400
 
 
+@pytest.mark.parametrize("device_id", ["a/b", "a+b", "a#b", "tab\there", "c1\x85"])
+def test_every_command_route_refuses_an_id_no_command_can_have_with_a_400(run: Any, app_env: Any,
+                                                                          device_id: str) -> None:
+    """The OpenAPI document gives the command routes' deviceId the pattern of a topic
+    level; a listing of such a device's commands is refused as sending one is."""
+    command_id = "4d7e1a0c-2b8f-4f3e-9c1d-5a6b7c8d9e0f"
+    for name, method, params in (("list_commands", "GET", {}), ("get_command", "GET", {"commandId": command_id}),
+                                 ("cancel_command", "POST", {"commandId": command_id})):
+        response = run(user_function(name)(http_request(method, "x", route_params={"deviceId": device_id,
+                                                                                     **params})))
+        assert response.status_code == 400 and "cannot be commanded" in json_of(response)["detail"], name
+    assert send(run, device_id, {"name": "x"}).status_code == 400
+
+
 def test_an_offline_device_is_refused_under_the_reject_policy(run: Any, app_env: Any) -> None:
     with changed_settings(run, {"OFFLINE_COMMAND_POLICY": "reject"}):
         response = send(run, registered(run), {"name": "x"})

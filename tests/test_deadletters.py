@@ -300,13 +300,19 @@ def test_get_dead_letter_of_an_id_never_issued_is_404(run: Any,
     assert get(run, "inference", ids["telemetry"]).status_code == 404, "another stream's id"
 
 
+def test_get_dead_letter_of_a_day_no_calendar_has_is_404_as_the_document_admits_it(run: Any) -> None:
+    response = get(run, "telemetry", "20260231-" + "0" * 32)  # matches deadLetterId's pattern: not a 400
+    assert response.status_code == 404 and response.mimetype == "application/problem+json"
+
+
 @pytest.mark.parametrize("stream, dead_letter_id, rule", [
     ("telemetry", "..", "yyyyMMdd-"),
     ("telemetry", "../inference/20261120-" + "0" * 32, "yyyyMMdd-"),
     ("telemetry", "2026/11/20/" + "0" * 32, "yyyyMMdd-"),
     ("telemetry", "20261120-" + "0" * 31, "yyyyMMdd-"),
     ("telemetry", "20261120-" + "A" * 32, "lowercase"),
-    ("telemetry", "20261320-" + "0" * 32, "names no day"),
+    ("telemetry", "20261320-" + "0" * 32, "yyyyMMdd-"),
+    ("telemetry", "20261100-" + "0" * 32, "yyyyMMdd-"),
     ("telemetry", "", "yyyyMMdd-"),
     ("archive", "20261120-" + "0" * 32, "telemetry, inference, command-responses, lifecycle"),
     ("..", "20261120-" + "0" * 32, "one of"),

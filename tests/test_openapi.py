@@ -11,11 +11,15 @@ from typing import Any, Literal, get_args, get_origin
 
 import azure.functions as func
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.alerts.models import Alert
 from shared.lifecycle.models import ConnectionRecord, Device
 from shared.meta.openapi import openapi_document
+from shared.platform.errors import InvalidInput
 from shared.platform.http import json_response, problem
+from shared.platform.keys import validate_commandable_device_id
 from tests.harness import http_request, json_of, user_function
 from tests.openapi_responses import check_response, response_validator
 from tools import invoke
@@ -67,11 +71,12 @@ def test_every_operation_lists_the_problems_it_can_answer(name: str) -> None:
         assert "content" not in op["responses"]["401"], "the host answers 401, with no body guaranteed"
     else:
         assert "401" not in statuses
+    assert "content" not in op["responses"]["414"], "the platform answers a URL over 4 KB, before the function"
     if name in STORAGE_ROUTES:
         for status in ("500", "503"):
             assert op["responses"][status]["content"] == problem_json
         assert op["responses"]["503"]["headers"]["Retry-After"]["required"] is True
-    for status in statuses - {"401"}:
+    for status in statuses - {"401", "414"}:
         if int(status) >= 400 and (name, status) != ("health", "503"):
             assert op["responses"][status]["content"] == problem_json, status
 
@@ -182,3 +187,51 @@ def test_a_call_that_receives_an_undocumented_response_fails_where_it_received_i
 def test_the_served_document_is_the_one_responses_are_checked_against(run: Any) -> None:
     assert json_of(run(user_function("openapi")(http_request("GET", "openapi.json")))) == DOCUMENT
     assert set(response_validator().responses) == set(OPERATIONS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=128))
+def test_the_command_routes_device_id_pattern_admits_exactly_the_ids_they_take(device_id: str) -> None:
+    _, _, op = OPERATIONS["send_command"]
+    [schema] = [p["schema"] for p in op["parameters"] if p["name"] == "deviceId"]
+    try:
+        validate_commandable_device_id(device_id)
+        taken = True
+    except InvalidInput:
+        taken = False
+    assert taken == (re.search(schema["pattern"], device_id) is not None and _utf8(device_id)), device_id
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def test_every_link_leads_to_an_operation_with_the_parameters_it_names() -> None:
+    """The links are how a client (and schemathesis's stateful phase) goes from an
+    answer to the next call: each names an operation, only parameters it takes, and a
+    field the answer has."""
+    links = [(name, status, link) for name, (_, _, op) in OPERATIONS.items()
+             for status, response in op["responses"].items() for link in response.get("links", {}).values()]
+    assert {name for name, _, _ in links} >= {"list_devices", "send_command", "list_commands", "send_fleet_command",
+                                              "list_broadcasts", "list_dead_letters"}
+    for name, status, link in links:
+        _, _, target = OPERATIONS[link["operationId"]]
+        taken = {p["name"] for p in target.get("parameters", [])}
+        assert set(link["parameters"]) <= taken, (name, link)
+        _, _, source = OPERATIONS[name]
+        ref = source["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        body = SCHEMAS[ref.rsplit("/", 1)[1]]
+        for expression in link["parameters"].values():
+            if expression.startswith("$response.body#/"):
+                first, *rest = expression.removeprefix("$response.body#/").split("/")
+                assert first in body["properties"], (name, expression)
+                if rest:  # items/0/field
+                    item = SCHEMAS[body["properties"][first]["items"]["$ref"].rsplit("/", 1)[1]]
+                    assert rest[1] in item["properties"], (name, expression)
+            else:
+                where, _, param = expression.removeprefix("$request.").partition(".")
+                assert param in {p["name"] for p in source.get("parameters", []) if p["in"] == where}, expression

@@ -214,6 +214,16 @@ def test_an_unknown_path_or_another_method_is_an_empty_404_as_the_host_answers(r
         assert (answer.status, answer.body, answer.operation) == (404, b"", None), (method, path)
 
 
+def test_a_url_of_4096_bytes_reaches_the_function_and_one_byte_more_is_an_empty_414(run: Any, api: Api) -> None:
+    base = "/api/devices?connected=true&pad="  # an unknown query parameter is ignored
+    at_limit = base + "x" * (4096 - len(base))
+    answer = run(api("GET", at_limit))
+    assert answer.status == 200, answer.body
+    answer = run(api("GET", at_limit + "x"))
+    assert (answer.status, answer.body) == (414, b"")
+    assert answer.operation == "list_devices", "the document lists the 414 of every operation"
+
+
 def test_the_query_reaches_the_function_as_the_host_passes_it(run: Any, api: Api) -> None:
     since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S") + "+00:00"
     assert run(api("GET", f"/api/alerts?since={since.replace('+', '%2B')}")).status == 200

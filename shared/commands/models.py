@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from shared.platform.errors import InvalidInput
-from shared.platform.keys import MAX_DEVICE_ID_LENGTH, validate_commandable_device_id
+from shared.platform.keys import COMMANDABLE_DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, validate_commandable_device_id
 from shared.platform.models import ApiModel
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -78,9 +78,10 @@ def _commandable(device_id: str) -> str:
         raise ValueError(exc.reason.replace("device id", f"device id {shown!r}", 1)) from None
 
 
-CommandableDeviceId = Annotated[str, AfterValidator(_commandable), WithJsonSchema(
-    {"type": "string", "minLength": 1, "maxLength": MAX_DEVICE_ID_LENGTH,
-     "description": "An MQTT client authentication name without '/', '+', '#' or control characters."})]
+COMMANDABLE_DEVICE_ID_SCHEMA = {
+    "type": "string", "minLength": 1, "maxLength": MAX_DEVICE_ID_LENGTH, "pattern": COMMANDABLE_DEVICE_ID_PATTERN,
+    "description": "An MQTT client authentication name without '/', '+', '#' or control characters."}
+CommandableDeviceId = Annotated[str, AfterValidator(_commandable), WithJsonSchema(COMMANDABLE_DEVICE_ID_SCHEMA)]
 
 
 def _exactly_one(schema: dict[str, Any], *names: str) -> None:

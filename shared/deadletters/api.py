@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from shared.deadletters.models import DeadLetter, DeadLetterPage
-from shared.platform.deadletter import MAX_INDEXED_REASON, STREAMS
-from shared.platform.operations import CONTINUATION_TOKEN, LIMIT, Operation, Param
+from shared.platform.deadletter import DEAD_LETTER_ID_PATTERN, MAX_INDEXED_REASON, STREAMS
+from shared.platform.operations import CONTINUATION_TOKEN, LIMIT, Link, Operation, Param, next_page
 
 STREAM_SCHEMA = {"type": "string", "enum": list(STREAMS)}
 
@@ -18,11 +18,15 @@ OPERATIONS = (
                      "Only those whose bytes name this device."),
                Param("since", "query", {"type": "string", "format": "date-time"},
                      "Only those received at or after this time (RFC 3339 with a time zone)."),
-               LIMIT, CONTINUATION_TOKEN)),
+               LIMIT, CONTINUATION_TOKEN),
+              links={200: next_page("list_dead_letters", "stream", "reason", "deviceId", "since") | {
+                  "deadLetter": Link("get_dead_letter", {"stream": "$response.body#/items/0/stream",
+                                                         "deadLetterId": "$response.body#/items/0/deadLetterId"},
+                                     "The page's first dead letter with its bytes.")}}),
     Operation("get", "/deadletters/{stream}/{deadLetterId}", "get_dead_letter",
               "One dead letter with its original bytes",
               {200: ("The stored document, with its id", DeadLetter)},
               (Param("stream", "path", STREAM_SCHEMA),
-               Param("deadLetterId", "path", {"type": "string", "pattern": "^[0-9]{8}-[0-9a-f]{32}$"},
+               Param("deadLetterId", "path", {"type": "string", "pattern": DEAD_LETTER_ID_PATTERN},
                      "As list_dead_letters gives it."))),
 )

@@ -6,6 +6,7 @@ validate every response they receive against it)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,7 +20,7 @@ from shared.deadletters.api import OPERATIONS as DEAD_LETTERS
 from shared.lifecycle.api import OPERATIONS as DEVICES
 from shared.meta.api import OPERATIONS as META
 from shared.platform.models import Problem
-from shared.platform.operations import Body, Operation
+from shared.platform.operations import Body, Link, Operation
 from shared.streams.api import OPERATIONS as STREAMS
 
 OPERATIONS: tuple[Operation, ...] = (*DEVICES, *COMMANDS, *ALERTS, *STREAMS, *DEAD_LETTERS, *META)
@@ -36,6 +37,8 @@ PROBLEMS: dict[int, dict[str, Any]] = {
     # Answered by the Functions host before the function runs: no body is guaranteed.
     401: {"description": "No valid function key (`x-functions-key` header or `code` query parameter)"},
     404: {"description": "The resource the path names does not exist", "content": _PROBLEM},
+    # Answered by the platform before the function runs, as 401 is.
+    414: {"description": "The URL is longer than the 4 KB (4,096 bytes) Azure Functions takes"},
     409: {"description": "The request conflicts with the resource's state; `detail` says how", "content": _PROBLEM},
     413: {"description": "The request body is too large", "content": _PROBLEM},
     502: {"description": "Publishing was refused (the command is kept, `failed`, with the reason)",
@@ -76,12 +79,18 @@ def _content(body: Body) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def _links(links: Mapping[str, Link]) -> dict[str, Any]:
+    return {"links": {name: {"operationId": link.operation_id, "parameters": dict(link.parameters),
+                             **({"description": link.description} if link.description else {})}
+                      for name, link in links.items()}} if links else {}
+
+
 def _operation(op: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {
-        str(status): {"description": description, "content": _content(body)}
+        str(status): {"description": description, "content": _content(body)} | _links(op.links.get(status, {}))
         for status, (description, body) in op.responses.items()
     }
-    statuses = (*op.problem_statuses(), *((401,) if op.secured else ()))
+    statuses = (*op.problem_statuses(), 414, *((401,) if op.secured else ()))
     responses |= {str(status): PROBLEMS[status] for status in sorted(statuses)}
     body: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "responses": responses}
     if op.request is not None:
@@ -90,6 +99,9 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.params:
         body["parameters"] = [
             {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema,
+             # The Functions host drops a query parameter with an empty value ("?since="), so
+             # the function reads it as absent: OpenAPI's words for that are allowEmptyValue.
+             **({"allowEmptyValue": True} if p.where == "query" else {}),
              **({"description": p.description} if p.description else {})}
             for p in op.params
         ]

@@ -255,8 +255,11 @@ def route_uuid(req: func.HttpRequest, name: str) -> str:
     return raw.lower()
 
 
-def route_device_id(req: func.HttpRequest) -> str:
-    """The ``{deviceId}`` route parameter, checked (the host has percent-decoded it)."""
-    from shared.platform.keys import validate_device_id
+def route_device_id(req: func.HttpRequest, *, commandable: bool = False) -> str:
+    """The ``{deviceId}`` route parameter, checked (the host has percent-decoded it);
+    ``commandable``: one that can stand as an MQTT topic level, as the command routes
+    need (a device whose id cannot has no commands: 400, not an empty list)."""
+    from shared.platform.keys import validate_commandable_device_id, validate_device_id
 
-    return validate_device_id(req.route_params.get("deviceId"))
+    device_id = req.route_params.get("deviceId")
+    return validate_commandable_device_id(device_id) if commandable else validate_device_id(device_id)

@@ -18,8 +18,12 @@ MAX_DEVICE_ID_LENGTH = 128
 
 _ESCAPED = re.compile(r"[\x00-\x1f\x7f-\x9f/\\#?'%~]")
 _UNESCAPE = re.compile(r"~([0-9A-F]{2})")
-# Characters that MQTT topics give a meaning to, or that cannot be in a topic level.
-_NOT_IN_TOPIC = re.compile(r"[/+#\x00-\x1f\x7f-\x9f]")
+# Characters that MQTT topics give a meaning to, or that cannot be in a topic level
+# (as a regular expression class that Python and JSON Schema's ECMA-262 read alike).
+_TOPIC_UNSAFE = r"/+#\u0000-\u001f\u007f-\u009f"
+_NOT_IN_TOPIC = re.compile(f"[{_TOPIC_UNSAFE}]")
+# The OpenAPI document's pattern for an id that can be commanded.
+COMMANDABLE_DEVICE_ID_PATTERN = f"^[^{_TOPIC_UNSAFE}]+$"
 
 
 def validate_device_id(device_id: object) -> str:

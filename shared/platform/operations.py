@@ -6,7 +6,7 @@ so they are derived here rather than repeated."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,6 +21,26 @@ class Param:
     where: str  # "path" | "query" | "header"
     schema: dict[str, Any]
     description: str = ""
+
+
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link: how an answer's values feed another operation (``operation_id``),
+    each of its ``parameters`` a runtime expression (``$response.body#/commandId``).
+    Clients read them as "what to call next"; schemathesis's stateful phase follows them."""
+
+    operation_id: str
+    parameters: Mapping[str, str]
+    description: str = ""
+
+
+def next_page(operation_id: str, *filters: str, path: tuple[str, ...] = ()) -> dict[str, Link]:
+    """The link of a listing to its next page: the same filters, the answer's token (a
+    token is bound to its query's filters, so a link without them would be refused)."""
+    parameters = {name: f"$request.path.{name}" for name in path}
+    parameters |= {name: f"$request.query.{name}" for name in filters}
+    parameters["continuationToken"] = "$response.body#/continuationToken"
+    return {"nextPage": Link(operation_id, parameters, "The page after this one, while continuationToken is given.")}
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,8 @@ class Operation:
     problems: tuple[int, ...] = ()
     # The JSON body it takes (a model, validated as the handler validates it).
     request: type[BaseModel] | None = None
+    # Per status of its own answers, the links from it (name -> link).
+    links: Mapping[int, Mapping[str, Link]] = field(default_factory=dict)
 
     def problem_statuses(self) -> tuple[int, ...]:
         derived = {400: bool(self.params) or self.request is not None, 404: "{" in self.path,
