@@ -34,10 +34,11 @@ async def get_device(req: func.HttpRequest) -> func.HttpResponse:
     from shared.lifecycle.registry import DeviceRegistry
     from shared.platform.http import NotFound, json_response, respond, route_device_id
     from shared.platform.storage import data_store
+    from shared.streams.state import combine
 
     async def handle() -> func.HttpResponse:
         device_id = route_device_id(req)
-        document = await DeviceRegistry(data_store()).document(device_id)
+        document = await DeviceRegistry(data_store()).document(device_id, combine=combine)
         if document is None:
             raise NotFound(f"no device {device_id!r}")
         return json_response(orjson.Fragment(document))

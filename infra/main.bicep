@@ -205,6 +205,7 @@ var dataTables = [
   'modelstats'
   'broadcasts'
   'deadletters'
+  'lateststate'
 ]
 
 // The first device needs both its name and its certificate's thumbprint: a client without

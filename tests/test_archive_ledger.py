@@ -4,10 +4,12 @@ what is archived, and last retries that fail after the archive (issue 15, 1-3)."
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 from shared.platform.storage import data_store
 from shared.streams.ledger import Blob, Ledger, runs
 from tests.harness import failing_requests
-from tests.test_streams import START, archived, dead_letters, hub, ingest, places, telemetry
+from tests.test_streams import START, archived, dead_letters, device, hub, ingest, places, telemetry
 from tools.eventhub_factory import Partition
 from tools.invoke import retry_policy
 
@@ -28,10 +30,12 @@ pytestmark = pytest.mark.usefixtures("app_env")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def fleet_log(name: str, first: int, count: int) -> Partition:
-    """The same partition in any process: its events depend only on the arguments."""
+def fleet_log(name: str, first: int, count: int, prefix: str = "h") -> Partition:
+    """The same partition in any process: its events depend only on the arguments
+    (five devices, ``{prefix}0`` to ``{prefix}4``, in turn, each message's metric
+    ``seq`` its place in the log)."""
     log = Partition(name, "1", first_sequence=first, first_enqueued=START, spacing=timedelta(seconds=1))
-    log.publish([telemetry(f"h{n % 5}", n) for n in range(count)])
+    log.publish([telemetry(f"{prefix}{n % 5}", n, seq=n) for n in range(count)])
     return log
 
 
@@ -41,8 +45,8 @@ OTHER_WORKER = r"""
 import asyncio, json, sys
 from tests.test_archive_ledger import fleet_log
 from tools.invoke import InvocationContext, user_function
-name, first, count, start, stop = json.loads(sys.argv[1])
-log = fleet_log(name, first, count)
+name, first, count, start, stop, prefix = json.loads(sys.argv[1])
+log = fleet_log(name, first, count, prefix)
 async def main():
     from shared.platform.storage import reset_data_store
     try:
@@ -54,8 +58,9 @@ print("delivered")
 """
 
 
-def other_worker(name: str, first: int, count: int, start: int, stop: int) -> None:
-    result = subprocess.run([sys.executable, "-c", OTHER_WORKER, json.dumps([name, first, count, start, stop])],
+def other_worker(name: str, first: int, count: int, start: int, stop: int, prefix: str = "h") -> None:
+    result = subprocess.run([sys.executable, "-c", OTHER_WORKER,
+                             json.dumps([name, first, count, start, stop, prefix])],
                             cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and "delivered" in result.stdout, result.stderr[-3000:]
 
@@ -67,6 +72,27 @@ def test_a_handover_to_another_process_and_back_archives_each_event_once(run: An
     ingest(run, "telemetry", log.deliver(range(5010, 5030)))  # ... and back, while this one remembers 4999
     assert places(run, log) == Counter({(seq, None): 1 for seq in range(4990, 5030)})
     assert len(archived(run, log)) == 40
+
+
+def newest_state(log: Partition, delivered: set[int], prefix: str) -> dict[str, dict[str, Any]]:
+    """Per device, the metrics of the newest message delivered (fleet_log's devices)."""
+    first = log.first_sequence
+    newest = {f"{prefix}{d}": max(n for n in delivered if (n - first) % 5 == d)
+              for d in range(5) if any((n - first) % 5 == d for n in delivered)}
+    return {dev: {"seq": n - first} for dev, n in newest.items()}
+
+
+def test_latest_state_holds_across_a_handover_to_another_process_and_back_on_a_stale_memory(run: Any) -> None:
+    prefix = f"s{uuid.uuid4().hex[:6]}-"
+    log = fleet_log("state-handover", 7000, 60, prefix)
+    ingest(run, "telemetry", log.deliver(range(7000, 7020)))  # this process owns the partition, its rows cached
+    other_worker("state-handover", 7000, 60, 7020, 7040, prefix)  # another process writes newer state ...
+    ingest(run, "telemetry", log.deliver(range(7010, 7030)))  # ... and a redelivery here meets it: older, kept out
+    assert {d: device(run, d)["telemetry"]["metrics"] for d in newest_state(log, set(range(7000, 7040)), prefix)} \
+        == newest_state(log, set(range(7000, 7040)), prefix)
+    ingest(run, "telemetry", log.deliver(range(7040, 7060)))  # newer again, on rows the memory had wrong
+    assert {d: device(run, d)["telemetry"]["metrics"] for d in newest_state(log, set(range(7000, 7060)), prefix)} \
+        == newest_state(log, set(range(7000, 7060)), prefix)
 
 
 def test_a_replay_below_what_is_archived_fills_the_gap(run: Any) -> None:
@@ -94,7 +120,7 @@ def test_a_last_retry_that_fails_after_archiving_dead_letters_nothing(run: Any) 
     log = hub()
     log.publish([telemetry(f"late-{n % 3}", n) for n in range(30)])
     last = int(retry_policy("telemetry_ingest")["max_retry_count"])
-    with failing_requests(run, "POST", "/devices", times=1000) as failed:  # latest state fails, every time
+    with failing_requests(run, "POST", "/$batch", times=1000) as failed:  # latest state fails, every time
         ingest(run, "telemetry", log.deliver(), retry_count=last)  # archived, then the state write fails
     assert failed, "the latest state was written and failed"
     assert dead_letters(run, log) == []
@@ -146,6 +172,29 @@ def test_any_deliveries_by_two_processes_place_each_event_once(run: Any, data: s
         memories[who] = dict(store.memo)
         delivered |= set(range(start, stop))
     assert places(run, log) == Counter({(seq, None): 1 for seq in delivered})
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_deliveries_by_two_processes_leave_each_device_its_newest_state(run: Any, data: st.DataObject) -> None:
+    """As above, for the latest state: each process's memory of the partition's rows
+    (deep-copied apart) may be stale; storage's ETags decide."""
+    prefix = f"p{uuid.uuid4().hex[:6]}-"
+    log = fleet_log(f"state-{prefix}", 1000, 40, prefix)
+    memories: list[dict[Any, Any]] = [{}, {}]
+    delivered: set[int] = set()
+    for _ in range(data.draw(st.integers(min_value=1, max_value=6))):
+        start = data.draw(st.integers(min_value=1000, max_value=1039))
+        stop = data.draw(st.integers(min_value=start + 1, max_value=min(1040, start + 25)))
+        who = data.draw(st.integers(min_value=0, max_value=1))
+        store = data_store()
+        store.memo.clear()
+        store.memo.update(copy.deepcopy(memories[who]))
+        ingest(run, "telemetry", log.deliver(range(start, stop)))
+        memories[who] = copy.deepcopy(store.memo)
+        delivered |= set(range(start, stop))
+    for dev, metrics in newest_state(log, delivered, prefix).items():
+        assert device(run, dev)["telemetry"]["metrics"] == metrics, dev
 
 
 # --- the ledger's decisions, pure ---------------------------------------------------

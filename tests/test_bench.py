@@ -53,9 +53,9 @@ def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_request
 
     requests = run(bench.counted_telemetry_requests(2))
     blob_writes = [path for method, path in requests.seen if method == "PUT" and "/telemetry/" in path]
-    state_writes = [path for method, path in requests.seen if method in ("PUT", "POST") and "/devices" in path]
+    state_writes = [path for method, path in requests.seen if method == "POST" and "/$batch" in path]
     assert len(blob_writes) >= 2, requests.seen
-    assert len(state_writes) >= 2 * bench.STREAM_DEVICES, requests.seen
+    assert len(state_writes) == 2, "one transaction of the latest state a batch, whatever its devices"
 
 
 

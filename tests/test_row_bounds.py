@@ -131,19 +131,19 @@ def test_500_metrics_of_the_costliest_characters_keep_their_names_and_values_cut
         assert METRIC_BYTES - 6 < len(orjson.dumps({key: value})) - 1 <= METRIC_BYTES
 
 
-def test_the_rows_a_worker_remembers_take_at_most_256_mib_of_text_then_it_starts_afresh(
+def test_the_rows_a_partitions_owner_remembers_take_at_most_64_mib_then_it_reads_them_one_by_one(
         run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.platform import rows
+    from shared.platform import partition_rows
 
-    assert rows.MEMO_BYTES == 256 * 1024 * 1024
-    monkeypatch.setattr(rows, "MEMO_BYTES", 1_500_000)  # two rows of 500 wide metrics, not three
+    assert partition_rows.MAX_CACHE_BYTES == 64 * 1024 * 1024
+    monkeypatch.setattr(partition_rows, "MAX_CACHE_BYTES", 1_500_000)  # a row of 500 wide metrics, not three
     devices = [f"wide-{uuid.uuid4().hex[:6]}" for _ in range(3)]
     log = hub()
-    log.publish([telemetry(dev, n, big_metrics(100 * n, 100)) for dev in devices for n in range(METRICS // 100)])
-    ingest(run, "telemetry", log.deliver())
-    memo = data_store().memo
-    kept = [value[0] for key, value in memo.items() if isinstance(key, tuple) and key[0] == "row"]
-    assert 0 < sum(len(v) for row in kept for v in row.values() if isinstance(v, str | bytes)) <= 1_500_000
+    for n in range(METRICS // 100):  # batch by batch: the later ones merge into rows the cache let go
+        ingest(run, "telemetry", log.deliver(log.publish([telemetry(dev, n, big_metrics(100 * n, 100))
+                                                          for dev in devices])))
+        caches = [v for k, v in data_store().memo.items() if isinstance(k, tuple) and k[0] == "partition rows"]
+        assert caches and all(c.size <= 1_500_000 for c in caches)
     assert [device(run, dev)["telemetry"]["metrics"] for dev in devices] == [big_metrics(0, METRICS)] * 3
 
 

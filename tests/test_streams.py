@@ -137,7 +137,7 @@ def test_a_replay_that_starts_inside_an_archived_blob_goes_on_after_it(run: Any)
 def test_a_failure_fails_the_invocation_and_the_retry_completes_the_batch_exactly_once(run: Any) -> None:
     log = hub()
     log.publish([telemetry(f"d{n % 4}", n) for n in range(40)])
-    with failing_requests(run, "POST", "/devices", times=1), pytest.raises(FunctionFailed, match="Error"):
+    with failing_requests(run, "POST", "/$batch", times=1), pytest.raises(FunctionFailed, match="Error"):
         ingest(run, "telemetry", log.deliver(range(1000, 1020)))  # archived, then the latest state fails
     ingest(run, "telemetry", log.deliver(range(1000, 1040)), retry_count=1)  # the host retries, larger
     assert places(run, log) == Counter({(seq, None): 1 for seq in range(1000, 1040)})
@@ -190,17 +190,18 @@ def test_concurrent_invocations_of_two_partitions_never_lose_a_newer_value(run: 
     assert device(run, dev)["telemetry"]["metrics"] == {"a": 18, "b": 19}
 
 
-def test_one_batch_costs_one_archive_write_and_one_state_write_per_device(run: Any) -> None:
+def test_one_batch_costs_one_archive_write_the_watermark_and_one_state_transaction_for_its_devices(
+        run: Any) -> None:
     log = hub()
     log.publish([telemetry(f"cost-{n % 10}", n) for n in range(300)])
     first, second, third = log.batches(100)
     with storage_requests(run) as requests:
-        ingest(run, "telemetry", first)  # a new process: tables, the watermark and the devices' rows are read
+        ingest(run, "telemetry", first)  # a new process: tables, the watermark and the partition's rows are read
         requests.seen.clear()
         ingest(run, "telemetry", second)
         ingest(run, "telemetry", third)
-    # Per batch: the blob, the watermark, and one write per device.
-    assert sorted(Counter(method for method, _ in requests.seen).items()) == [("PUT", 2 * (1 + 1 + 10))], \
+    # Per batch: the blob, the watermark, and one transaction of its 10 devices' rows.
+    assert sorted(Counter(method for method, _ in requests.seen).items()) == [("POST", 2), ("PUT", 2 * (1 + 1))], \
         requests.seen
 
 
@@ -308,7 +309,7 @@ def test_storage_stopping_mid_batch_fails_it_and_a_redelivery_stores_everything_
 
             def stop_after_the_blob(method: str, path: str) -> None:
                 requests.append(f"{method} {path}")
-                if method == "PUT" and "/devices(" in path and len(requests) > 3:
+                if method == "POST" and "/$batch" in path and len(requests) > 3:
                     azurite.stop()  # the archive blob is written; the latest state is not
 
             with _hook(run, stop_after_the_blob, retry_total=0), pytest.raises(FunctionFailed, match="Error"):
@@ -395,7 +396,7 @@ def test_a_last_retry_that_fails_after_the_archive_dead_letters_nothing_the_arch
     log.publish([telemetry("late", n) for n in range(4)])
     ingest(run, "telemetry", log.deliver())  # archived, latest state written
     last = int(retry_policy("telemetry_ingest")["max_retry_count"])
-    with failing_requests(run, "GET", "/devices(", times=10) as failed:  # a new process: it reads the state rows
+    with failing_requests(run, "GET", "/lateststate(", times=10) as failed:  # a new process: it loads the rows
         ingest(run, "telemetry", log.deliver(), retry_count=last)  # ... and fails there, after the archive
     assert failed, "the latest state was read and failed"
     assert places(run, log) == Counter({(seq, None): 1 for seq in range(1000, 1004)})

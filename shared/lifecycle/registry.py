@@ -12,6 +12,13 @@ Table ``devices``:
   split over binary properties by :func:`shared.platform.rows.split_json`),
   or ``field|name`` for one entry of a map field; ``get_device`` returns them with
   the registry entry, ``list_devices`` does not;
+* a row ``@{table}|{partition}`` says that fields of the device are kept in that
+  table's partition, in rows whose ``RowKey`` is ``prefix`` and the field (the streams
+  keep a device's latest state beside those of the other devices of its Event Hubs
+  partition, to write them together); ``get_device`` reads them there, and combines
+  the rows of one field found in several places (a device whose messages came through
+  two partitions, rows written before the state moved) by the ``combine`` its caller
+  gives;
 * the index of connected devices: partition ``~connected`` (no device key can be it:
   keys escape ``~`` as ``~7E``), one row per device, ``RowKey`` = ``c`` + the key.
 
@@ -29,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -48,6 +55,9 @@ if TYPE_CHECKING:  # the read path (get_device, list_devices) builds no model: p
     from shared.lifecycle.models import DeviceRecord
 
 REGISTRY_ROW = "registry"
+POINTER_PREFIX = "@"  # no field's row starts with it
+# combine(field, its rows: in the device's partition first, then where pointers say): its JSON.
+Combine = Callable[[str, list[dict[str, Any]]], Any]
 CONNECTED_PARTITION = "~connected"
 MAX_ATTEMPTS = 8
 # Table storage limits a string property to 64 KiB of UTF-16.
@@ -106,18 +116,33 @@ class DeviceRegistry:
     def __init__(self, store: DataStore) -> None:
         self._store = store
 
-    async def document(self, device_id: str) -> bytes | None:
+    async def document(self, device_id: str, combine: Combine | None = None) -> bytes | None:
         """The device as the API returns it, JSON, with the fields other capabilities
-        keep in its partition (one query; no model is built)."""
+        keep for it: one query of its partition, then one of each partition its ``@``
+        rows name (concurrently); no model is built. ``combine(field, rows)`` gives the
+        JSON of a field found in several rows (default: the last one's)."""
         table = await self._store.table(DEVICES_TABLE)
         registry: dict[str, Any] | None = None
-        extra: dict[str, Any] = {}
+        found: dict[str, list[Any]] = {}
+        pointers: list[dict[str, Any]] = []
         async for entity in table.query_entities("PartitionKey eq @pk", parameters={"pk": device_key(device_id)},
-                                                 select=["RowKey", *split_names("doc")]):
-            row, doc = entity["RowKey"], joined_json(entity, "doc")
+                                                 select=["RowKey", "stamps", "metrics", "table", "partition",
+                                                         "prefix", *split_names("doc")]):
+            row = entity["RowKey"]
             if row == REGISTRY_ROW:
-                registry = doc
-            elif "|" in row:
+                registry = joined_json(entity, "doc")
+            elif row.startswith(POINTER_PREFIX):
+                pointers.append(entity)
+            else:
+                found[row] = [entity]
+        for rows in await asyncio.gather(*(self._pointed(p) for p in pointers)):
+            for row, pointed in rows.items():
+                found.setdefault(row, []).append(pointed)
+        extra: dict[str, Any] = {}
+        for row in sorted(found):
+            kept = found[row]
+            doc = combine(row, kept) if combine and len(kept) > 1 else joined_json(kept[-1], "doc")
+            if "|" in row:
                 name, key = row.split("|", 1)
                 extra.setdefault(name, {})[key] = doc
             else:
@@ -129,6 +154,28 @@ class DeviceRegistry:
             registry = {"deviceId": device_id, "state": "Unknown", "deleted": False, "connected": False,
                         "connectionHistory": []}
         return orjson.dumps(registry | extra)
+
+    async def _pointed(self, pointer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The rows a ``@`` row names, by field."""
+        prefix: str = pointer["prefix"]
+        table = await self._store.table(pointer["table"])
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+        parameters = {"pk": pointer["partition"], "low": prefix, "high": prefix + "\uffff"}
+        return {entity["RowKey"][len(prefix):]: entity
+                async for entity in table.query_entities(query, parameters=parameters,
+                                                         select=["RowKey", "stamps", *split_names("doc")])}
+
+    async def point(self, device_ids: list[str], *, table: str, partition: str, prefix: Callable[[str], str]
+                    ) -> None:
+        """Say for each device that fields of it are kept in ``table``'s ``partition``,
+        in rows ``prefix(device_id) + field`` (one upsert each: the same pointer written
+        twice is the same row)."""
+        from azure.data.tables import UpdateMode
+
+        devices = await self._store.table(DEVICES_TABLE)
+        await asyncio.gather(*(devices.upsert_entity(
+            {"PartitionKey": device_key(d), "RowKey": f"{POINTER_PREFIX}{table}|{partition}", "table": table,
+             "partition": partition, "prefix": prefix(d)}, mode=UpdateMode.REPLACE) for d in device_ids))
 
     async def record(self, device_id: str) -> DeviceRecord | None:
         from azure.core.exceptions import ResourceNotFoundError

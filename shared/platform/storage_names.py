@@ -13,5 +13,6 @@ APP_META_TABLE = "appmeta"  # the app's own state: the continuation tokens' key,
 MODEL_STATS_TABLE = "modelstats"
 BROADCASTS_TABLE = "broadcasts"
 DEADLETTERS_TABLE = "deadletters"  # the index of container deadletter (shared/platform/deadletter.py)
+LATEST_STATE_TABLE = "lateststate"  # devices' latest state by Event Hubs partition (shared/streams/state.py)
 TABLES = (DEVICES_TABLE, ALERTS_TABLE, COMMANDS_TABLE, FLEET_JOBS_TABLE, APP_META_TABLE, MODEL_STATS_TABLE,
-          BROADCASTS_TABLE, DEADLETTERS_TABLE)
+          BROADCASTS_TABLE, DEADLETTERS_TABLE, LATEST_STATE_TABLE)

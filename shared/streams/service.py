@@ -91,11 +91,16 @@ async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: dat
         for segment in (s for s in segments if s.name):  # a run without accepted messages has no blob
             await add_blob(store, hub=batch[0].origin.hub, partition=batch[0].origin.partition,
                            blob=segment.name, lines=await _lines(archive, batch, segment))
-        await write_latest(store, {}, coalesce_inference(accepted))
+        await write_latest(store, *_where(batch), {}, coalesce_inference(accepted))
     else:
-        await write_latest(store, coalesce_telemetry(accepted), {})
+        await write_latest(store, *_where(batch), coalesce_telemetry(accepted), {})
     report.alerts = await _alerts(store, stream, accepted, now)
     return report
+
+
+def _where(batch: list[Event]) -> tuple[str, str]:
+    """The batch's hub and partition (an Event Hub batch is one partition's)."""
+    return (batch[0].origin.hub, batch[0].origin.partition) if batch else ("", "")
 
 
 def _archive(store: DataStore, stream: Stream) -> Archive:

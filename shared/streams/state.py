@@ -2,16 +2,26 @@
 newest inference result per model; what ``get_device`` shows as ``telemetry`` and
 ``inference``.
 
-Rows in the device's partition of table ``devices`` (beside its registry row):
-``telemetry`` and ``inference|{model}``, each the JSON ``get_device`` shows in ``doc``
-(split over binary properties, :func:`shared.platform.rows.split_json`); the
-telemetry row also lists each metric's timestamp in ``stamps``, in the order of
-``doc``'s metrics. A batch is coalesced first, so a device costs one conditional
-write per batch (see :mod:`shared.platform.rows`). Merging is order-free: each
-metric keeps the value with the newest timestamp (a tie goes to the greater value's
-JSON, never to the later arrival), and an inference row the result with the newest
-(timestamp, inferenceId). So any order of any deliveries ends in the same rows, and
-an older message never overwrites a newer one.
+Rows of table ``lateststate``, one partition per Event Hubs partition
+(``{hub}|{partition}``: the routing's partition key is the device id, so a device's
+messages, and its rows, stay in one), ``RowKey`` = the device key, ``~|`` (which no
+device key holds: keys escape ``~``) and ``telemetry`` or ``inference|{model}``; each
+holds the JSON ``get_device`` shows in ``doc`` (split over binary properties,
+:func:`shared.platform.rows.split_json`), and the telemetry row lists each metric's
+timestamp in ``stamps``, in the order of ``doc``'s metrics. The partition's owner
+writes a batch's rows in transactions of up to 100, each on its ETag
+(:mod:`shared.platform.partition_rows`): 100 devices, one request. A device new to the
+partition first gets a row ``@telemetry`` (or ``@inference``) in its registry
+partition naming where its rows are, which ``get_device`` follows: its second query.
+Rows written before the state moved here (in the device's partition, ``RowKey``
+``telemetry`` or ``inference|{model}``) are never written again; ``get_device``
+combines them with these (:func:`combine`), as a write would.
+
+A batch is coalesced first, so a device costs one row per batch. Merging is
+order-free: each metric keeps the value with the newest timestamp (a tie goes to the
+greater value's JSON, never to the later arrival), and an inference row the result
+with the newest (timestamp, inferenceId). So any order of any deliveries ends in the
+same rows, and an older message never overwrites a newer one.
 
 Every row is bounded whatever the messages hold: 500 metrics of at most 1 400 bytes
 each (:func:`fitted`), 100 detections.
@@ -19,7 +29,6 @@ each (:func:`fitted`), 100 detections.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Iterable
 from datetime import datetime
@@ -28,9 +37,10 @@ from typing import Any
 import orjson
 
 from shared.platform.keys import device_key
-from shared.platform.rows import ROW_JSON_BYTES, joined_json, merge_row, split_json
+from shared.platform.partition_rows import merge_rows
+from shared.platform.rows import ROW_JSON_BYTES, Merge, joined_json, split_json
 from shared.platform.storage import DataStore
-from shared.platform.storage_names import DEVICES_TABLE
+from shared.platform.storage_names import LATEST_STATE_TABLE
 from shared.streams.decode import Accepted
 from shared.streams.messages import InferenceMessage, TelemetryMessage
 
@@ -158,16 +168,45 @@ def merge_inference(stored: dict[str, Any] | None, incoming: dict[str, Any]) -> 
     return split_json("doc", incoming)
 
 
-async def write_latest(store: DataStore, telemetry: dict[str, Metrics],
+def state_partition(hub: str, partition: str) -> str:
+    return f"{hub}|{partition}"
+
+
+def state_prefix(device_id: str) -> str:
+    """The start of every latest-state row key of a device."""
+    return device_key(device_id) + "~|"
+
+
+async def write_latest(store: DataStore, hub: str, partition: str, telemetry: dict[str, Metrics],
                        inference: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """One conditional write per device row that the batch makes newer."""
-    writes = [merge_row(store, DEVICES_TABLE, device_key(device), TELEMETRY_ROW,
-                        functools.partial(merge_telemetry, incoming=metrics))
-              for device, metrics in telemetry.items()]
-    writes += [merge_row(store, DEVICES_TABLE, device_key(device), INFERENCE_ROW_PREFIX + model,
-                         functools.partial(merge_inference, incoming=state))
-               for (device, model), state in inference.items()]
-    await asyncio.gather(*writes)
+    """The rows the batch makes newer, in transactions on their ETags, after the
+    registry says where new devices' rows are."""
+    from shared.lifecycle.registry import DeviceRegistry
+
+    merges: dict[str, Merge] = {state_prefix(d) + TELEMETRY_ROW: functools.partial(merge_telemetry, incoming=m)
+                                for d, m in telemetry.items()}
+    merges |= {state_prefix(d) + INFERENCE_ROW_PREFIX + model: functools.partial(merge_inference, incoming=state)
+               for (d, model), state in inference.items()}
+    devices = {state_prefix(d): d for d in telemetry} | {state_prefix(d): d for d, _ in inference}
+    pk = state_partition(hub, partition)
+
+    async def point(rows: list[str]) -> None:
+        new = {devices[row[:row.index("~|") + 2]] for row in rows}
+        await DeviceRegistry(store).point(sorted(new), table=LATEST_STATE_TABLE, partition=pk, prefix=state_prefix)
+
+    await merge_rows(store, LATEST_STATE_TABLE, pk, merges, on_new=point)
+
+
+def combine(field: str, rows: list[dict[str, Any]]) -> Any:
+    """The JSON of a field that a device has in several rows (its messages came
+    through two partitions, or a row was written before the state moved to its
+    partition's rows), merged as a write merges: order-free, so any order of rows."""
+    if field == TELEMETRY_ROW:
+        merged = rows[0]
+        for row in rows[1:]:
+            merged = merge_telemetry(merged, _metrics(row)) or merged
+        return joined_json(merged, "doc")
+    return max((joined_json(row, "doc") for row in rows), key=_order)
 
 
 def _stamp(moment: datetime) -> str:
