@@ -11,7 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,12 @@ pytestmark = pytest.mark.usefixtures("app_env")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def fleet_log(name: str, first: int, count: int, prefix: str = "h") -> Partition:
+def fleet_log(name: str, first: int, count: int, prefix: str = "h", start: datetime = START) -> Partition:
     """The same partition in any process: its events depend only on the arguments
     (five devices, ``{prefix}0`` to ``{prefix}4``, in turn, each message's metric
     ``seq`` its place in the log)."""
-    log = Partition(name, "1", first_sequence=first, first_enqueued=START, spacing=timedelta(seconds=1))
-    log.publish([telemetry(f"{prefix}{n % 5}", n, seq=n) for n in range(count)])
+    log = Partition(name, "1", first_sequence=first, first_enqueued=start, spacing=timedelta(seconds=1))
+    log.publish([telemetry(f"{prefix}{n % 5}", n, seq=n, start=start) for n in range(count)])
     return log
 
 
@@ -45,8 +45,9 @@ OTHER_WORKER = r"""
 import asyncio, json, sys
 from tests.test_archive_ledger import fleet_log
 from tools.invoke import InvocationContext, user_function
-name, first, count, start, stop, prefix = json.loads(sys.argv[1])
-log = fleet_log(name, first, count, prefix)
+from datetime import datetime
+name, first, count, start, stop, prefix, when = json.loads(sys.argv[1])
+log = fleet_log(name, first, count, prefix, datetime.fromisoformat(when))
 async def main():
     from shared.platform.storage import reset_data_store
     try:
@@ -60,7 +61,7 @@ print("delivered")
 
 def other_worker(name: str, first: int, count: int, start: int, stop: int, prefix: str = "h") -> None:
     result = subprocess.run([sys.executable, "-c", OTHER_WORKER,
-                             json.dumps([name, first, count, start, stop, prefix])],
+                             json.dumps([name, first, count, start, stop, prefix, START.isoformat()])],
                             cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and "delivered" in result.stdout, result.stderr[-3000:]
 

@@ -36,14 +36,17 @@ def test_the_cold_request_figure_times_both_sides_reading_the_stored_device(
 
 STREAM_FIGURES = ("telemetry_cpu_ratio", "telemetry_requests_per_1000", "telemetry_speedup_vs_naive",
                   "telemetry_msgs_per_s", "naive_telemetry_msgs_per_s", "telemetry_fleet_msgs_per_s",
-                  "telemetry_worker_cpu_us_per_msg", "telemetry_fleet_worker_cpu_us_per_msg", "inference_msgs_per_s")
+                  "telemetry_worker_cpu_us_per_msg", "telemetry_fleet_worker_cpu_us_per_msg", "inference_msgs_per_s",
+                  "telemetry_fleet_requests_per_1000", "telemetry_fleet_cpu_ratio", "devices_10k_new_requests_per_msg",
+                  "devices_10k_new_cpu_us_per_msg", "devices_10k_known_requests_per_msg",
+                  "devices_10k_known_cpu_us_per_msg")
 
 
 @pytest.mark.usefixtures("app_env")
 def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_requests(
         run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in (("CPU_MESSAGES", 200), ("CPU_ROUNDS", 1), ("COUNTED_BATCHES", 2), ("SPEED_MESSAGES", 200),
-                        ("SPEED_CHUNKS", 2), ("FLEET_DEVICES", 100)):
+                        ("SPEED_CHUNKS", 2), ("FLEET_DEVICES", 100), ("MANY_DEVICES", 200)):
         monkeypatch.setattr(bench, name, value)
     figures = run(bench.stream_figures())  # each rate asserts that every message was archived
     for name in STREAM_FIGURES:

@@ -7,7 +7,9 @@ are that contract, not read from the code."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -296,3 +298,55 @@ def test_latest_state_rows_written_before_the_split_are_read_and_extended(run: A
     log.publish([inference(dev, 6, model, ["a"])])
     ingest(run, "inference", log.deliver())
     assert device(run, dev)["inference"][model]["inferenceId"] == f"{dev}-6"
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+@contextlib.contextmanager
+def transaction_bodies(run: Any) -> Iterator[list[bytes]]:
+    """The bodies of the latest state's transactions (``$batch``) sent in the block."""
+    from shared.platform.storage import CLIENT_OPTIONS, reset_data_store
+
+    bodies: list[bytes] = []
+
+    def hook(request: Any) -> None:
+        http = request.http_request
+        if http.url.endswith("/$batch"):
+            bodies.append(bytes(getattr(http, "content", None) or http.body))
+
+    run(reset_data_store())
+    CLIENT_OPTIONS.update(raw_request_hook=hook)
+    try:
+        yield bodies
+    finally:
+        CLIENT_OPTIONS.clear()
+        run(reset_data_store())
+
+
+def operations(body: bytes) -> int:
+    return body.count(b"Content-Type: application/http")
+
+
+def test_a_batch_of_the_widest_rows_goes_out_in_transactions_under_4_mib_each(run: Any) -> None:
+    """Six rows of 500 of the widest metrics take about 940 KB each on the wire: a
+    transaction holds four at most (Azure refuses a payload of 4 MiB or more)."""
+    devices = [f"wide-tx-{uuid.uuid4().hex[:6]}" for _ in range(6)]
+    log = hub()
+    log.publish([telemetry(dev, n, big_metrics(100 * n, 100)) for n in range(METRICS // 100) for dev in devices])
+    with transaction_bodies(run) as bodies:
+        ingest(run, "telemetry", log.deliver())
+    assert len(bodies) >= 2 and sum(operations(b) for b in bodies) == 6
+    assert all(len(b) < 4 * 1024 * 1024 for b in bodies), [len(b) for b in bodies]
+    assert [device(run, dev)["telemetry"]["metrics"] for dev in devices] == [big_metrics(0, METRICS)] * 6
+
+
+@pytest.mark.parametrize("devices, transactions", [(100, [100]), (101, [100, 1])])
+def test_a_transaction_holds_at_most_100_rows(run: Any, devices: int, transactions: list[int]) -> None:
+    names = [f"many-{uuid.uuid4().hex[:6]}-{n}" for n in range(devices)]
+    log = hub()
+    log.publish([telemetry(dev, 1, {"seen": 1}) for dev in names])
+    with transaction_bodies(run) as bodies:
+        ingest(run, "telemetry", log.deliver())
+    assert sorted((operations(b) for b in bodies), reverse=True) == transactions
+    assert device(run, names[-1])["telemetry"]["metrics"] == {"seen": 1}

@@ -36,8 +36,10 @@ def hub(stream: str = "telemetry") -> Partition:
                      spacing=timedelta(seconds=1))
 
 
-def telemetry(device: str, n: int, **metrics: Any) -> bytes:
-    at = START + timedelta(seconds=n)
+def telemetry(device: str, n: int, *, start: datetime = START, **metrics: Any) -> bytes:
+    """Reading ``n`` of ``device``, stamped ``n`` seconds after ``start`` (give another
+    process the same ``start``: START is an hour before this process began)."""
+    at = start + timedelta(seconds=n)
     payload = {"timestamp": at.isoformat().replace("+00:00", "Z"), "sequence": n,
                "metrics": metrics or {"cpuTemp": 50 + n % 10, "fps": 30}}
     return routed_body(payload, topic=f"devices/{device}/telemetry", at=at)
@@ -459,3 +461,15 @@ def test_a_clean_batch_writes_no_log_record_and_the_sdks_log_no_request(
     ours = [r for r in caplog.records if not r.name.startswith("azure.functions")]  # the worker's own lines
     assert ours == [], [f"{r.name}: {r.getMessage()[:80]}" for r in ours]
 
+
+
+def test_text_beyond_ascii_keeps_its_latest_state_through_the_partitions_transaction(run: Any) -> None:
+    """The device's key goes into the transaction's JSON and its replace's URL; the
+    metrics travel in the row's binary properties."""
+    dev = f"caméra-北-{uuid.uuid4().hex[:4]}"
+    log = hub()
+    log.publish([telemetry(dev, 1, temp=20, note="a\u2028b"), telemetry(dev, 2, temp=21, note="é\u2029")])
+    ingest(run, "telemetry", log.deliver(range(1000, 1001)))
+    assert device(run, dev)["telemetry"]["metrics"] == {"temp": 20, "note": "a\u2028b"}
+    ingest(run, "telemetry", log.deliver(range(1001, 1002)))  # a replace on the row's ETag
+    assert device(run, dev)["telemetry"]["metrics"] == {"temp": 21, "note": "é\u2029"}

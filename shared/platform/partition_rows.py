@@ -114,17 +114,11 @@ def _chunks(operations: Mapping[str, tuple[dict[str, Any], str | None]]
 
 
 async def _submit(table: Any, cache: _Cache, chunk: Mapping[str, tuple[dict[str, Any], str | None]]) -> None:
-    from azure.core import MatchConditions
-    from azure.data.tables import UpdateMode
+    from shared.platform.table_batch import submit
 
-    transaction = [("create", entity) if etag is None else
-                   ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag,
-                                       "match_condition": MatchConditions.IfNotModified})
-                   for entity, etag in chunk.values()]
-    results = await table.submit_transaction(transaction)
-    for (row, (entity, _)), result in zip(chunk.items(), results, strict=True):
-        _keep(cache, row, {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")},
-              str(result["etag"]))
+    etags = await submit(table, list(chunk.values()))
+    for (row, (entity, _)), etag in zip(chunk.items(), etags, strict=True):
+        _keep(cache, row, {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}, etag)
 
 
 async def _load(table: Any, partition_key: str) -> _Cache:
