@@ -75,3 +75,29 @@ def test_a_request_to_busy_storage_is_tried_three_times_within_seconds(
             run(request_(data_store()))
     assert len(seen) == 3, "the request and two retries"
     assert seen[-1] - started < 8, "retries after about 2 and 3 s, not after 15, 18 and 24"
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
+def test_a_proxy_the_environment_names_is_used_and_none_is_looked_up_otherwise(run: Any, variable: str) -> None:
+    """Without a proxy variable the transports do not read the environment on every
+    request (README, Speed); with one they go through it: here a closed port."""
+    from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
+
+    from shared.platform.storage import uses_a_proxy
+
+    async def read() -> Any:
+        return await (await data_store().table("devices")).get_entity("none", "none")
+
+    assert not uses_a_proxy()
+    with changed_settings(run, {variable: f"http://127.0.0.1:{_closed_port()}"}):
+        assert uses_a_proxy()
+        with pytest.raises(ServiceRequestError):
+            run(read())
+    with pytest.raises(ResourceNotFoundError):  # through no proxy: storage answers
+        run(read())
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

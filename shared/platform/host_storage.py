@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from shared.platform.settings import http_url, setting, settings_class, settings_of, storage_connection_string
-from shared.platform.storage import CLIENT_OPTIONS, STORAGE_RETRIES, identity_credential
+from shared.platform.storage import CLIENT_OPTIONS, STORAGE_RETRIES, identity_credential, uses_a_proxy
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -39,7 +39,8 @@ async def queue_client(name: str) -> QueueClient:
     if name not in _queues:
         settings = settings_of(HostStorageSettings)
         # The queue trigger reads base64 text, as the Functions host expects by default.
-        options = {"message_encode_policy": TextBase64EncodePolicy(), **STORAGE_RETRIES, **CLIENT_OPTIONS}
+        options = {"message_encode_policy": TextBase64EncodePolicy(), "use_env_settings": uses_a_proxy(),
+                   **STORAGE_RETRIES, **CLIENT_OPTIONS}
         if settings.connection_string:
             client = QueueClient.from_connection_string(settings.connection_string, name, **options)
         else:
