@@ -202,7 +202,8 @@ def test_a_connect_with_nothing_pending_makes_the_requests_it_made_before_comman
 
 
 COMMAND_FIGURES = ("command_baseline_ms", "command_median_ms", "command_p99_ms", "command_overhead_ratio",
-                   "commands_per_s", "lifecycle_connects_per_s_no_pending", "lifecycle_connects_per_s_with_pending")
+                   "commands_per_s", "lifecycle_connects_per_s_no_pending", "lifecycle_connects_per_s_with_pending",
+                   "lifecycle_connect_cpu_us")
 
 
 @pytest.mark.usefixtures("app_env")

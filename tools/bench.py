@@ -905,11 +905,15 @@ async def lifecycle_connects() -> dict[str, float]:
     handler = user_function("client_lifecycle")
     at = datetime.now(UTC) - timedelta(minutes=1)
 
+    cpu = {"idle": 0.0}
+
     async def connects(devices: list[str]) -> float:
         documents = [ev.connected(d, 1, at) for d in devices]
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.process_time()
         for document in documents:
             await handler(document)
+        if devices and devices[0] in idle:
+            cpu["idle"] += time.process_time() - started
         return time.perf_counter() - start
 
     idle_s = waiting_s = 0.0
@@ -922,7 +926,9 @@ async def lifecycle_connects() -> dict[str, float]:
     after = await asyncio.gather(*(store.get(c["deviceId"], c["commandId"]) for c in queued))
     assert all(c is not None and c.status == "sent" for c in after), "each connect published its command"
     return {"lifecycle_connects_per_s_no_pending": round(CONNECTS / idle_s, 1),
-            "lifecycle_connects_per_s_with_pending": round(CONNECTS / waiting_s, 1)}
+            "lifecycle_connects_per_s_with_pending": round(CONNECTS / waiting_s, 1),
+            # The worker's CPU per connect: what a connect storm costs in instances.
+            "lifecycle_connect_cpu_us": round(cpu["idle"] / CONNECTS * 1e6, 1)}
 
 
 async def counted_connect(*, pending: bool) -> tuple[str, Requests]:
@@ -1049,7 +1055,8 @@ def main() -> None:
     print(f"life cycle connects: {figures['lifecycle_connects_per_s_no_pending']}/s with nothing pending "
           f"({figures['connect_requests_no_pending']:.0f} storage requests each: registry row read and write, "
           f"connected index row), {figures['lifecycle_connects_per_s_with_pending']}/s with one pending command "
-          f"({figures['connect_requests_with_pending']:.0f} requests, and its publish)")
+          f"({figures['connect_requests_with_pending']:.0f} requests, and its publish); "
+          f"{figures['lifecycle_connect_cpu_us']} us of worker CPU a connect")
     print(json.dumps(figures))
 
 
