@@ -71,6 +71,17 @@ def test_health_imports_no_pydantic() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_get_device_imports_no_pydantic() -> None:
+    """The cold request the bench times (cold_request_ratio): the modules get_device
+    imports, the latest state's combine included (1.41 while it pulled in the
+    streams' message models)."""
+    script = ("import sys, shared.lifecycle.registry, shared.platform.http, shared.platform.storage, "
+              "shared.streams.state; print(sorted(m for m in sys.modules if m.startswith('pydantic')))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={}, capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_http_routes_and_auth_levels_follow_the_contract() -> None:
     functions = index_app()["functions"]
     assert isinstance(functions, dict)

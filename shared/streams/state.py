@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -41,8 +41,10 @@ from shared.platform.partition_rows import merge_rows
 from shared.platform.rows import ROW_JSON_BYTES, Merge, joined_json, split_json
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import LATEST_STATE_TABLE
-from shared.streams.decode import Accepted
-from shared.streams.messages import InferenceMessage, TelemetryMessage
+
+if TYPE_CHECKING:  # get_device imports this module for combine: pydantic's models stay out of its cold start
+    from shared.streams.decode import Accepted
+    from shared.streams.messages import InferenceMessage, TelemetryMessage
 
 TELEMETRY_ROW = "telemetry"
 INFERENCE_ROW_PREFIX = "inference|"
@@ -94,8 +96,7 @@ def coalesce_telemetry(accepted: Iterable[Accepted]) -> dict[str, Metrics]:
     """Per device, the newest value of each metric in the batch."""
     devices: dict[str, Metrics] = {}
     for result in accepted:
-        message = result.message
-        assert isinstance(message, TelemetryMessage)
+        message = cast("TelemetryMessage", result.message)
         stamp = _stamp(message.timestamp)
         metrics = devices.setdefault(result.device_id, {})
         for name, value in message.metrics.items():
@@ -137,8 +138,7 @@ def coalesce_inference(accepted: Iterable[Accepted]) -> dict[tuple[str, str], di
     """Per (device, model), the newest result in the batch, in its wire form."""
     newest: dict[tuple[str, str], dict[str, Any]] = {}
     for result in accepted:
-        message = result.message
-        assert isinstance(message, InferenceMessage)
+        message = cast("InferenceMessage", result.message)
         candidate = inference_state(message)
         key = (result.device_id, message.model.name)
         if key not in newest or _order(candidate) > _order(newest[key]):
