@@ -350,3 +350,19 @@ def test_a_transaction_holds_at_most_100_rows(run: Any, devices: int, transactio
         ingest(run, "telemetry", log.deliver())
     assert sorted((operations(b) for b in bodies), reverse=True) == transactions
     assert device(run, names[-1])["telemetry"]["metrics"] == {"seen": 1}
+
+
+def test_the_longest_device_key_and_model_name_fit_the_latest_states_keys(run: Any) -> None:
+    """128 characters that each escape to three (``~25``, ``~27``, ``~7E``) and a model
+    name of 64: the row key takes 384 + 12 + 64 characters, under Azure's 1 KiB."""
+    from shared.platform.keys import device_key
+
+    dev = ("%'~" * 43)[:127] + uuid.uuid4().hex[:1]
+    model = "m" + uuid.uuid4().hex[:8] + "x" * 55
+    assert len(dev) == 128 and len(device_key(dev)) >= 381 and len(model) == 64
+    for stream, body in (("telemetry", telemetry(dev, 1, {"t": 1})), ("inference", inference(dev, 1, model, ["a"]))):
+        log = hub(stream)
+        log.publish([body])
+        ingest(run, stream, log.deliver())
+    shown = device(run, dev)
+    assert shown["telemetry"]["metrics"] == {"t": 1} and shown["inference"][model]["inferenceId"] == f"{dev}-1"
