@@ -313,7 +313,7 @@ def test_an_unexpected_exception_is_a_logged_500_problem_without_its_text(
         run: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from shared.lifecycle.registry import DeviceRegistry
 
-    async def broken(self: Any, device_id: str) -> None:
+    async def broken(self: Any, device_id: str, combine: Any = None) -> None:
         raise RuntimeError("a bug with a secret in its message")
 
     monkeypatch.setattr(DeviceRegistry, "document", broken)

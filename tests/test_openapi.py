@@ -199,7 +199,10 @@ def test_the_command_routes_device_id_pattern_admits_exactly_the_ids_they_take(d
         taken = True
     except InvalidInput:
         taken = False
-    assert taken == (re.search(schema["pattern"], device_id) is not None and _utf8(device_id)), device_id
+    # JSON Schema reads a pattern as ECMA-262 does, where ``$`` ends the input; Python's
+    # ``$`` also matches before a final newline ("0\n"), so the anchors become fullmatch.
+    ecma = re.fullmatch(schema["pattern"].removeprefix("^").removesuffix("$"), device_id)
+    assert taken == (ecma is not None and _utf8(device_id)), device_id
 
 
 def _utf8(text: str) -> bool:
