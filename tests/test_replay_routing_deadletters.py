@@ -16,7 +16,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from shared.streams.decode import Accepted, decode
 from tests.conftest import Runner
-from tests.infra.test_infra import INFRA, MAIN_BICEP, app_settings, bicep, literal, prop
+from tests.infra.support import INFRA, MAIN_BICEP, app_settings, bicep, literal, prop
 from tools.eventhub_factory import events, routed_event
 from tools.replay_routing_deadletters import (
     REPLAYED,

@@ -40,8 +40,8 @@ from .arm_stand_in import ArmStandIn, serve
 from .azd_model import AZD_VARIABLES, ParametersError, load_parameters, variables
 from .bicep_check import BicepFile, Resource, check_source, parse
 from .bicep_eval import DeploymentFailed, Unsupported, evaluate
-from .test_infra import bicep as template
-from .test_infra import role_of, type_index
+from .support import bicep as template
+from .support import role_of, type_index
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

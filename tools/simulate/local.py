@@ -23,7 +23,7 @@ from shared.platform.timestamps import format_timestamp
 from tools.edge import Behaviour
 from tools.simulate import scenario
 from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, Shape, SimDevice, behaviours, publish_fleet
-from tools.simulate.invariants import FINAL, holds_stream_data, misplaced, places, repeats, unexpected
+from tools.simulate.invariants import FINAL, Place, holds_stream_data, misplaced, places, repeats, unexpected
 from tools.simulate.progress import Figures, watch
 from tools.simulate.report import Report, percentile, reason_kind
 from tools.simulate.stand_in import StandIn
@@ -153,15 +153,54 @@ async def _require_empty(api: Api) -> None:
                            "default in-memory Azurite is")
 
 
+@dataclass(frozen=True)
+class _Traffic:
+    """What the busy part of a run leaves for the figures and the checks."""
+
+    made: list[dict[str, Any]]  # every command made, the queued ones first
+    settled: list[dict[str, Any]]  # the same commands as the API had them once settled
+    retry: scenario.Outcome
+    jobbed: scenario.Outcome
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """What the fleet's end showed: connection states by device (the simulator's, then the
+    registry's before and after the fleet disconnected), broadcast reach, the refusal."""
+
+    online: dict[str, bool]
+    registry_online: dict[str, bool]
+    registry_offline: dict[str, bool]
+    reached: scenario.Outcome
+    refused: scenario.Outcome
+
+
 async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, fleet: list[SimDevice],
                assigned: list[Behaviour], rng: random.Random, report: Report, pids: dict[str, int]) -> None:
+    """The run's phases in order; each leaves what the later ones need."""
     start = datetime.now(UTC)
+    await _register(broker_url, stand_in, fleet, assigned)
+    queued = await _bring_online(options, api, stand_in, fleet, report)
+    traffic = await _traffic(options, api, stand_in, fleet, rng, report, pids, queued)
+    await _drain(options, stand_in)
+    ending = await _wind_down(api, stand_in, fleet)
+    found = await _measure(api, stand_in, fleet, report, traffic, ending, start)
+    _check(report, stand_in, fleet, found, queued, traffic, ending)
+
+
+async def _register(broker_url: str, stand_in: StandIn, fleet: list[SimDevice], assigned: list[Behaviour]) -> None:
+    """Each device made and registered as a client, before any connects."""
     for index, behaviour in enumerate(assigned):
         device = SimDevice(f"sim-{index:03d}", broker_url, behaviour=behaviour,
                            group=GROUPS[index % len(GROUPS)])
         fleet.append(device)
         stand_in.created(device.device_id, _attributes(device))
     await stand_in.flush()
+
+
+async def _bring_online(options: Options, api: Api, stand_in: StandIn, fleet: list[SimDevice],
+                        report: Report) -> scenario.Outcome:
+    """The fleet connects but for one device, whose commands are queued before it does."""
     # One device comes online late: the commands for it wait until it connects.
     late = next((d for d in fleet if d.behaviour != "silent"), fleet[0])
     for device in fleet:  # the client connects and subscribes; then the broker reports the session
@@ -176,24 +215,23 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
          f"{late.device_id} was offline while {len(scenario.QUEUED)} commands for it were queued); "
          f"publishing {options.rate:g} messages/s each for {options.duration:g} s; faults: "
          f"{', '.join(options.faults) or 'none'}.")
+    return queued
 
+
+async def _traffic(options: Options, api: Api, stand_in: StandIn, fleet: list[SimDevice], rng: random.Random,
+                   report: Report, pids: dict[str, int], queued: scenario.Outcome) -> _Traffic:
+    """The fleet publishes through the faults while the operator sends commands, a fleet
+    job and broadcasts; then the messages and commands settle. The stand-in delivers and
+    the progress shows throughout."""
     stop = asyncio.Event()
     made: list[dict[str, Any]] = list(queued.commands)
     statuses: dict[str, str] = {}
     flusher = asyncio.create_task(stand_in.run(stop))
     began = time.monotonic()
     progress = asyncio.create_task(watch(lambda: _figures(began, fleet, stand_in, api, made, statuses), stop))
-    ids = [d.device_id for d in fleet]
     publishing = asyncio.create_task(publish(options, fleet, rng))
     try:
-        if options.drop:
-            await asyncio.sleep(options.duration * 0.2)
-            report.dropped = await _drop(fleet, stand_in, rng)
-        paused = [pids[name] for name, wanted in (("storage", options.pause_storage),
-                                                  ("broker", options.pause_broker)) if wanted]
-        if paused:
-            await asyncio.sleep(max(0.0, began + options.duration * 0.3 - time.monotonic()))
-            await _pause(paused)
+        await _cut_and_pause(options, stand_in, fleet, rng, report, pids, began)
         await asyncio.sleep(max(0.0, began + options.duration * 0.4 - time.monotonic()))
         made += await _commands(options, api, fleet)
         retry = await scenario.idempotent_retry(api, fleet[-1].device_id, COMMAND_TIMEOUT_SECONDS)
@@ -209,6 +247,25 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
     finally:
         stop.set()
         await asyncio.gather(flusher, progress)
+    return _Traffic(made, settled, retry, jobbed)
+
+
+async def _cut_and_pause(options: Options, stand_in: StandIn, fleet: list[SimDevice], rng: random.Random,
+                         report: Report, pids: dict[str, int], began: float) -> None:
+    """The faults that strike while the fleet publishes: --drop at a fifth of the run,
+    --pause-storage and --pause-broker at three tenths."""
+    if options.drop:
+        await asyncio.sleep(options.duration * 0.2)
+        report.dropped = await _drop(fleet, stand_in, rng)
+    paused = [pids[name] for name, wanted in (("storage", options.pause_storage),
+                                              ("broker", options.pause_broker)) if wanted]
+    if paused:
+        await asyncio.sleep(max(0.0, began + options.duration * 0.3 - time.monotonic()))
+        await _pause(paused)
+
+
+async def _drain(options: Options, stand_in: StandIn) -> None:
+    """What the stand-in still holds is delivered, and with --redeliver handed out again."""
     await stand_in.flush()
     if options.redeliver:  # a new instance is handed an overlapping half of the busiest partition again
         busiest = max((log for (s, _), log in stand_in.partitions.items() if s == "telemetry"),
@@ -216,6 +273,11 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
         span = len(busiest.log)
         await stand_in.replay(busiest, range(busiest.first_sequence + span // 4,
                                              busiest.first_sequence + 3 * span // 4 + 1))
+
+
+async def _wind_down(api: Api, stand_in: StandIn, fleet: list[SimDevice]) -> _Ending:
+    """Broadcast reach and the registry's connection states while the fleet is online;
+    the fleet disconnects and the registry is read again; a disabled client is refused."""
     reached = await scenario.broadcast_reach(fleet, GROUPS[0], str(BROADCAST["name"]))
     online = {d.device_id: d.online for d in fleet}
     registry_online = {d["deviceId"]: d["connected"] for d in await api.pages("devices")}
@@ -227,7 +289,13 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
     disabled = fleet[-1]
     refused = await scenario.refused_when_disabled(
         api, disabled.device_id, lambda: _disable(disabled, stand_in))
+    return _Ending(online, registry_online, registry_offline, reached, refused)
 
+
+async def _measure(api: Api, stand_in: StandIn, fleet: list[SimDevice], report: Report, traffic: _Traffic,
+                   ending: _Ending, start: datetime) -> Counter[Place]:
+    """The report's figures; where every message is, for the checks."""
+    ids = [d.device_id for d in fleet]
     found, both = await places()
     report.streams = {stream: {"sent": sum(1 for d in fleet for (topic, _) in d.sent if topic.endswith(stream)),
                                "routed": stand_in.routed[stream], "archived": len(lines),
@@ -237,9 +305,9 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
     report.redeliveries = stand_in.redeliveries
     report.lifecycle = {"events": stand_in.lifecycle_events, "duplicates": stand_in.lifecycle_duplicates,
                         "outOfOrder": stand_in.lifecycle_shuffled}
-    report.commands = dict(Counter(c["status"] for c in settled))
-    report.retry, report.fleet_job = retry.facts, jobbed.facts
-    report.broadcast_reach, report.refused = reached.facts, refused.facts
+    report.commands = dict(Counter(c["status"] for c in traffic.settled))
+    report.retry, report.fleet_job = traffic.retry.facts, traffic.jobbed.facts
+    report.broadcast_reach, report.refused = ending.reached.facts, ending.refused.facts
     # An alert's timestamp is the start of its window: list a day back, the fleet's only.
     alerts = await api.pages("alerts", {"since": format_timestamp(start - timedelta(days=1)), "limit": "1000"})
     report.alerts = dict(Counter(a["rule"] for a in alerts if a["deviceId"] in ids))
@@ -247,7 +315,12 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
                  if key in stand_in.stored_at and not key[0].endswith("/response")]
     report.latency_ms = {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)}
     report.throughput = _throughput(fleet, stand_in)
+    return found
 
+
+def _check(report: Report, stand_in: StandIn, fleet: list[SimDevice], found: Counter[Place],
+           queued: scenario.Outcome, traffic: _Traffic, ending: _Ending) -> None:
+    """The checks, each with what keeps the run from its promise."""
     # Each message published reached the app (QoS 1: at least once; a client that lost its
     # connection sends its unacknowledged messages again, and the broker routes them again),
     # and each event routed is in exactly one place.
@@ -259,20 +332,22 @@ async def _run(options: Options, api: Api, broker_url: str, stand_in: StandIn, f
                  misplaced(stand_in.expected, found)
                  + ([f"{len(unrouted)} published never reached the app, e.g. {unrouted[0][0]}"] if unrouted else []))
     report.check("the registry's connection states equal the simulator's",
-                 _differences(online, registry_online, "online")
-                 + _differences(dict.fromkeys(online, False), registry_offline, "after the fleet disconnected"))
+                 _differences(ending.online, ending.registry_online, "online")
+                 + _differences(dict.fromkeys(ending.online, False), ending.registry_offline,
+                                "after the fleet disconnected"))
     by_device = {d.device_id: d.behaviour for d in fleet}
     received = {d.device_id: [str(r.payload.get("commandId")) for r in d.commands] for d in fleet}
     report.command_repeats = repeats(received)
+    settled, made = traffic.settled, traffic.made
     report.check("every command in the status its device's behaviour implies",
                  unexpected(settled, by_device, received)
                  + ([] if len(settled) == len(made) else [f"{len(settled)} of {len(made)} commands found"]))
     report.check("commands for an offline device waited and went out in order when it connected", queued.problems)
-    report.check("a retry with the same Idempotency-Key is the same command", retry.problems)
+    report.check("a retry with the same Idempotency-Key is the same command", traffic.retry.problems)
     report.check("the fleet job reached the devices its attributes select; its counts are their answers",
-                 jobbed.problems)
-    report.check("each broadcast reached exactly the devices it addressed", reached.problems)
-    report.check("a command to a disabled client is refused", refused.problems)
+                 traffic.jobbed.problems)
+    report.check("each broadcast reached exactly the devices it addressed", ending.reached.problems)
+    report.check("a command to a disabled client is refused", ending.refused.problems)
 
 
 def _attributes(device: SimDevice) -> dict[str, Any]:
