@@ -361,10 +361,15 @@ def test_a_refusal_and_a_disable_delivered_at_once_leave_no_alert(run: Any, atte
     refusal = ev.disconnected(dev, 1, T0 + timedelta(hours=1), reason="ClientAuthenticationError")
     disable = ev.created_or_updated(dev, T0 + timedelta(hours=1), created_on=T0, state="Disabled")
 
-    async def at_once() -> None:
-        await asyncio.gather(handler(refusal), handler(disable))
+    async def at_once() -> list[Any]:
+        return await asyncio.gather(handler(refusal), handler(disable), return_exceptions=True)
 
-    run(at_once())
+    # An add that meets the disable's remove fails its invocation (AlertContention), and
+    # Event Grid delivers a failed event again: so does this test, after both have run.
+    for event, outcome in zip((refusal, disable), run(at_once()), strict=True):
+        if isinstance(outcome, BaseException):
+            assert "AlertContention" in str(outcome), outcome
+            deliver(run, event)
     assert alert_count(run, dev) == 0
 
 
