@@ -115,3 +115,20 @@ def test_the_readme_lists_every_page_and_every_page_leads_back() -> None:
         first, *rest = page.read_text().split("\n", 4)
         assert first.startswith("# "), f"{page.name} starts with its title"
         assert any("](../README.md" in line for line in rest[:3]), f"{page.name} links back to the README at its top"
+
+
+def test_the_architecture_names_every_function_and_every_module() -> None:
+    """README's Architecture names each function by its blueprint, and the table of
+    docs/architecture.md each module of shared/ in its package's row."""
+    readme = README.read_text().split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    for blueprint in sorted((ROOT / "blueprints").glob("*.py")):
+        for name in re.findall(r'function_name\("(\w+)"\)', blueprint.read_text()):
+            assert f"`{name}`" in readme, f"README, Architecture: {name} ({blueprint.name}) is missing"
+    rows = {line.split(" | ", 1)[0].strip("| `"): line
+            for line in (DOCS / "architecture.md").read_text().splitlines() if line.startswith("| `shared/")}
+    for package in sorted(p for p in (ROOT / "shared").iterdir() if (p / "__init__.py").exists()):
+        row = rows.get(f"shared/{package.name}/")
+        assert row is not None, f"docs/architecture.md has no row for shared/{package.name}/"
+        for module in sorted(package.glob("*.py")):
+            if module.name != "__init__.py":
+                assert f"`{module.name}`" in row, f"docs/architecture.md: {package.name}/{module.name} is missing"
