@@ -9,7 +9,7 @@ export BICEP_TYPES_DIR
 
 setup: $(VENV)/.installed node_modules/.installed services-check
 
-# The venv is made anew when it is not Python 3.13 (README, "Python version and the worker").
+# The venv is made anew when it is not Python 3.13 (docs/running.md, "Python version and the worker").
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null || \
 	  { python=$$(tools/python.sh) && rm -rf $(VENV) && $$python -m venv $(VENV); }

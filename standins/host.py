@@ -92,7 +92,8 @@ class Host:
 
     def __init__(self, app_directory: Path = APP_DIRECTORY) -> None:
         if sys.version_info[:2] < (3, 13):
-            raise RuntimeError("azure-functions-runtime runs on Python 3.13 or newer (README, 'Python version')")
+            raise RuntimeError("azure-functions-runtime runs on Python 3.13 or newer "
+                               "(docs/running.md, 'Python version and the worker')")
         import azure_functions_runtime
 
         self.runtime = azure_functions_runtime

@@ -1,7 +1,7 @@
 """Schemathesis's hooks for our API (schemathesis.toml names this module): the rules of
 the API that JSON Schema cannot state, applied to the cases schemathesis means to be
 valid, so that each "valid request rejected" it reports is a real one. Negative cases
-are left as generated: the API must refuse them. The rules, as the README states them:
+are left as generated: the API must refuse them. The rules, as docs/api.md states them:
 
 - a continuationToken is valid only when this API issued it for this query (it carries
   a MAC): a positive case keeps only a token an answer gave (the nextPage links pass

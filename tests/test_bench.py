@@ -52,7 +52,7 @@ def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_request
     for name in STREAM_FIGURES:
         assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
     assert figures["telemetry_requests_per_1000"] >= 1000 / bench.BATCH, "at least the archive blob of each batch"
-    assert figures["log_records_per_1000_messages"] <= 5, "the log-volume budget (README, Speed)"
+    assert figures["log_records_per_1000_messages"] <= 5, "the log-volume budget (docs/capacity.md, Speed)"
 
     requests = run(bench.counted_telemetry_requests(2))
     blob_writes = [path for method, path in requests.seen if method == "PUT" and "/telemetry/" in path]

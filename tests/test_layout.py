@@ -1,4 +1,4 @@
-"""The layout's rules (README, Architecture): blueprints import shared, shared never
+"""The layout's rules (docs/architecture.md): blueprints import shared, shared never
 imports blueprints, capabilities import the platform and never the reverse, and the
 sub-packages import one another without cycles. No module grows past 500 lines."""
 

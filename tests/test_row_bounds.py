@@ -2,7 +2,7 @@
 string property 32 K UTF-16 characters, a binary one 64 KiB, an entity 1 MiB,
 integers 32 bits unless typed 64) for any message within the documented bounds, so
 no such message fails its batch on every retry. Each bound is tested at its limit
-and one past it, where a documented rule decides (README, Limits); the numbers here
+and one past it, where a documented rule decides (docs/limits.md); the numbers here
 are that contract, not read from the code."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tools.services import Mosquitto
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
-# The message bounds (README, Stream messages) and what the latest state keeps.
+# The message bounds (docs/streams.md, Telemetry and inference) and what the latest state keeps.
 NAME_CHARS, VALUE_CHARS, METRICS, DETECTIONS = 128, 1024, 500, 100
 # A metric in the latest state, as JSON ("name":value and its comma), in UTF-8 bytes.
 METRIC_BYTES = 1400

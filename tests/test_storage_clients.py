@@ -80,7 +80,7 @@ def test_a_request_to_busy_storage_is_tried_three_times_within_seconds(
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
 def test_a_proxy_the_environment_names_is_used_and_none_is_looked_up_otherwise(run: Any, variable: str) -> None:
     """Without a proxy variable the transports do not read the environment on every
-    request (README, Speed); with one they go through it: here a closed port."""
+    request (a cost per request, docs/capacity.md, Speed); with one they go through it: here a closed port."""
     from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
 
     from shared.platform.storage import uses_a_proxy

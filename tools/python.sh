@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Print the Python to build the virtual environment with: 3.13, the version the app
-# deploys with (README, "Python version"), because from 3.13 the worker runtime that
+# deploys with (docs/running.md, "Python version and the worker"), because from 3.13 the worker runtime that
 # runs the app in Azure is a pinned package the tests load (azure-functions-runtime).
 set -eu
 for candidate in "$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")"/versions/3.13*/bin/python3.13 \

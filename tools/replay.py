@@ -485,7 +485,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentPars
     parser = argparse.ArgumentParser(
         prog="python -m tools.replay",
         description="Replay sequence numbers FROM to TO of one Event Hubs partition through the ingest code, "
-                    "exactly once (README, 'Failure and replay').")
+                    "exactly once (docs/streams.md, 'Failure and replay').")
     parser.add_argument("--hub", required=True, help="the hub (TELEMETRY_HUB_NAME or INFERENCE_HUB_NAME)")
     parser.add_argument("--partition", required=True, help="the partition id")
     parser.add_argument("--from", dest="first", type=int, required=True, help="first sequence number (included)")

@@ -138,9 +138,9 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       COMMAND_TRANSPORT: 'eventgrid'
       EVENTGRID_MQTT_HOSTNAME: eventGridMqttHostname
       // Only where App Service authentication guards the API (authClientId) is a
-      // principal header an identity (README, Settings): the platform then sets it.
+      // principal header an identity (docs/operations.md, Settings): the platform then sets it.
       TRUST_APP_SERVICE_AUTH: withAuth ? 'true' : 'false'
-      // HTTP Publish is a preview API (README, Settings): the tested default.
+      // HTTP Publish is a preview API (docs/operations.md, Settings): the tested default.
       EVENTGRID_PUBLISH_API_VERSION: '2025-02-15-preview'
       MQTT_BROKER_URL: ''
       MQTT_USERNAME: ''

@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the blueprints: JSON and problem+json responses, query
 parameters, and one place that turns exceptions into RFC 9457 problems.
 
-Query parameters are exactly as strict as the README says: a parameter given with
+Query parameters are exactly as strict as docs/api.md says: a parameter given with
 an empty value is an error, not the default (leave it out for the default);
 integers are plain ASCII decimal digits without sign, spaces, underscores or
 leading zeros; booleans are ``true`` or ``false``; date-times are RFC 3339 with a

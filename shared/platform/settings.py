@@ -9,8 +9,8 @@ breaks, never its value (a value may be a password or an account key).
 
 Built on the standard library rather than pydantic-settings, whose import alone
 costs about 70 ms of a cold start. Every setting named here is listed in
-``local.settings.sample.json``, the README and the function app's settings in
-``infra/``.
+``local.settings.sample.json``, docs/operations.md (Settings) and the function app's
+settings in ``infra/``.
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def test_function_app_on_flex_consumption() -> None:
     assert version.text == "pythonVersion"
     default = bicep(FUNCTION_BICEP).params["pythonVersion"].default
     assert default is not None
-    assert default.literal == "3.13"  # README, "Python version"
+    assert default.literal == "3.13"  # docs/running.md, "Python version and the worker"
     assert literal(site.body, "properties.functionAppConfig.deployment.storage.type") == "blobContainer"
     assert (
         literal(site.body, "properties.functionAppConfig.deployment.storage.authentication.type")
