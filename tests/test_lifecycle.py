@@ -361,7 +361,7 @@ def test_a_refusal_and_a_disable_delivered_at_once_leave_no_alert(run: Any, atte
     refusal = ev.disconnected(dev, 1, T0 + timedelta(hours=1), reason="ClientAuthenticationError")
     disable = ev.created_or_updated(dev, T0 + timedelta(hours=1), created_on=T0, state="Disabled")
 
-    async def at_once() -> list[Any]:
+    async def at_once() -> tuple[Any, ...]:
         return await asyncio.gather(handler(refusal), handler(disable), return_exceptions=True)
 
     # An add that meets the disable's remove fails its invocation (AlertContention), and
