@@ -54,15 +54,14 @@ async def get_command(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="devices/{deviceId}/commands", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @problems
 async def list_commands(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.commands.models import CommandPage
+    from shared.commands.models import STATUSES, CommandPage
     from shared.commands.store import CommandStore
     from shared.platform.http import json_response, query_choice, query_int, route_device_id
     from shared.platform.storage import data_store
 
     items, token = await CommandStore(data_store()).page(
         route_device_id(req, commandable=True),
-        status=query_choice(req, "status", ("pending", "sent", "succeeded", "failed", "rejected", "expired",
-                                            "cancelled")),
+        status=query_choice(req, "status", STATUSES),
         limit=query_int(req, "limit", default=100, minimum=1, maximum=1000),
         continuation_token=req.params.get("continuationToken"))
     return json_response(CommandPage(items=items, continuation_token=token))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from shared.commands.models import (
     COMMANDABLE_DEVICE_ID_SCHEMA,
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    STATUSES,
     Broadcast,
     BroadcastPage,
     BroadcastRequest,
@@ -28,8 +29,7 @@ IDEMPOTENCY_KEY = Param("Idempotency-Key", "header",
                         {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
                         "The same key and body answer the original command (200); another body is a 409; "
                         "a longer or empty key is a 400.")
-STATUS = Param("status", "query", {"type": "string", "enum": ["pending", "sent", "succeeded", "failed", "rejected",
-                                                              "expired", "cancelled"]}, "Only commands in it.")
+STATUS = Param("status", "query", {"type": "string", "enum": list(STATUSES)}, "Only commands in it.")
 
 _SENT = {"deviceId": "$request.path.deviceId", "commandId": "$response.body#/commandId"}
 SENT_LINKS = {"command": Link("get_command", _SENT, "The command's status."),

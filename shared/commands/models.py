@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -30,6 +30,7 @@ MAX_FLEET_DEVICES = 1000
 MAX_IDEMPOTENCY_KEY_LENGTH = 256
 
 Status = Literal["pending", "sent", "succeeded", "failed", "rejected", "expired", "cancelled"]
+STATUSES: tuple[str, ...] = get_args(Status)  # for the query parameter and its document
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "rejected", "expired", "cancelled"})
 ResponseStatus = Literal["succeeded", "failed", "rejected"]
 
