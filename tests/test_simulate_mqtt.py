@@ -182,7 +182,7 @@ class Run:
 def simulate_via_mqtt(app_env: Azurite, run: Any, folder: Path, *extra: str, devices: int = 6,
                       replace: tuple[int, ...] = ()) -> Run:
     """One ``--azure --via mqtt`` run against the local namespace, ARM and API."""
-    from shared.commands.transport import reset_transport
+    from shared.commands.transports import reset_transport
 
     prefix = f"mq{secrets.token_hex(3)}"
     report = folder / "report.json"

@@ -185,7 +185,8 @@ async def _claim(store: DataStore, command: Command, now: datetime, etag: str | 
 async def publish(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
     """Publish a command stored as ``sent`` (by the caller, who won that write); a
     failure makes it ``failed``, with the reason, and a 502/503 problem."""
-    from shared.commands.transport import PublishError, transport
+    from shared.commands.transport import PublishError
+    from shared.commands.transports import transport
 
     try:
         await transport().publish(publication(command, now))

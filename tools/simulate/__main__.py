@@ -125,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(options: Options, pids: dict[str, int], key: str | None = None) -> Report:
-    from shared.commands.transport import reset_transport
+    from shared.commands.transports import reset_transport
     from shared.platform.host_storage import reset_queues
     from shared.platform.storage import reset_data_store
     from tools.serve import run_server
