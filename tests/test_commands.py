@@ -385,7 +385,7 @@ def test_a_fleet_jobs_member_row_never_moves_back_when_the_fan_outs_write_comes_
         run: Any, mosquitto: Mosquitto, router: ResponseRouter, transport: str) -> None:
     """The fan-out records a command sent after publishing it; the device's answer may be
     recorded first. The late "sent" must not undo "succeeded" in the job's counts."""
-    from shared.commands.fleet import sync_job_member
+    from shared.commands.jobs import sync_job_member
     from shared.commands.models import Command
     from shared.platform.storage import data_store
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import orjson
 
 from shared.commands import status as transitions
-from shared.commands.fleet import sync_job_member
+from shared.commands.jobs import sync_job_member
 from shared.commands.models import TERMINAL, Command, CommandRequest
 from shared.commands.settings import CommandSettings
 from shared.commands.store import CommandContention, CommandStore, KeyConflict, new_command_id
