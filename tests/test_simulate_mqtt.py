@@ -57,7 +57,7 @@ from tools.simulate.broker_sessions import BrokerSessions, parse
 from tools.simulate.certs import ensure_certificates, thumbprint
 from tools.simulate.fleet import DEFAULT_SHARES, behaviours
 from tools.simulate.invariants import IMPLIED
-from tools.simulate.local import GROUPS, Api
+from tools.simulate.operator import GROUPS, Api
 from tools.simulate.stand_in import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent

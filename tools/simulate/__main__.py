@@ -17,7 +17,8 @@ import orjson
 
 import tools.simulate
 from tools.simulate.fleet import BEHAVIOURS, DEFAULT_SHARES, Shape
-from tools.simulate.local import Options, simulate
+from tools.simulate.local import simulate
+from tools.simulate.operator import Options
 from tools.simulate.report import Report
 from tools.simulate.target import ARM_URL, SETTINGS
 
