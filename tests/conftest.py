@@ -49,7 +49,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
     async def close_clients() -> None:  # what the worker process would hold until it exits
         from shared.alerts.forward import reset_alert_hub
-        from shared.commands.transport import reset_transport
+        from shared.commands.transports import reset_transport
         from shared.platform.host_storage import reset_queues
 
         await reset_data_store()

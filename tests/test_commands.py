@@ -25,7 +25,7 @@ def transport(request: Any, app_env: Any, mosquitto: Mosquitto, run: Any) -> Ite
     """The app publishing through the MQTT transport, or through HTTP Publish to a
     stand-in of the Event Grid broker that checks each request and forwards it (the
     Entra token comes from a test credential: nothing here can issue one)."""
-    from shared.commands import transport as transports
+    from shared.commands import transports
 
     run(transports.reset_transport())
     if request.param == "mqtt":
@@ -235,7 +235,7 @@ def test_an_idempotency_key_makes_one_command_however_often_and_concurrently_it_
 
 
 def test_a_broker_that_cannot_be_reached_is_a_503_and_the_command_is_failed(run: Any, app_env: Any) -> None:
-    from shared.commands.transport import reset_transport
+    from shared.commands.transports import reset_transport
     from tools.services import free_port
 
     device = registered(run)
@@ -385,7 +385,7 @@ def test_a_fleet_jobs_member_row_never_moves_back_when_the_fan_outs_write_comes_
         run: Any, mosquitto: Mosquitto, router: ResponseRouter, transport: str) -> None:
     """The fan-out records a command sent after publishing it; the device's answer may be
     recorded first. The late "sent" must not undo "succeeded" in the job's counts."""
-    from shared.commands.fleet import sync_job_member
+    from shared.commands.jobs import sync_job_member
     from shared.commands.models import Command
     from shared.platform.storage import data_store
 
@@ -764,7 +764,7 @@ def test_a_drain_the_broker_cuts_short_fails_the_event_so_that_event_grid_delive
         run: Any, mosquitto: Mosquitto, app_env: Any) -> None:
     """The mark must not stay on a connected device with nobody draining: commands sent
     to it join its queue, so they would wait for its next connect."""
-    from shared.commands.transport import reset_transport
+    from shared.commands.transports import reset_transport
     from tools.invoke import FunctionFailed
     from tools.services import free_port
 

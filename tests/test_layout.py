@@ -1,6 +1,7 @@
 """The layout's rules (docs/architecture.md): blueprints import shared, shared never
-imports blueprints, capabilities import the platform and never the reverse, and the
-sub-packages import one another without cycles. No module grows past 500 lines."""
+imports blueprints, capabilities import the platform and never the reverse, the
+sub-packages import one another without cycles, and so do the modules of every
+package. No module grows past 500 lines."""
 
 from __future__ import annotations
 
@@ -112,3 +113,78 @@ def test_no_module_is_over_500_lines_but_those_still_to_split() -> None:
              for folder in SOURCE_FOLDERS for path in (ROOT / folder).rglob("*.py")}
     assert sorted(name for name, count in lines.items() if count > MAX_LINES and name not in TOO_LONG) == []
     assert sorted(name for name in TOO_LONG if lines.get(name, 0) <= MAX_LINES) == [], "take these off TOO_LONG"
+
+
+PACKAGES = ("shared", "blueprints", "tools", "standins", "tests")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module -> the project's modules it imports, lazy and ``TYPE_CHECKING`` imports
+    included: a cycle behind a function-local import is still a tangle to a reader."""
+    paths = {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    paths["function_app"] = ROOT / "function_app.py"
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{up}.{base}" if base else up
+                # ``from pkg import name`` imports the module ``pkg.name`` when there is one.
+                targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base for a in node.names}
+        graph[name] = targets & paths.keys()
+    return graph
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of ``graph``."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+            components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return components
+
+
+def cycle_through(start: str, graph: dict[str, set[str]]) -> list[str]:
+    """A shortest import path from ``start`` back to itself, to name the cycle."""
+    paths = {target: [start, target] for target in sorted(graph[start])}
+    while start not in paths:
+        paths = {t: [*path, t] for path in paths.values() for t in sorted(graph[path[-1]])} | paths
+    return paths[start]
+
+
+def test_no_module_imports_itself_or_another_that_imports_it_back() -> None:
+    graph = module_graph()
+    assert "tests.infra.bicep_check" in graph["tests.infra.support"], "relative imports are resolved"
+    cycles = [" -> ".join(cycle_through(c[0], graph)) + (f" (all of {', '.join(c)})" if len(c) > 2 else "")
+              for c in strongly_connected(graph) if len(c) > 1 or c[0] in graph[c[0]]]
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

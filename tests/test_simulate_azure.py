@@ -27,7 +27,7 @@ from tools.invoke import user_function
 from tools.serve import run_server
 from tools.services import Azurite, free_port
 from tools.simulate.__main__ import parser, run_azure
-from tools.simulate.local import Options
+from tools.simulate.operator import Options
 from tools.simulate.target import LIST_KEYS_API_VERSION, TargetError, parse_dotenv, resolve
 
 ROOT = Path(__file__).resolve().parent.parent

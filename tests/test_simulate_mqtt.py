@@ -57,7 +57,7 @@ from tools.simulate.broker_sessions import BrokerSessions, parse
 from tools.simulate.certs import ensure_certificates, thumbprint
 from tools.simulate.fleet import DEFAULT_SHARES, behaviours
 from tools.simulate.invariants import IMPLIED
-from tools.simulate.local import GROUPS, Api
+from tools.simulate.operator import GROUPS, Api
 from tools.simulate.stand_in import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +182,7 @@ class Run:
 def simulate_via_mqtt(app_env: Azurite, run: Any, folder: Path, *extra: str, devices: int = 6,
                       replace: tuple[int, ...] = ()) -> Run:
     """One ``--azure --via mqtt`` run against the local namespace, ARM and API."""
-    from shared.commands.transport import reset_transport
+    from shared.commands.transports import reset_transport
 
     prefix = f"mq{secrets.token_hex(3)}"
     report = folder / "report.json"

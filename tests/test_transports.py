@@ -37,7 +37,8 @@ from shared.commands.eventgrid_transport import (
     retry_after_seconds,
 )
 from shared.commands.mqtt_transport import BrokerAddress, MqttTransport, connack_error, puback_error
-from shared.commands.transport import Publication, PublishError, Transport, reset_transport, transport
+from shared.commands.transport import Publication, PublishError, Transport
+from shared.commands.transports import reset_transport, transport
 from shared.platform.settings import reset_settings
 from tools.httppublish import HttpPublishServer, run_httppublish
 from tools.services import Mosquitto, run_mosquitto

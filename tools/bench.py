@@ -984,7 +984,7 @@ async def fleet_seconds() -> dict[str, float]:
 async def command_figures() -> dict[str, float]:
     """The command figures; ``MQTT_BROKER_URL`` and ``AzureWebJobsStorage`` must point
     at the broker and the Azurite in use."""
-    from shared.commands.transport import reset_transport
+    from shared.commands.transports import reset_transport
     from shared.platform.host_storage import reset_queues
 
     await reset_transport()  # built from the settings as they are now

@@ -337,7 +337,7 @@ def services(storage: str | None, broker: str | None, *, location: Path | None =
 
 async def serve(*, port: int, key: str | None, lines: list[str]) -> None:
     """Serve until Ctrl-C or SIGTERM, then close the app's clients."""
-    from shared.commands.transport import reset_transport
+    from shared.commands.transports import reset_transport
     from shared.platform.host_storage import reset_queues
     from shared.platform.storage import reset_data_store
 

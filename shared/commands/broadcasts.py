@@ -39,7 +39,8 @@ def broadcast_topic(request: BroadcastRequest) -> str:
 async def send_broadcast(request: BroadcastRequest, *, issued_by: str, now: datetime | None = None) -> Broadcast:
     from azure.data.tables import UpdateMode
 
-    from shared.commands.transport import Publication, PublishError, transport
+    from shared.commands.transport import Publication, PublishError
+    from shared.commands.transports import transport
 
     now = now or datetime.now(UTC)
     broadcast = Broadcast(broadcast_id=str(uuid.uuid4()), name=request.name, topic=broadcast_topic(request),

@@ -30,10 +30,10 @@ from typing import Any
 
 import orjson
 
-from shared.commands.models import Command, CommandRequest, FleetCommandRequest, FleetJob
+from shared.commands.jobs import member_row, set_member, sync_job_member
+from shared.commands.models import CommandRequest, FleetCommandRequest, FleetJob
 from shared.platform.http import HttpProblem, NotFound
-from shared.platform.keys import device_key
-from shared.platform.rows import joined_json, merge_row, split_json
+from shared.platform.rows import joined_json, split_json
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import FLEET_JOBS_TABLE
 
@@ -42,36 +42,6 @@ INLINE_DEVICES = 200
 CHUNK = 100
 CONCURRENCY = 16
 QUEUE = "fleet-fanout"
-
-
-def _member_row(device_id: str) -> str:
-    return "m|" + device_key(device_id)
-
-
-_STAGE = {"queued": 0, "pending": 1, "sent": 2}  # any other status is final
-
-
-def _stage(status: str | None) -> int:
-    return -1 if status is None else _STAGE.get(status, 3)
-
-
-async def _set_member(store: DataStore, job_id: str, device_id: str, row: dict[str, Any]) -> None:
-    """A member row moved forward to ``row``, never back: writers race (the fan-out
-    records ``sent`` while the answer records ``succeeded``), so the write is
-    conditional on the row it read, and a row already as far along is left alone."""
-    def forward(current: dict[str, Any] | None) -> dict[str, Any] | None:
-        if current is not None and _stage(current.get("status")) >= _stage(row["status"]):
-            return None
-        return {"deviceId": device_id, **row}
-
-    await merge_row(store, FLEET_JOBS_TABLE, job_id, _member_row(device_id), forward)
-
-
-async def sync_job_member(store: DataStore, command: Command) -> None:
-    """Copy a job command's status to its member row (forward only)."""
-    assert command.job_id is not None
-    await _set_member(store, command.job_id, command.device_id,
-                      {"commandId": command.command_id, "status": command.status})
 
 
 async def targets(store: DataStore, request: FleetCommandRequest) -> list[str]:
@@ -107,7 +77,7 @@ async def create_job(request: FleetCommandRequest, *, issued_by: str, now: datet
         "jobId": job_id, "name": request.name, "payload": request.payload,
         "timeoutSeconds": request.timeout_seconds, "target": request.target.to_json_dict(),
         "createdAt": now.isoformat(), "issuedBy": issued_by, "total": len(devices)}, what="fleet job")}
-    members = [("upsert", {"PartitionKey": job_id, "RowKey": _member_row(d), "deviceId": d, "status": "queued"})
+    members = [("upsert", {"PartitionKey": job_id, "RowKey": member_row(d), "deviceId": d, "status": "queued"})
                for d in devices]
     for i in range(0, len(members), 100):  # one partition: transactions of at most 100
         await table.submit_transaction(members[i:i + 100])
@@ -138,9 +108,9 @@ async def fan_out(job_id: str, devices: list[str]) -> None:
                 await sync_job_member(store, sent.command)
             except (HttpProblem, NotFound) as exc:  # this device cannot be commanded; the others can
                 reason = exc.detail if isinstance(exc, HttpProblem) else str(exc)
-                await _set_member(store, job_id, device_id, {"status": "failed", "reason": reason[:512]})
+                await set_member(store, job_id, device_id, {"status": "failed", "reason": reason[:512]})
             except ValueError as exc:  # an id that cannot be commanded (InvalidInput)
-                await _set_member(store, job_id, device_id, {"status": "failed", "reason": str(exc)[:512]})
+                await set_member(store, job_id, device_id, {"status": "failed", "reason": str(exc)[:512]})
 
     await asyncio.gather(*(one(d) for d in devices))
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.commands import status as transitions
-from shared.commands.fleet import sync_job_member
+from shared.commands.jobs import sync_job_member
 from shared.commands.models import CommandResponse
 from shared.commands.store import CommandStore, command_row
 from shared.platform.errors import InvalidInput, validate

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import orjson
 
 from shared.commands import status as transitions
-from shared.commands.fleet import sync_job_member
+from shared.commands.jobs import sync_job_member
 from shared.commands.models import TERMINAL, Command, CommandRequest
 from shared.commands.settings import CommandSettings
 from shared.commands.store import CommandContention, CommandStore, KeyConflict, new_command_id
@@ -185,7 +185,8 @@ async def _claim(store: DataStore, command: Command, now: datetime, etag: str | 
 async def publish(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
     """Publish a command stored as ``sent`` (by the caller, who won that write); a
     failure makes it ``failed``, with the reason, and a 502/503 problem."""
-    from shared.commands.transport import PublishError, transport
+    from shared.commands.transport import PublishError
+    from shared.commands.transports import transport
 
     try:
         await transport().publish(publication(command, now))

@@ -9,15 +9,14 @@ Two transports implement :class:`Transport`, chosen by ``COMMAND_TRANSPORT``:
 
 Either returns once the broker has taken the message (PUBACK, or the HTTP answer) and
 raises :class:`PublishError` otherwise, saying whether a retry could succeed. This
-module imports neither paho nor aiohttp: the implementation is imported at first use.
+module knows no implementation (they import it); :mod:`shared.commands.transports`
+chooses one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
-
-from shared.platform.settings import settings_of
 
 # What a transient failure suggests to the caller (``Retry-After``) when the broker said nothing.
 DEFAULT_RETRY_AFTER_SECONDS = 5
@@ -54,36 +53,3 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Release the connection or session (the next publish opens a new one)."""
-
-
-_transport: Transport | None = None
-
-
-def transport() -> Transport:
-    """The process's transport, built from ``CommandSettings`` at first use (no I/O:
-    it connects at its first publish)."""
-    global _transport
-    if _transport is None:
-        from shared.commands.settings import CommandSettings
-
-        settings = settings_of(CommandSettings)
-        if settings.command_transport == "eventgrid":
-            from shared.commands.eventgrid_transport import EventGridTransport
-
-            assert settings.eventgrid_mqtt_hostname  # CommandSettings.problems() checks it
-            _transport = EventGridTransport(settings.eventgrid_mqtt_hostname,
-                                            api_version=settings.eventgrid_publish_api_version)
-        else:
-            from shared.commands.mqtt_transport import MqttTransport
-
-            _transport = MqttTransport.from_url(
-                settings.mqtt_broker_url, username=settings.mqtt_username, password=settings.mqtt_password)
-    return _transport
-
-
-async def reset_transport() -> None:
-    """Close and forget the process's transport (tests change settings)."""
-    global _transport
-    current, _transport = _transport, None
-    if current is not None:
-        await current.close()

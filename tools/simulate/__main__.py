@@ -17,7 +17,8 @@ import orjson
 
 import tools.simulate
 from tools.simulate.fleet import BEHAVIOURS, DEFAULT_SHARES, Shape
-from tools.simulate.local import Options, simulate
+from tools.simulate.local import simulate
+from tools.simulate.operator import Options
 from tools.simulate.report import Report
 from tools.simulate.target import ARM_URL, SETTINGS
 
@@ -125,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(options: Options, pids: dict[str, int], key: str | None = None) -> Report:
-    from shared.commands.transport import reset_transport
+    from shared.commands.transports import reset_transport
     from shared.platform.host_storage import reset_queues
     from shared.platform.storage import reset_data_store
     from tools.serve import run_server

@@ -42,7 +42,7 @@ from shared.platform.timestamps import format_timestamp
 from tools.eventhub_factory import EVENT_GRID_NAMESPACE, routed_body
 from tools.simulate.fleet import SimDevice, behaviours
 from tools.simulate.invariants import FINAL, unexpected
-from tools.simulate.local import BROADCAST, GROUPS, OPERATOR, Api, Options, _broadcast, _commands, publish
+from tools.simulate.operator import BROADCAST, GROUPS, OPERATOR, Api, Options, publish, send_broadcast, send_commands
 from tools.simulate.report import Report, percentile, reason_kind
 from tools.simulate.stand_in import stream_of
 from tools.simulate.stored import Sent, account, read_stored
@@ -195,7 +195,7 @@ async def simulate_azure(options: Options, azure: AzureOptions, target: Target, 
                 await _via_eventhubs(options, azure, target, credential, api, prefix, assigned, rng, report)
             else:
                 await _via_mqtt(options, azure, target, credential, api, prefix, assigned, rng, report)
-        except RuntimeError as error:  # an operator request the API refused (tools.simulate.local)
+        except RuntimeError as error:  # an operator request the API refused (tools.simulate.operator)
             raise AzureError(str(error)) from None
     return report
 
@@ -242,7 +242,7 @@ async def _via_eventhubs(options: Options, azure: AzureOptions, target: Target, 
 
     standing = {d.device_id: await _standing(api, d.device_id) for d in fleet}
     commands = await _offline_commands(options, api, fleet, standing, target.offline_command_policy)
-    report.broadcasts = await _broadcast(api)
+    report.broadcasts = await send_broadcast(api)
     sent = _sent(fleet)
     await _report_streams(report, target, credential, prefix, start, sent, azure.settle)
     report.commands = dict(Counter(c["outcome"] for c in commands))
@@ -378,8 +378,8 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
         await _until(lambda: _registry(api), lambda found: all(found.get(d.device_id) for d in fleet),
                      azure.settle, "the registry to show every device connected")
         publishing = asyncio.create_task(publish(options, fleet, rng))
-        commands = await _commands(options, api, fleet)
-        report.broadcasts = await _broadcast(api)
+        commands = await send_commands(options, api, fleet)
+        report.broadcasts = await send_broadcast(api)
         report.published = dict((await publishing).kinds)
         settled = await _until(lambda: api.current(commands),
                                lambda found: all(c["status"] in FINAL for c in found), azure.settle,

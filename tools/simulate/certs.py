@@ -485,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _azure(args: argparse.Namespace, ids: list[str]) -> int:
     from azure.identity.aio import DefaultAzureCredential
 
-    from tools.simulate.local import GROUPS
+    from tools.simulate.operator import GROUPS
 
     env = azd_environment(args.project_dir, args.env, os.environ)[1]
     where = {"subscription_id": args.subscription or env.get("AZURE_SUBSCRIPTION_ID", ""),

@@ -10,10 +10,9 @@ import random
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
@@ -22,91 +21,25 @@ from shared.platform.storage_names import DEADLETTER_CONTAINER
 from shared.platform.timestamps import format_timestamp
 from tools.edge import Behaviour
 from tools.simulate import scenario
-from tools.simulate.fleet import DEFAULT_SHARES, Faults, Publishing, Shape, SimDevice, behaviours, publish_fleet
+from tools.simulate.fleet import SimDevice, behaviours
 from tools.simulate.invariants import FINAL, Place, holds_stream_data, misplaced, places, repeats, unexpected
+from tools.simulate.operator import (
+    BROADCAST,
+    COMMAND_TIMEOUT_SECONDS,
+    GROUPS,
+    OPERATOR,
+    Api,
+    Options,
+    publish,
+    send_broadcast,
+    send_commands,
+)
 from tools.simulate.progress import Figures, watch
 from tools.simulate.report import Report, percentile, reason_kind
 from tools.simulate.stand_in import StandIn
 
-OPERATOR = {"X-MS-CLIENT-PRINCIPAL-NAME": "simulator@contoso.com"}
-COMMAND_TIMEOUT_SECONDS = 3  # a silent device's command expires this soon (command_expiry runs every second)
 SETTLE_SECONDS = 20  # at most, for the last messages and the commands' answers
 PAUSE_SECONDS = 2.0  # --pause-storage, --pause-broker
-GROUPS = ("line-a", "line-b")
-BROADCAST = {"name": "shift-change", "payload": {"shift": "B"}, "ttlSeconds": 600}
-
-
-@dataclass(frozen=True)
-class Options:
-    devices: int = 20
-    rate: float = 1.0
-    duration: float = 10.0
-    commands: int | None = None  # default: one per two devices, four at least
-    shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
-    seed: int = 7
-    bad: bool = False
-    spoofed: bool = False
-    redeliver: bool = False
-    reorder: bool = False
-    drop: bool = False
-    pause_storage: bool = False
-    pause_broker: bool = False
-    shape: Shape = field(default_factory=Shape)
-
-    @property
-    def faults(self) -> list[str]:
-        return [name.replace("_", "-") for name in ("bad", "spoofed", "redeliver", "reorder", "drop",
-                                                    "pause_storage", "pause_broker") if getattr(self, name)]
-
-
-class Api:
-    """The operator's side: the local API server over real HTTP, with the function key."""
-
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
-        self.session, self.url = session, url
-
-    async def call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        async with self.session.request(method, f"{self.url}/api/{path}", json=body, params=params,
-                                        headers=headers) as response:
-            return response.status, await response.json(content_type=None) if response.content_length != 0 else None
-
-    async def pages(self, path: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        query = dict(params or {})
-        while True:
-            status, page = await self.call("GET", path, params=query)
-            if status != 200:
-                raise RuntimeError(f"GET /api/{path} answered {status}")
-            items += page["items"]
-            if not page.get("continuationToken"):
-                return items
-            query["continuationToken"] = page["continuationToken"]
-
-    async def post(self, path: str, body: Any, *, headers: dict[str, str] | None = None, wanted: int = 202) -> Any:
-        """The answer to a POST that must succeed with ``wanted``; a RuntimeError otherwise."""
-        status, answer = await self.call("POST", path, body, headers=headers)
-        if status != wanted:
-            raise RuntimeError(f"POST /api/{path} answered {status}: {answer}")
-        return answer
-
-    async def command(self, device_id: str, command_id: str) -> tuple[int, Any]:
-        return await self.call("GET", f"devices/{quote(device_id, safe='')}/commands/{command_id}")
-
-    async def current(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each of ``commands`` as the API has it now (those it finds)."""
-        found = []
-        for command in commands:
-            status, body = await self.command(command["deviceId"], command["commandId"])
-            if status == 200:
-                found.append(body)
-        return found
-
-
-async def publish(options: Options, fleet: list[SimDevice], rng: random.Random) -> Publishing:
-    """The fleet publishing as ``options`` say (rate, duration, the bad and spoofed faults, shape)."""
-    return await publish_fleet(fleet, rate=options.rate, duration=options.duration,
-                               faults=Faults(bad=options.bad, spoofed=options.spoofed), shape=options.shape, rng=rng)
 
 
 def _log(line: str) -> None:
@@ -233,11 +166,11 @@ async def _traffic(options: Options, api: Api, stand_in: StandIn, fleet: list[Si
     try:
         await _cut_and_pause(options, stand_in, fleet, rng, report, pids, began)
         await asyncio.sleep(max(0.0, began + options.duration * 0.4 - time.monotonic()))
-        made += await _commands(options, api, fleet)
+        made += await send_commands(options, api, fleet)
         retry = await scenario.idempotent_retry(api, fleet[-1].device_id, COMMAND_TIMEOUT_SECONDS)
         made += retry.commands
         job = await scenario.fleet_job(api, GROUPS[0], COMMAND_TIMEOUT_SECONDS)
-        report.broadcasts = await _broadcast(api)
+        report.broadcasts = await send_broadcast(api)
         await scenario.group_broadcast(api, GROUPS[0])
         report.broadcasts += 1
         tally = await publishing
@@ -429,24 +362,6 @@ async def _pause(pids: list[int]) -> None:
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-
-
-async def _commands(options: Options, api: Api, fleet: list[SimDevice]) -> list[dict[str, Any]]:
-    """Commands to the devices in turn (so every behaviour is commanded), over HTTP."""
-    count = options.commands if options.commands is not None else max(4, len(fleet) // 2)
-    made = []
-    for number in range(count):
-        device = fleet[number % len(fleet)]
-        made.append(await api.post(f"devices/{quote(device.device_id, safe='')}/commands",
-                                   {"name": "set-exposure", "payload": {"ev": number},
-                                    "timeoutSeconds": COMMAND_TIMEOUT_SECONDS}))
-    _log(f"{len(made)} commands sent over HTTP.")
-    return made
-
-
-async def _broadcast(api: Api) -> int:
-    await api.post("broadcasts", BROADCAST)
-    return 1
 
 
 async def _settle(api: Api, stand_in: StandIn, fleet: list[SimDevice], commands: list[dict[str, Any]],

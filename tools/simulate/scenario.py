@@ -15,14 +15,12 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from tools.simulate.fleet import SimDevice
 from tools.simulate.invariants import FINAL, IMPLIED, reach
-
-if TYPE_CHECKING:
-    from tools.simulate.local import Api
+from tools.simulate.operator import Api
 
 QUEUED = ("rotate-logs", "calibrate", "restart-stream")  # in this order, to a device that is offline
 QUEUE_TIMEOUT_SECONDS = 60  # a queued command's life: the device connects well before (unless it is silent)
