@@ -167,10 +167,10 @@ def test_any_deliveries_by_two_processes_place_each_event_once(run: Any, data: s
         stop = data.draw(st.integers(min_value=start + 1, max_value=min(1040, start + 25)))
         who = data.draw(st.integers(min_value=0, max_value=1))
         store = data_store()
-        store.memo.clear()
-        store.memo.update(memories[who])
+        store.caches.clear()
+        store.caches.update(copy.deepcopy(memories[who]))
         ingest(run, "telemetry", log.deliver(range(start, stop)))
-        memories[who] = dict(store.memo)
+        memories[who] = copy.deepcopy(store.caches)  # each process's own objects
         delivered |= set(range(start, stop))
     assert places(run, log) == Counter({(seq, None): 1 for seq in delivered})
 
@@ -189,10 +189,10 @@ def test_any_deliveries_by_two_processes_leave_each_device_its_newest_state(run:
         stop = data.draw(st.integers(min_value=start + 1, max_value=min(1040, start + 25)))
         who = data.draw(st.integers(min_value=0, max_value=1))
         store = data_store()
-        store.memo.clear()
-        store.memo.update(copy.deepcopy(memories[who]))
+        store.caches.clear()
+        store.caches.update(copy.deepcopy(memories[who]))
         ingest(run, "telemetry", log.deliver(range(start, stop)))
-        memories[who] = copy.deepcopy(store.memo)
+        memories[who] = copy.deepcopy(store.caches)
         delivered |= set(range(start, stop))
     for dev, metrics in newest_state(log, delivered, prefix).items():
         assert device(run, dev)["telemetry"]["metrics"] == metrics, dev

@@ -144,7 +144,7 @@ def test_the_rows_a_partitions_owner_remembers_take_at_most_64_mib_then_it_reads
     for n in range(METRICS // 100):  # batch by batch: the later ones merge into rows the cache let go
         ingest(run, "telemetry", log.deliver(log.publish([telemetry(dev, n, big_metrics(100 * n, 100))
                                                           for dev in devices])))
-        caches = [v for k, v in data_store().memo.items() if isinstance(k, tuple) and k[0] == "partition rows"]
+        caches = list(data_store().cache(partition_rows.PartitionMemory).partitions.values())
         assert caches and all(c.size <= 1_500_000 for c in caches)
     assert [device(run, dev)["telemetry"]["metrics"] for dev in devices] == [big_metrics(0, METRICS)] * 3
 
@@ -366,3 +366,21 @@ def test_the_longest_device_key_and_model_name_fit_the_latest_states_keys(run: A
         ingest(run, stream, log.deliver())
     shown = device(run, dev)
     assert shown["telemetry"]["metrics"] == {"t": 1} and shown["inference"][model]["inferenceId"] == f"{dev}-1"
+
+
+def test_the_rows_merge_row_remembers_take_at_most_256_mib_then_it_starts_afresh(
+        run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their own memory (model statistics use it): no other cache is let go with it."""
+    from shared.platform import rows
+    from shared.platform.partition_rows import PartitionMemory
+
+    assert rows.MEMO_BYTES == 256 * 1024 * 1024
+    monkeypatch.setattr(rows, "MEMO_BYTES", 1_000)  # two rows of 400 bytes, not three
+    store, table = data_store(), f"memo{uuid.uuid4().hex[:8]}"
+    others = store.cache(PartitionMemory)
+    for n in range(3):
+        assert run(rows.merge_row(store, table, "p", f"r{n}", lambda _: {"doc": "x" * 400}))
+    memory = store.cache(rows.RowMemory)
+    assert 0 < memory.used <= 1_000 and len(memory.rows) < 3
+    assert store.cache(PartitionMemory) is others, "another owner's cache stays"
+    assert run(rows.merge_row(store, table, "p", "r0", lambda row: None if row == {"doc": "x" * 400} else {})) is False

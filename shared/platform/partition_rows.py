@@ -34,15 +34,22 @@ MAX_TRANSACTION_BYTES = 4 * 1024 * 1024 - 100 * 1024
 MAX_CACHE_BYTES = 64 * 1024 * 1024
 _CONFLICTS = (409, 412)
 
-# The rows that are new to the partition, told before they are created.
-OnNew = Callable[[list[str]], Awaitable[None]]
-
-
 @dataclass
 class _Cache:
     rows: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)  # row key -> (properties, ETag)
     complete: bool = False  # holds every row of the partition: a missing row is absent
     size: int = 0
+
+
+@dataclass
+class PartitionMemory:
+    """The partitions whose rows this process keeps, by (table, partition)."""
+
+    partitions: dict[tuple[str, str], _Cache] = field(default_factory=dict)
+
+
+# The rows that are new to the partition, told before they are created.
+OnNew = Callable[[list[str]], Awaitable[None]]
 
 
 async def merge_rows(store: DataStore, table_name: str, partition_key: str, merges: Mapping[str, Merge], *,
@@ -53,17 +60,17 @@ async def merge_rows(store: DataStore, table_name: str, partition_key: str, merg
     if not merges:
         return 0
     table = await store.table(table_name)
-    key = ("partition rows", table_name, partition_key)
+    caches, key = store.cache(PartitionMemory).partitions, (table_name, partition_key)
     pending, written = dict(merges), 0
     for attempt in range(MAX_ATTEMPTS):
-        cache = store.memo.get(key)
-        if not isinstance(cache, _Cache):
-            cache = store.memo[key] = await _load(table, partition_key)
+        cache = caches.get(key)
+        if cache is None:
+            cache = caches[key] = await _load(table, partition_key)
         if not cache.complete:
             await _read(table, partition_key, cache, [r for r in pending if r not in cache.rows])
         operations = _operations(partition_key, cache, pending)
         if not operations:
-            return _trimmed(store, key, written)
+            return _trimmed(caches, key, written)
         new = [row for row, (_, etag) in operations.items() if etag is None]
         if new and on_new is not None:
             await on_new(new)
@@ -80,8 +87,8 @@ async def merge_rows(store: DataStore, table_name: str, partition_key: str, merg
             for row in chunk:
                 del pending[row]
         if not conflict:
-            return _trimmed(store, key, written)
-        store.memo.pop(key, None)  # someone else wrote: load the partition again and decide again
+            return _trimmed(caches, key, written)
+        caches.pop(key, None)  # someone else wrote: load the partition again and decide again
         await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
     raise RowContention(f"rows of partition {partition_key!r} of table {table_name} changed {MAX_ATTEMPTS} times")
 
@@ -145,12 +152,12 @@ async def _read(table: Any, partition_key: str, cache: _Cache, rows: list[str]) 
     await asyncio.gather(*(read(row) for row in rows))
 
 
-def _trimmed(store: DataStore, key: Any, written: int) -> int:
+def _trimmed(caches: dict[tuple[str, str], _Cache], key: tuple[str, str], written: int) -> int:
     """``written``, once a cache over MAX_CACHE_BYTES has been let go (the next batch
     reads its rows one by one)."""
-    cache = store.memo.get(key)
-    if isinstance(cache, _Cache) and cache.size > MAX_CACHE_BYTES:
-        store.memo[key] = _Cache()
+    cache = caches.get(key)
+    if cache is not None and cache.size > MAX_CACHE_BYTES:
+        caches[key] = _Cache()
     return written
 
 

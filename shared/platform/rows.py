@@ -2,7 +2,7 @@
 
 Concurrent writers of one row never lose each other's change: each reads, merges
 and writes only if the row is unchanged, else reads again. The row and its ETag
-are remembered in the store's memo, so a process that is the row's only writer
+are remembered in the store's RowMemory, so a process that is the row's only writer
 (an Event Hubs partition's owner writes its devices' rows) skips the read; when
 the memory is stale the write fails on the ETag and the row is read again, so
 correctness never depends on it.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -30,7 +31,6 @@ MAX_ATTEMPTS = 8
 # an instance of the Consumption plan has 1.5 GB.
 MEMO_LIMIT = 20_000
 MEMO_BYTES = 256 * 1024 * 1024
-_MEMO_USED = ("row bytes",)
 # Azure Tables keeps at most 64 KiB in a binary property (a string property holds 32 K
 # UTF-16 characters: half as much ASCII) and 1 MiB in an entity.
 PROPERTY_BYTES = 64 * 1024
@@ -51,15 +51,27 @@ class RowContention(RuntimeError):
     """A row kept changing under us; the invocation fails and is retried."""
 
 
+Remembered = tuple[dict[str, Any] | None, str | None]  # a row's properties (None: missing) and ETag
+
+
+@dataclass
+class RowMemory:
+    """The rows this process wrote or read last, by (table, partition, row), and the
+    bytes of their text."""
+
+    rows: dict[tuple[str, str, str], Remembered] = field(default_factory=dict)
+    used: int = 0
+
+
 async def merge_row(store: DataStore, table_name: str, partition_key: str, row_key: str, merge: Merge) -> bool:
     """Write ``merge(current properties or None)`` to the row unless it returns None
     (nothing to change). Returns whether it wrote."""
     from azure.core.exceptions import ResourceNotFoundError
 
     table = await store.table(table_name)
-    key = ("row", table_name, partition_key, row_key)
+    memory, key = store.cache(RowMemory), (table_name, partition_key, row_key)
     for attempt in range(MAX_ATTEMPTS):
-        remembered = store.memo.get(key)
+        remembered = memory.rows.get(key)
         if remembered is None:
             try:
                 entity = await table.get_entity(partition_key, row_key)
@@ -70,14 +82,14 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
         current, etag = remembered
         new = merge(dict(current) if current is not None else None)
         if new is None:
-            _remember(store, key, remembered)
+            _remember(memory, key, remembered)
             return False
         written = await write_if_unchanged(table, {"PartitionKey": partition_key, "RowKey": row_key, **new}, etag)
         if written is None:
-            store.memo.pop(key, None)  # someone else wrote it: read it again
+            memory.rows.pop(key, None)  # someone else wrote it: read it again
             await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
             continue
-        _remember(store, key, (new, written))
+        _remember(memory, key, (new, written))
         return True
     raise RowContention(f"row {partition_key!r}/{row_key!r} of table {table_name} changed {MAX_ATTEMPTS} times")
 
@@ -101,16 +113,16 @@ async def write_if_unchanged(table: Any, row: dict[str, Any], etag: str | None) 
     return str(written["etag"])
 
 
-def _remember(store: DataStore, key: Any, remembered: tuple[dict[str, Any] | None, str | None]) -> None:
-    used = store.memo.get(_MEMO_USED, 0) - _size(store.memo.get(key)) + _size(remembered)
-    if len(store.memo) >= MEMO_LIMIT or used > MEMO_BYTES:
-        store.memo.clear()
+def _remember(memory: RowMemory, key: tuple[str, str, str], remembered: Remembered) -> None:
+    used = memory.used - _size(memory.rows.get(key)) + _size(remembered)
+    if len(memory.rows) >= MEMO_LIMIT or used > MEMO_BYTES:
+        memory.rows.clear()
         used = _size(remembered)
-    store.memo[key] = remembered
-    store.memo[_MEMO_USED] = used
+    memory.rows[key] = remembered
+    memory.used = used
 
 
-def _size(remembered: tuple[dict[str, Any] | None, str | None] | None) -> int:
+def _size(remembered: Remembered | None) -> int:
     row = remembered[0] if remembered is not None else None
     return sum(len(v) for v in row.values() if isinstance(v, str | bytes)) if row else 0
 

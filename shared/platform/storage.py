@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from shared.platform.settings import StorageSettings, settings_of
 
@@ -30,6 +30,9 @@ def identity_credential(credential: str | None, client_id: str | None) -> Any:
     return DefaultAzureCredential(managed_identity_client_id=client_id)
 
 
+C = TypeVar("C")
+
+
 class DataStore:
     """Lazily built clients of one storage account."""
 
@@ -40,9 +43,17 @@ class DataStore:
         self._credential: Any = None
         self._ready: set[str] = set()
         self._lock = asyncio.Lock()
-        # What the process remembers of this account between invocations (ETags,
-        # watermarks): never needed for correctness, gone with the clients.
-        self.memo: dict[Any, Any] = {}
+        # What the process remembers of this account between invocations, one object
+        # of a class its owner defines (a row's ETag, a partition's rows, a ledger):
+        # never needed for correctness, gone with the clients.
+        self.caches: dict[type, object] = {}
+
+    def cache(self, kind: type[C]) -> C:
+        """This account's ``kind`` (made on first use with ``kind()``)."""
+        found = self.caches.get(kind)
+        if found is None:
+            found = self.caches[kind] = kind()
+        return cast(C, found)
 
     @property
     def table_service(self) -> TableServiceClient:
@@ -107,7 +118,7 @@ class DataStore:
                 await client.close()
         self._tables = self._blobs = self._credential = None
         self._ready.clear()
-        self.memo.clear()
+        self.caches.clear()
 
 
 _store: DataStore | None = None

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -64,6 +64,14 @@ def blob_name(event: Event, tail: str) -> str:
 def archive_lines(events: Sequence[Event]) -> bytes:
     """The JSON Lines of the accepted messages of ``events``, each with its origin."""
     return b"".join(archive_line(r, e.origin) + b"\n" for e in events for r in e.results if isinstance(r, Accepted))
+
+
+@dataclass
+class LedgerMemory:
+    """The ledger row of each (stream, hub, partition) as this process last wrote or
+    read it, with its ETag: a partition's owner reads it once."""
+
+    ledgers: dict[tuple[str, str, str], tuple[Ledger, str | None]] = field(default_factory=dict)
 
 
 class ArchiveConflict(RuntimeError):
@@ -229,21 +237,21 @@ class Archive:
             (void if properties.metadata.get("void") == "true" else written).append(intent)
         return written, void
 
-    def _key(self, hub: str, partition: str) -> tuple[str, str, str, str]:
-        return ("ledger", self._stream, hub, partition)
+    def _key(self, hub: str, partition: str) -> tuple[str, str, str]:
+        return self._stream, hub, partition
 
     def _remember(self, hub: str, partition: str, ledger: Ledger, etag: str) -> None:
-        self._store.memo[self._key(hub, partition)] = (ledger, etag)
+        self._store.cache(LedgerMemory).ledgers[self._key(hub, partition)] = (ledger, etag)
 
     def _forget(self, hub: str, partition: str) -> None:
-        self._store.memo.pop(self._key(hub, partition), None)
+        self._store.cache(LedgerMemory).ledgers.pop(self._key(hub, partition), None)
 
     async def _read(self, hub: str, partition: str) -> tuple[Ledger, str | None]:
         from azure.core.exceptions import ResourceNotFoundError
 
-        remembered = self._store.memo.get(self._key(hub, partition))
+        remembered = self._store.cache(LedgerMemory).ledgers.get(self._key(hub, partition))
         if remembered is not None:
-            return remembered  # type: ignore[no-any-return]
+            return remembered
         table = await self._store.table(APP_META_TABLE)
         try:
             entity = await table.get_entity(f"archive|{self._stream}", f"{hub}|{partition}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +41,20 @@ from shared.streams.state import coalesce_inference, coalesce_telemetry, write_l
 from shared.streams.stats import add_blob
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Forwarded:
+    """The alerts this process sent to the alerts hub, by id: a redelivery that raises
+    them again does not send them again (another process might: at least once).
+    Bounded: 100 000 ids of 32 characters take about 10 MB."""
+
+    ids: set[str] = field(default_factory=set)
+
+    def add(self, ids: Iterable[str]) -> None:
+        if len(self.ids) >= 100_000:
+            self.ids.clear()
+        self.ids.update(ids)
 
 
 @dataclass
@@ -142,9 +156,10 @@ async def _alerts(store: DataStore, stream: Stream, accepted: list[Accepted], no
         log.warning("alert %s on %r: %s", alert.rule, alert.device_id, alert.message)
     # Forward every alert raised, new or not, unless this process already sent it:
     # an earlier attempt may have stored an alert and failed before sending it.
-    unsent = [a for a in alerts if ("forwarded", a.alert_id) not in store.memo]
+    forwarded = store.cache(Forwarded)
+    unsent = [a for a in alerts if a.alert_id not in forwarded.ids]
     await forward(unsent)
-    store.memo.update({("forwarded", a.alert_id): True for a in unsent})
+    forwarded.add(a.alert_id for a in unsent)
     return alerts
 
 
