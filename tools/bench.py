@@ -59,7 +59,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import statistics
 import subprocess
@@ -71,6 +70,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tools.services import ROOT
+from tools.simulate.report import percentile
 
 if TYPE_CHECKING:
     import azure.functions as func
@@ -741,12 +741,6 @@ CONNECT_CHUNKS = 4
 REGISTER_AT_ONCE = 32  # life cycle events in flight while devices are set up
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """The nearest-rank percentile: a value that was measured."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))]
-
-
 def command_request(device_id: str, n: int) -> func.HttpRequest:
     from tools.invoke import http_request
 
@@ -869,7 +863,7 @@ async def command_latency(device: Device) -> dict[str, float]:
     await asyncio.to_thread(device.wait_for, 2 * (5 + COMMAND_SENDS), timeout=30)  # every publish arrived
     base, median = statistics.median(base_s), statistics.median(ours_s)
     return {"command_baseline_ms": round(base * 1000, 2), "command_median_ms": round(median * 1000, 2),
-            "command_p99_ms": round(percentile(ours_s, 0.99) * 1000, 2),
+            "command_p99_ms": round((percentile(ours_s, 99) or 0.0) * 1000, 2),
             "command_overhead_ratio": round(median / base, 2)}
 
 

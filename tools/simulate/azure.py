@@ -43,7 +43,7 @@ from tools.eventhub_factory import EVENT_GRID_NAMESPACE, routed_body
 from tools.simulate.fleet import SimDevice, behaviours
 from tools.simulate.invariants import FINAL, unexpected
 from tools.simulate.operator import BROADCAST, GROUPS, OPERATOR, Api, Options, publish, send_broadcast, send_commands
-from tools.simulate.report import Report, percentile, reason_kind
+from tools.simulate.report import Report, latency_summary, reason_kind
 from tools.simulate.stand_in import stream_of
 from tools.simulate.stored import Sent, account, read_stored
 from tools.simulate.target import Target, TargetError
@@ -321,8 +321,7 @@ async def _report_streams(report: Report, target: Target, credential: Any, prefi
                                                                  for letter in stored.letters[stream]))}
                       for stream in ("telemetry", "inference")}
     report.broker_duplicates = accounting.duplicates
-    report.latency_ms = {"p50": percentile(accounting.latencies_ms, 50),
-                         "p95": percentile(accounting.latencies_ms, 95)}
+    report.latency_ms = latency_summary(accounting.latencies_ms)
     if sent and accounting.stored_until is not None:
         report.throughput = round(sum(len(v) for v in (*stored.lines.values(), *stored.letters.values())) /
                                   max(accounting.stored_until - min(s.at for s in sent), 1e-9), 1)

@@ -35,7 +35,7 @@ from tools.simulate.operator import (
     send_commands,
 )
 from tools.simulate.progress import Figures, watch
-from tools.simulate.report import Report, percentile, reason_kind
+from tools.simulate.report import Report, latency_summary, reason_kind
 from tools.simulate.stand_in import StandIn
 
 SETTLE_SECONDS = 20  # at most, for the last messages and the commands' answers
@@ -246,7 +246,7 @@ async def _measure(api: Api, stand_in: StandIn, fleet: list[SimDevice], report: 
     report.alerts = dict(Counter(a["rule"] for a in alerts if a["deviceId"] in ids))
     latencies = [1000 * (stand_in.stored_at[key] - at) for d in fleet for key, at in d.sent.items()
                  if key in stand_in.stored_at and not key[0].endswith("/response")]
-    report.latency_ms = {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)}
+    report.latency_ms = latency_summary(latencies)
     report.throughput = _throughput(fleet, stand_in)
     return found
 

@@ -21,11 +21,18 @@ def _compact(value: Any) -> str:
 
 
 def percentile(values: list[float], rank: float) -> float | None:
-    """The nearest-rank percentile of ``values`` (None when there are none)."""
+    """The nearest-rank percentile of ``values``, a value that was measured (None when
+    there are none); ``rank`` in percent."""
     if not values:
         return None
     ordered = sorted(values)
-    return round(ordered[max(0, math.ceil(rank / 100 * len(ordered)) - 1)], 1)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(rank / 100 * len(ordered)) - 1))]
+
+
+def latency_summary(values: list[float]) -> dict[str, float | None]:
+    """The report's ``latency_ms``: median and 95th percentile, to a tenth of a ms."""
+    return {name: None if (value := percentile(values, rank)) is None else round(value, 1)
+            for name, rank in (("p50", 50), ("p95", 95))}
 
 
 @dataclass
