@@ -121,11 +121,11 @@ def test_an_add_that_fails_before_its_time_row_lists_it_in_both_once_retried(run
 
 
 def test_adds_and_removes_at_once_leave_both_listings_agreeing(run: Any) -> None:
-    """An add that meets a remove fails (AlertContention) and is retried, as the host
+    """An add that meets a remove fails (Contention) and is retried, as the host
     retries the invocation; whatever the interleaving, the listings agree."""
     import asyncio
 
-    from shared.alerts.store import AlertContention
+    from shared.platform.errors import Contention
 
     store = AlertStore(data_store())
     raced = [alert(f"race-{n}", NOW - timedelta(minutes=1), n) for n in range(12)]
@@ -135,7 +135,7 @@ def test_adds_and_removes_at_once_leave_both_listings_agreeing(run: Any) -> None
             try:
                 await store.add([one])
                 return
-            except AlertContention:
+            except Contention:
                 await asyncio.sleep(0.01)
         raise AssertionError(f"{one.alert_id} never settled")
 

@@ -188,3 +188,25 @@ def test_no_module_imports_itself_or_another_that_imports_it_back() -> None:
     cycles = [" -> ".join(cycle_through(c[0], graph)) + (f" (all of {', '.join(c)})" if len(c) > 2 else "")
               for c in strongly_connected(graph) if len(c) > 1 or c[0] in graph[c[0]]]
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_one_error_for_storage_that_keeps_changing_and_one_loop_that_raises_it() -> None:
+    """Every read-decide-conditional-write loop takes its attempts from ``contended``,
+    which raises the one ``Contention`` (there were five such errors and three jitters)."""
+    import pytest
+
+    from shared.platform.errors import Contention
+    from shared.platform.rows import contended
+
+    attempts: list[int] = []
+    with pytest.raises(Contention, match="row 'p'/'r' changed 3 times"):
+        attempts.extend(contended("row 'p'/'r'", 3))
+    assert attempts == [0, 1, 2]
+    for path in SHARED.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        own = [n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
+               and any(word in n.name for word in ("Contention", "Concurrency"))]
+        jitters = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "uniform"
+                   and isinstance(n.value, ast.Name) and n.value.id == "random"]  # a transport's backoff is its own
+        assert own == [] or path.name == "errors.py", (path, own)
+        assert jitters == [] or path.name == "rows.py", (path, "jitter through rows.backoff", jitters)

@@ -364,11 +364,11 @@ def test_a_refusal_and_a_disable_delivered_at_once_leave_no_alert(run: Any, atte
     async def at_once() -> tuple[Any, ...]:
         return await asyncio.gather(handler(refusal), handler(disable), return_exceptions=True)
 
-    # An add that meets the disable's remove fails its invocation (AlertContention), and
+    # An add that meets the disable's remove fails its invocation (Contention), and
     # Event Grid delivers a failed event again: so does this test, after both have run.
     for event, outcome in zip((refusal, disable), run(at_once()), strict=True):
         if isinstance(outcome, BaseException):
-            assert "AlertContention" in str(outcome), outcome
+            assert "Contention" in str(outcome), outcome
             deliver(run, event)
     assert alert_count(run, dev) == 0
 

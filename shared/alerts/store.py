@@ -35,8 +35,9 @@ from typing import Any
 import orjson
 
 from shared.alerts.models import Alert
-from shared.platform.errors import InvalidInput
+from shared.platform.errors import Contention, InvalidInput
 from shared.platform.keys import device_key
+from shared.platform.rows import contended
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import ALERTS_TABLE
 from shared.platform.timestamps import MAX_TIMESTAMP
@@ -103,11 +104,6 @@ def check_since(since: datetime | None, now: datetime) -> datetime:
 MAX_ATTEMPTS = 5
 
 
-class AlertContention(RuntimeError):
-    """An alert was added and removed at once: the invocation fails, and its retry
-    decides again on what storage holds then."""
-
-
 class AlertStore:
     def __init__(self, store: DataStore) -> None:
         self._store = store
@@ -137,7 +133,7 @@ class AlertStore:
                 raise
             stored = await self._stored(alert)
             if stored is None or stored[1] is not None:
-                raise AlertContention(f"alert {alert.alert_id} is being removed; the retry adds it again") from None
+                raise Contention(f"alert {alert.alert_id} is being removed; the retry adds it again") from None
             alert, new = stored[0], False
         time_partition, row = _time_keys(alert)
         with contextlib.suppress(ResourceExistsError):
@@ -145,7 +141,7 @@ class AlertStore:
         stored = await self._stored(alert)
         if stored is None or stored[1] is not None:  # a remove began meanwhile: take the time row back
             await table.delete_entity(time_partition, row)
-            raise AlertContention(f"alert {alert.alert_id} was removed while it was added; the retry adds it again")
+            raise Contention(f"alert {alert.alert_id} was removed while it was added; the retry adds it again")
         return new
 
     async def _stored(self, alert: Alert) -> tuple[Alert, str | None] | None:
@@ -174,7 +170,7 @@ class AlertStore:
 
         async def remove_one(alert: Alert) -> None:
             partition = _device_partition(alert.device_id)
-            for _ in range(MAX_ATTEMPTS):
+            for _ in contended(f"alert {alert.alert_id} being removed", MAX_ATTEMPTS):
                 try:
                     entity = await table.get_entity(partition, _id_row(alert.alert_id))
                 except ResourceNotFoundError:
@@ -197,7 +193,6 @@ class AlertStore:
                     if exc.status_code != 404:  # removed meanwhile by another remove
                         raise
                 return
-            raise AlertContention(f"alert {alert.alert_id} kept changing while it was removed")
 
         await asyncio.gather(*(remove_one(a) for a in alerts))
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -37,11 +36,13 @@ from shared.commands import status as transitions
 from shared.commands.jobs import sync_job_member
 from shared.commands.models import TERMINAL, Command, CommandRequest
 from shared.commands.settings import CommandSettings
-from shared.commands.store import CommandContention, CommandStore, KeyConflict, new_command_id
+from shared.commands.store import CommandStore, KeyConflict, new_command_id
 from shared.lifecycle.models import DeviceRecord
 from shared.lifecycle.registry import DeviceRegistry, Standing
+from shared.platform.errors import Contention
 from shared.platform.http import HttpProblem, NotFound
 from shared.platform.keys import validate_commandable_device_id
+from shared.platform.rows import backoff
 from shared.platform.settings import settings_of
 from shared.platform.storage import DataStore, data_store
 from shared.platform.timestamps import format_timestamp
@@ -155,7 +156,7 @@ async def _publish_or_queue(store: DataStore, command: Command, now: datetime, e
             return await _publish_queued(store, command, now, etag=etag)
         if route == "wait" or await registry.set_pending_commands(command.device_id, True, device.etag):
             return command  # the device's next connect, or the drain under way, publishes it
-        await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
+        await backoff(attempt)
     if device is not None and device.pending_commands:
         # The row kept changing and is marked: a drain under way sees its clear fail
         # and reads the queue again (publishing here could overtake the queue).
@@ -247,7 +248,7 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
         if await registry.set_pending_commands(device_id, False, device.etag):
             return delivered
         fruitless = 0 if queue else fruitless + 1
-    raise CommandContention(f"the queue of device {device_id!r} could not be closed {MAX_MARK_ATTEMPTS} times")
+    raise Contention(f"the queue of device {device_id!r} could not be closed {MAX_MARK_ATTEMPTS} times")
 
 
 async def follow_device(record: DeviceRecord) -> list[Command]:

@@ -22,10 +22,8 @@ Every change of a command is written conditionally on its row's ETag.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import random
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,19 +32,16 @@ from typing import Any
 import orjson
 
 from shared.commands.models import Command
+from shared.platform.errors import Contention
 from shared.platform.keys import device_key
 from shared.platform.paging import query_page, token_scope
-from shared.platform.rows import joined_json, split_json, split_names
+from shared.platform.rows import backoff, contended, joined_json, split_json, split_names
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import COMMANDS_TABLE
 from shared.platform.timestamps import MAX_TIMESTAMP
 
 _MAX_MS = int(MAX_TIMESTAMP.timestamp() * 1000)
 MAX_ATTEMPTS = 8
-
-
-class CommandContention(RuntimeError):
-    """A command kept changing under us; the invocation fails and is retried."""
 
 
 def new_command_id(now: datetime) -> str:
@@ -126,7 +121,7 @@ class CommandStore:
             raise KeyConflict("Idempotency-Key was used for another request to this device")
         original = await self.get(command.device_id, str(entity["commandId"]))
         if original is None:  # its transaction wrote both rows, so this cannot be
-            raise CommandContention("the command of an idempotency key is missing")
+            raise Contention("the command of an idempotency key is missing")
         return original
 
     async def locate(self, command: Command) -> None:
@@ -163,7 +158,7 @@ class CommandStore:
         if row is None:
             return None, False
         table = await self._store.table(COMMANDS_TABLE)
-        for attempt in range(MAX_ATTEMPTS):
+        for attempt in contended(f"command {command_id}", MAX_ATTEMPTS):
             if known is not None and attempt == 0:
                 current, etag = known
             else:
@@ -179,10 +174,10 @@ class CommandStore:
                 await table.update_entity(_entity(new), mode=UpdateMode.REPLACE, etag=etag,
                                           match_condition=MatchConditions.IfNotModified)
             except ResourceModifiedError:
-                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
+                await backoff(attempt)
                 continue
             return new, True
-        raise CommandContention(f"command {command_id} changed concurrently {MAX_ATTEMPTS} times")
+        raise AssertionError("contended() raises when the attempts run out")
 
     async def page(self, device_id: str, *, status: str | None, limit: int,
                    continuation_token: str | None) -> tuple[list[Command], str | None]:

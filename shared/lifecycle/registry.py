@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,7 +45,7 @@ import orjson
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import device_key
 from shared.platform.paging import query_page, token_scope
-from shared.platform.rows import joined_json, split_names
+from shared.platform.rows import backoff, contended, joined_json, split_names
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import DEVICES_TABLE
 
@@ -74,10 +73,6 @@ class Standing:
     pending_commands: bool
     etag: str
     created_on: datetime | None = None  # when the client's current incarnation was created
-
-
-class ConcurrencyError(RuntimeError):
-    """A device's entry kept changing under us; the invocation fails and is retried."""
 
 
 def _to_entity(record: DeviceRecord, index_etag: str | None) -> dict[str, Any]:
@@ -197,7 +192,7 @@ class DeviceRegistry:
         table = await self._store.table(DEVICES_TABLE)
         key = device_key(event.device_id)
         our_index_etag: str | None = None  # an index row this invocation wrote
-        for attempt in range(MAX_ATTEMPTS):
+        for attempt in contended(f"device {event.device_id!r}", MAX_ATTEMPTS):
             try:
                 entity = await table.get_entity(key, REGISTRY_ROW)
             except ResourceNotFoundError:
@@ -223,13 +218,11 @@ class DeviceRegistry:
                     await table.update_entity(new, mode=UpdateMode.REPLACE, etag=entity.metadata["etag"],
                                               match_condition=MatchConditions.IfNotModified)
             except (ResourceExistsError, ResourceModifiedError):
-                await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))  # noqa: S311 - jitter
+                await backoff(attempt, step=0.02)
                 continue
             if was and not after.device.connected and entity is not None and entity.get("indexEtag"):
                 await self._unindex(event.device_id, entity["indexEtag"])
             break
-        else:
-            raise ConcurrencyError(f"device {event.device_id!r} changed concurrently {MAX_ATTEMPTS} times")
         if our_index_etag is not None and not after.device.connected:
             await self._unindex(event.device_id, our_index_etag)  # written, then not needed after all
         return before, after

@@ -37,6 +37,7 @@ import orjson
 
 from shared.platform.errors import InvalidInput
 from shared.platform.keys import validate_device_id
+from shared.platform.rows import contended
 from shared.platform.storage import DataStore
 from shared.platform.storage_names import DEADLETTER_CONTAINER, DEADLETTERS_TABLE
 from shared.platform.timestamps import MAX_TIMESTAMP, MIN_TIMESTAMP
@@ -194,17 +195,13 @@ async def write_dead_letter(
     return name
 
 
-class DeadLetterContention(RuntimeError):
-    """A dead letter's blob kept changing under us; the invocation fails and is retried."""
-
-
 async def _store(store: DataStore, name: str, document: dict[str, Any]) -> dict[str, Any]:
     """Create the blob, or decide about the one stored; returns the document kept."""
     from azure.core import MatchConditions
     from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
     blob = (await store.container(DEADLETTER_CONTAINER)).get_blob_client(name)
-    for _ in range(MAX_ATTEMPTS):
+    for _ in contended(f"dead letter {name}", MAX_ATTEMPTS):
         try:
             await blob.upload_blob(orjson.dumps(document), overwrite=False, content_settings=json_content())
             return document
@@ -224,7 +221,7 @@ async def _store(store: DataStore, name: str, document: dict[str, Any]) -> dict[
         except (ResourceModifiedError, ResourceNotFoundError):
             continue  # another writer (or a redrive's mark) came first: decide again
         return new
-    raise DeadLetterContention(f"dead letter {name} changed {MAX_ATTEMPTS} times while being written")
+    raise AssertionError("contended() raises when the attempts run out")
 
 
 def json_content() -> Any:

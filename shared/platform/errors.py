@@ -52,3 +52,10 @@ def validate(model: Any, data: Any, *, what: str, loc: tuple[str, ...] = ()) -> 
                   for e in exc.errors(include_url=False, include_context=False, include_input=False)][:20]
         where = ".".join(str(part) for part in errors[0]["loc"][len(loc):]) or what
         raise InvalidInput(f"invalid {what}: {where}: {errors[0]['msg']}", errors) from None
+
+
+class Contention(RuntimeError):
+    """What storage holds kept changing under a conditional write (another writer won
+    every time, or a remove met an add): the invocation fails, and its retry decides
+    again on what storage holds then. The one error of every such loop (:func:`shared.
+    platform.rows.contended`)."""

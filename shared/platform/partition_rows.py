@@ -17,12 +17,11 @@ row; a row takes at most 1 MiB.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.platform.rows import MAX_ATTEMPTS, Merge, RowContention
+from shared.platform.rows import Merge, backoff, contended
 from shared.platform.storage import DataStore
 
 MAX_OPERATIONS = 100
@@ -62,7 +61,7 @@ async def merge_rows(store: DataStore, table_name: str, partition_key: str, merg
     table = await store.table(table_name)
     caches, key = store.cache(PartitionMemory).partitions, (table_name, partition_key)
     pending, written = dict(merges), 0
-    for attempt in range(MAX_ATTEMPTS):
+    for attempt in contended(f"rows of partition {partition_key!r} of table {table_name}"):
         cache = caches.get(key)
         if cache is None:
             cache = caches[key] = await _load(table, partition_key)
@@ -89,8 +88,8 @@ async def merge_rows(store: DataStore, table_name: str, partition_key: str, merg
         if not conflict:
             return _trimmed(caches, key, written)
         caches.pop(key, None)  # someone else wrote: load the partition again and decide again
-        await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
-    raise RowContention(f"rows of partition {partition_key!r} of table {table_name} changed {MAX_ATTEMPTS} times")
+        await backoff(attempt)
+    raise AssertionError("contended() raises when the attempts run out")
 
 
 def _operations(partition_key: str, cache: _Cache, pending: Mapping[str, Merge]

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from shared.platform.errors import InvalidInput
+from shared.platform.errors import Contention, InvalidInput
 from shared.platform.storage import DataStore
 
 Merge = Callable[[dict[str, Any] | None], dict[str, Any] | None]
@@ -47,8 +47,18 @@ ROW_JSON_BYTES = 11 * PROPERTY_BYTES
 MAX_JSON_DEPTH = 64
 
 
-class RowContention(RuntimeError):
-    """A row kept changing under us; the invocation fails and is retried."""
+def contended(what: str, times: int = MAX_ATTEMPTS) -> Iterator[int]:
+    """The attempts of a read-decide-conditional-write loop: 0, 1, ... ``times - 1``,
+    then :class:`Contention` saying ``what`` kept changing. The loop ``return``s once
+    its write wins, and awaits :func:`backoff` before trying again."""
+    yield from range(times)
+    raise Contention(f"{what} changed {times} times")
+
+
+async def backoff(attempt: int, step: float = 0.01) -> None:
+    """Full jitter under an exponential ceiling (10 ms, 20 ms, ...): writers that lost
+    to each other do not meet again at once."""
+    await asyncio.sleep(random.uniform(0, step * 2**attempt))  # noqa: S311 - jitter, not a secret
 
 
 Remembered = tuple[dict[str, Any] | None, str | None]  # a row's properties (None: missing) and ETag
@@ -70,7 +80,7 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
 
     table = await store.table(table_name)
     memory, key = store.cache(RowMemory), (table_name, partition_key, row_key)
-    for attempt in range(MAX_ATTEMPTS):
+    for attempt in contended(f"row {partition_key!r}/{row_key!r} of table {table_name}"):
         remembered = memory.rows.get(key)
         if remembered is None:
             try:
@@ -87,11 +97,11 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
         written = await write_if_unchanged(table, {"PartitionKey": partition_key, "RowKey": row_key, **new}, etag)
         if written is None:
             memory.rows.pop(key, None)  # someone else wrote it: read it again
-            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter
+            await backoff(attempt)
             continue
         _remember(memory, key, (new, written))
         return True
-    raise RowContention(f"row {partition_key!r}/{row_key!r} of table {table_name} changed {MAX_ATTEMPTS} times")
+    raise AssertionError("contended() raises when the attempts run out")
 
 
 async def write_if_unchanged(table: Any, row: dict[str, Any], etag: str | None) -> str | None:

@@ -24,9 +24,7 @@ another instance settled before it happened; it holds nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -261,7 +259,7 @@ class Archive:
 
     async def _write(self, hub: str, partition: str, ledger: Ledger, etag: str | None) -> str | None:
         """The ledger, if the row is still as read; None when another writer changed it."""
-        from shared.platform.rows import write_if_unchanged
+        from shared.platform.rows import backoff, write_if_unchanged
 
         if ledger.folded:
             log.error("the archive ledger of %s %s/%s holds more than %d ranges: the oldest gaps %s are closed, so "
@@ -273,7 +271,7 @@ class Archive:
         written = await write_if_unchanged(table, row, etag)
         if written is None:
             self._forget(hub, partition)
-            await asyncio.sleep(random.uniform(0, 0.02))  # noqa: S311 - jitter
+            await backoff(0, step=0.02)
         return written
 
 
