@@ -40,7 +40,8 @@ async def send_command(req: func.HttpRequest) -> func.HttpResponse:
 @problems
 async def get_command(req: func.HttpRequest) -> func.HttpResponse:
     from shared.commands.store import CommandStore
-    from shared.platform.http import NotFound, json_response, route_device_id, route_uuid
+    from shared.platform.errors import NotFound
+    from shared.platform.http import json_response, route_device_id, route_uuid
     from shared.platform.storage import data_store
 
     device_id, command_id = route_device_id(req, commandable=True), route_uuid(req, "commandId")

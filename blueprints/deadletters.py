@@ -39,7 +39,8 @@ async def list_dead_letters(req: func.HttpRequest) -> func.HttpResponse:
 async def get_dead_letter(req: func.HttpRequest) -> func.HttpResponse:
     from shared.deadletters.store import dead_letter, read
     from shared.platform.deadletter import STREAMS, parse_dead_letter_id
-    from shared.platform.http import NotFound, json_response, route_choice, route_param
+    from shared.platform.errors import NotFound
+    from shared.platform.http import json_response, route_choice, route_param
     from shared.platform.storage import data_store
 
     stream = route_choice(req, "stream", STREAMS)

@@ -33,7 +33,8 @@ async def get_device(req: func.HttpRequest) -> func.HttpResponse:
     import orjson
 
     from shared.lifecycle.registry import DeviceRegistry
-    from shared.platform.http import NotFound, json_response, route_device_id
+    from shared.platform.errors import NotFound
+    from shared.platform.http import json_response, route_device_id
     from shared.platform.storage import data_store
     from shared.streams.state import combine
 

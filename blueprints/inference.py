@@ -25,8 +25,8 @@ async def get_model_stats(req: func.HttpRequest) -> func.HttpResponse:
     import re
     from datetime import UTC, datetime
 
-    from shared.platform.errors import InvalidInput
-    from shared.platform.http import NotFound, json_response, query_datetime
+    from shared.platform.errors import InvalidInput, NotFound
+    from shared.platform.http import json_response, query_datetime
     from shared.platform.storage import data_store
     from shared.streams.messages import MODEL_NAME_PATTERN
     from shared.streams.stats import model_stats, stats_range

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -338,3 +339,33 @@ def test_openapi_is_a_valid_3_1_document_that_describes_the_responses(run: Any, 
     jsonschema.validate(json_of(call(run, "list_devices", "devices")), page_schema | schemas)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"deviceId": 5}, device_schema | schemas)
+
+
+def documented_statuses() -> dict[str, int]:
+    """The status docs/api.md's "Errors:" paragraph gives each domain error."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    paragraph = text[text.index("\nErrors: "):].split("\n\n")[0]
+    return {name: int(status) for name, status in re.findall(r"`([A-Z]\w+)`\s+([45]\d\d)", paragraph)}
+
+
+def test_every_domain_error_answers_the_status_the_documentation_gives() -> None:
+    from http import HTTPStatus
+
+    from shared.platform import errors
+    from shared.platform.http import PROBLEMS, domain_problem
+
+    domain = {cls.__name__ for cls in vars(errors).values()
+              if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == errors.__name__}
+    mapped = {name: response.status_code for name in domain - {"ConfigurationError"}
+              if (response := domain_problem(getattr(errors, name)("the reason"))) is not None}
+    assert set(mapped) == domain - {"ConfigurationError"}, "each domain error has its status"
+    assert documented_statuses() == mapped
+    for cls, status in PROBLEMS.items():
+        response = domain_problem(cls("the reason"))
+        assert response is not None and response.status_code == status, cls
+        assert response.mimetype == "application/problem+json"
+        assert orjson.loads(response.get_body()) == {"type": "about:blank", "title": HTTPStatus(status).phrase,
+                                                     "status": status, "detail": "the reason"}, cls
+        assert ("Retry-After" in response.headers) == issubclass(cls, errors.Unavailable), cls
+    assert domain_problem(errors.Unavailable("busy", 7)).headers["Retry-After"] == "7"  # type: ignore[union-attr]
+    assert domain_problem(ValueError("not the domain's")) is None

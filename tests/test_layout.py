@@ -1,7 +1,8 @@
 """The layout's rules (docs/architecture.md): blueprints import shared, shared never
 imports blueprints, capabilities import the platform and never the reverse, the
 sub-packages import one another without cycles, and so do the modules of every
-package. No module grows past 500 lines."""
+package. No module grows past 500 lines. Only shared/platform/http.py speaks HTTP:
+the rest of shared/ raises the domain errors of shared/platform/errors.py."""
 
 from __future__ import annotations
 
@@ -210,3 +211,30 @@ def test_one_error_for_storage_that_keeps_changing_and_one_loop_that_raises_it()
                    and isinstance(n.value, ast.Name) and n.value.id == "random"]  # a transport's backoff is its own
         assert own == [] or path.name == "errors.py", (path, own)
         assert jitters == [] or path.name == "rows.py", (path, "jitter through rows.backoff", jitters)
+
+
+HTTP_MODULE = SHARED / "platform" / "http.py"
+HTTP_NAMES = frozenset({"HttpProblem", "HTTPStatus"})
+
+
+def speaks_http(path: Path) -> list[str]:
+    """Where ``path`` names HttpProblem or HTTPStatus, or raises with an integer
+    from 400 to 599 (a status) among its arguments."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        name = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
+                else node.name.rpartition(".")[2] if isinstance(node, ast.alias) else None)
+        if name in HTTP_NAMES:
+            found.append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')} names {name}")
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            statuses = [n.value for n in ast.walk(node.exc)
+                        if isinstance(n, ast.Constant) and type(n.value) is int and 400 <= n.value <= 599]
+            if statuses:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} raises with status {statuses[0]}")
+    return found
+
+
+def test_only_the_http_module_turns_errors_into_statuses() -> None:
+    assert speaks_http(HTTP_MODULE), "the check sees the statuses http.py does name"
+    wrong = [where for path in sorted(SHARED.rglob("*.py")) if path != HTTP_MODULE for where in speaks_http(path)]
+    assert not wrong, "raise a domain error of shared/platform/errors.py instead:\n" + "\n".join(wrong)

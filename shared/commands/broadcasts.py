@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from shared.commands.models import Broadcast, BroadcastRequest
-from shared.platform.http import HttpProblem
+from shared.platform.errors import PublishRefused, Unavailable
 from shared.platform.paging import query_page, token_scope
 from shared.platform.rows import joined_json, split_json, split_names
 from shared.platform.storage import data_store
@@ -59,9 +59,10 @@ async def send_broadcast(request: BroadcastRequest, *, issued_by: str, now: date
     except PublishError as exc:
         await table.update_entity({**row, "published": False, "publishError": exc.reason[:1024]},
                                   mode=UpdateMode.MERGE)
-        headers = {"Retry-After": str(exc.retry_after or 5)} if exc.transient else None
-        raise HttpProblem(503 if exc.transient else 502, f"the broadcast could not be published: {exc.reason}",
-                          headers=headers) from None
+        detail = f"the broadcast could not be published: {exc.reason}"
+        if exc.transient:
+            raise Unavailable(detail, exc.retry_after) from None
+        raise PublishRefused(detail) from None
     await table.update_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "published": True},
                               mode=UpdateMode.MERGE)
     return broadcast

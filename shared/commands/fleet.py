@@ -32,7 +32,7 @@ import orjson
 
 from shared.commands.jobs import member_row, set_member, sync_job_member
 from shared.commands.models import CommandRequest, FleetCommandRequest, FleetJob
-from shared.platform.http import HttpProblem, NotFound
+from shared.platform.errors import Conflict, Contention, InvalidInput, NotFound, PublishRefused, Unavailable
 from shared.platform.rows import joined_json, split_json
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import FLEET_JOBS_TABLE
@@ -70,7 +70,7 @@ async def create_job(request: FleetCommandRequest, *, issued_by: str, now: datet
     now = now or datetime.now(UTC)
     devices = await targets(store, request)
     if not devices:
-        raise HttpProblem(409, "the target matches no device")
+        raise Conflict("the target matches no device")
     job_id = str(uuid.uuid4())
     table = await store.table(FLEET_JOBS_TABLE)
     job = {"PartitionKey": job_id, "RowKey": "job", **split_json("doc", {
@@ -106,10 +106,11 @@ async def fan_out(job_id: str, devices: list[str]) -> None:
                 sent = await send_command(device_id, request, idempotency_key=f"job:{job_id}",
                                           issued_by=job["issuedBy"], job_id=job_id)
                 await sync_job_member(store, sent.command)
-            except (HttpProblem, NotFound) as exc:  # this device cannot be commanded; the others can
-                reason = exc.detail if isinstance(exc, HttpProblem) else str(exc)
-                await set_member(store, job_id, device_id, {"status": "failed", "reason": reason[:512]})
-            except ValueError as exc:  # an id that cannot be commanded (InvalidInput)
+            except Contention:
+                raise  # storage kept changing: the queue message's retry decides again, for every device
+            # This device cannot be commanded (an id that cannot be, unknown, deleted, disabled,
+            # offline under reject) or its command was not published; the others can be.
+            except (InvalidInput, NotFound, Conflict, PublishRefused, Unavailable) as exc:
                 await set_member(store, job_id, device_id, {"status": "failed", "reason": str(exc)[:512]})
 
     await asyncio.gather(*(one(d) for d in devices))

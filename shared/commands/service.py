@@ -24,6 +24,7 @@ sent (a command sent while 200 waited had arrived 64th of 201).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass
@@ -39,8 +40,7 @@ from shared.commands.settings import CommandSettings
 from shared.commands.store import CommandStore, KeyConflict, new_command_id
 from shared.lifecycle.models import DeviceRecord
 from shared.lifecycle.registry import DeviceRegistry, Standing
-from shared.platform.errors import Contention
-from shared.platform.http import HttpProblem, NotFound
+from shared.platform.errors import Conflict, Contention, NotFound, PublishRefused, Unavailable
 from shared.platform.keys import validate_commandable_device_id
 from shared.platform.rows import backoff
 from shared.platform.settings import settings_of
@@ -104,11 +104,11 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
     if device is None:
         raise NotFound(f"no device {device_id!r} in the registry")
     if device.deleted:
-        raise HttpProblem(409, f"device {device_id!r} is deleted")
+        raise Conflict(f"device {device_id!r} is deleted")
     if device.state == "Disabled":
-        raise HttpProblem(409, f"device {device_id!r} is disabled")
+        raise Conflict(f"device {device_id!r} is disabled")
     if not device.connected and settings.offline_command_policy == "reject":
-        raise HttpProblem(409, f"device {device_id!r} is offline and OFFLINE_COMMAND_POLICY is reject")
+        raise Conflict(f"device {device_id!r} is offline and OFFLINE_COMMAND_POLICY is reject")
     if _route(device) == "publish":
         # Stored as sent, then published: one write instead of two. A worker that dies
         # in between leaves a command that says sent and expires on time; a failed
@@ -119,7 +119,7 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
     try:
         command, created, etag = await CommandStore(store).create(command, body=body)
     except KeyConflict as exc:
-        raise HttpProblem(409, str(exc)) from None
+        raise Conflict(str(exc)) from None
     if not created:
         return Sent(command, False)
     if command.status == "sent":
@@ -185,7 +185,8 @@ async def _claim(store: DataStore, command: Command, now: datetime, etag: str | 
 
 async def publish(store: DataStore, command: Command, now: datetime, *, etag: str | None = None) -> Command:
     """Publish a command stored as ``sent`` (by the caller, who won that write); a
-    failure makes it ``failed``, with the reason, and a 502/503 problem."""
+    failure makes it ``failed``, with the reason, and raises Unavailable (a retry may
+    succeed) or PublishRefused (it cannot)."""
     from shared.commands.transport import PublishError
     from shared.commands.transports import transport
 
@@ -198,10 +199,11 @@ async def publish(store: DataStore, command: Command, now: datetime, *, etag: st
                                                      known=(command, etag) if etag else None)
         await _follow_job(store, failed)
         log.warning("publishing command %s to %r failed: %s", command.command_id, command.device_id, reason)
-        status = 503 if exc.transient else 502
-        headers = {"Retry-After": str(exc.retry_after or 5)} if exc.transient else None
-        raise HttpProblem(status, f"the command was stored but could not be published: {exc.reason} "
-                                  f"(command {command.command_id} is failed)", headers=headers) from None
+        detail = (f"the command was stored but could not be published: {exc.reason} "
+                  f"(command {command.command_id} is failed)")
+        if exc.transient:
+            raise Unavailable(detail, exc.retry_after) from None
+        raise PublishRefused(detail) from None
     return command
 
 
@@ -239,12 +241,11 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
             await _follow_job(store, moved)
             if moved.status != "sent":
                 continue  # expired, or ended with its earlier incarnation
-            try:
+            # A refused command is failed, with the reason, and the next one may go out; an
+            # Unavailable broker may take the rest later: it propagates, and Event Grid
+            # delivers the connect again.
+            with contextlib.suppress(PublishRefused):
                 delivered.append(await publish(store, moved, at))
-            except HttpProblem as exc:  # the command is failed, with the reason
-                if exc.status == 503:
-                    raise  # the broker may take the rest later: Event Grid delivers the connect again
-                # 502: this command can never be published; the next one may be
         if await registry.set_pending_commands(device_id, False, device.etag):
             return delivered
         fruitless = 0 if queue else fruitless + 1
@@ -299,7 +300,7 @@ async def cancel_command(device_id: str, command_id: str, now: datetime | None =
     if command is None:
         raise NotFound(f"no command {command_id} of device {device_id!r}")
     if not changed:
-        raise HttpProblem(409, f"command {command_id} is already {command.status}")
+        raise Conflict(f"command {command_id} is already {command.status}")
     await _follow_job(store, command)
     return command
 

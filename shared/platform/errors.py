@@ -1,4 +1,8 @@
-"""Exceptions that carry a reason a user can act on."""
+"""Exceptions that carry a reason a user can act on: the domain's errors.
+
+The domain raises these and never names an HTTP status; ``shared.platform.http``
+maps each to its problem+json answer, in one table (``PROBLEMS``).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,46 @@ class InvalidInput(ValueError):
         super().__init__(reason)
         self.reason = reason
         self.errors = errors or []
+
+
+class NotFound(LookupError):
+    """The resource asked for does not exist: a device, a command, a fleet job, a
+    dead letter that the registry or storage does not hold."""
+
+
+class Conflict(Exception):
+    """The request is valid but the resource's state refuses it: a device deleted,
+    disabled or offline under ``reject``, a command already terminal, an
+    Idempotency-Key reused with another body, a fleet target that matches no device."""
+
+
+class TooLarge(Exception):
+    """The request, or a value in it, is larger than the app stores or publishes."""
+
+
+class PublishRefused(Exception):
+    """Publishing to the broker failed in a way a retry cannot mend; what was to be
+    published is kept (a command as ``failed``, with the reason)."""
+
+
+class Unavailable(Exception):
+    """A service the request needs (the broker) is unreachable or failed for now;
+    retrying after ``retry_after`` seconds (None: the app's default) may succeed."""
+
+    def __init__(self, reason: str, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Contention(Unavailable):
+    """What storage holds kept changing under a conditional write (another writer won
+    every time, or a remove met an add): the invocation fails, and its retry decides
+    again on what storage holds then; over HTTP, a 503 to try again. The one error of
+    every such loop (:func:`shared.platform.rows.contended`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, retry_after=1)
 
 
 # Statuses that a later attempt may not meet again: timeouts, throttling, the service's own failures.
@@ -52,10 +96,3 @@ def validate(model: Any, data: Any, *, what: str, loc: tuple[str, ...] = ()) -> 
                   for e in exc.errors(include_url=False, include_context=False, include_input=False)][:20]
         where = ".".join(str(part) for part in errors[0]["loc"][len(loc):]) or what
         raise InvalidInput(f"invalid {what}: {where}: {errors[0]['msg']}", errors) from None
-
-
-class Contention(RuntimeError):
-    """What storage holds kept changing under a conditional write (another writer won
-    every time, or a remove met an add): the invocation fails, and its retry decides
-    again on what storage holds then. The one error of every such loop (:func:`shared.
-    platform.rows.contended`)."""

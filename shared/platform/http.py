@@ -1,5 +1,6 @@
 """HTTP plumbing shared by the blueprints: JSON and problem+json responses, query
-parameters, and one place that turns exceptions into RFC 9457 problems.
+parameters, and one place that turns exceptions into RFC 9457 problems: the
+domain's errors (``shared.platform.errors``) by ``PROBLEMS``, any other by kind.
 
 Query parameters are exactly as strict as docs/api.md says: a parameter given with
 an empty value is an error, not the default (leave it out for the default);
@@ -20,7 +21,17 @@ from typing import Any
 import azure.functions as func
 import orjson
 
-from shared.platform.errors import ConfigurationError, InvalidInput, is_transient, validate
+from shared.platform.errors import (
+    ConfigurationError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PublishRefused,
+    TooLarge,
+    Unavailable,
+    is_transient,
+    validate,
+)
 from shared.platform.rows import MAX_JSON_DEPTH, nests_deeper
 
 log = logging.getLogger(__name__)
@@ -34,17 +45,26 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _DECODED_PLUS = re.compile(r" [0-9]{2}:[0-9]{2}\Z")
 
 
-class NotFound(LookupError):
-    """The resource the route names does not exist."""
+# Each domain error's status; the title is the status's phrase, the detail the error's
+# message, ``errors`` an InvalidInput's field errors, ``Retry-After`` an Unavailable's wait.
+PROBLEMS: dict[type[Exception], int] = {
+    InvalidInput: 400,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    PublishRefused: 502,
+    Unavailable: 503,
+}
 
 
-class HttpProblem(Exception):
-    """An answer other than 400 or 404 that the client can act on: 409 (a conflict
-    with the resource's state), 413, 502 or 503 (with ``Retry-After``)."""
-
-    def __init__(self, status: int, detail: str, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
+def domain_problem(exc: Exception) -> func.HttpResponse | None:
+    """The problem+json answer to a domain error; None for any other exception."""
+    status = next((PROBLEMS[kind] for kind in type(exc).__mro__ if kind in PROBLEMS), None)
+    if status is None:
+        return None
+    errors = exc.errors if isinstance(exc, InvalidInput) else None
+    headers = {"Retry-After": str(exc.retry_after or RETRY_AFTER_SECONDS)} if isinstance(exc, Unavailable) else None
+    return problem(status, HTTPStatus(status).phrase, str(exc), errors=errors or None, headers=headers)
 
 
 def request_json(req: func.HttpRequest, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -52,7 +72,7 @@ def request_json(req: func.HttpRequest, *, max_bytes: int, max_depth: int = MAX_
     nests arrays and objects more than ``max_depth`` levels deep."""
     body = req.get_body() or b""
     if len(body) > max_bytes:
-        raise HttpProblem(413, f"the request body is {len(body)} bytes, more than {max_bytes}")
+        raise TooLarge(f"the request body is {len(body)} bytes, more than {max_bytes}")
     if not body.strip():
         raise InvalidInput("the request needs a JSON body")
     too_deep = InvalidInput(f"the request body nests arrays or objects more than {max_depth} levels deep")
@@ -73,7 +93,7 @@ def within_bytes(value: Any, *, max_bytes: int, what: str) -> None:
     published): the body's own bound leaves room for the fields around it."""
     size = len(orjson.dumps(value))
     if size > max_bytes:
-        raise HttpProblem(413, f"{what} is {size} bytes as JSON, more than {max_bytes}")
+        raise TooLarge(f"{what} is {size} bytes as JSON, more than {max_bytes}")
 
 
 def validated(model: Any, data: Any) -> Any:
@@ -106,16 +126,13 @@ async def respond(handler: Callable[[], Awaitable[func.HttpResponse]]) -> func.H
 
     try:
         return await handler()
-    except InvalidInput as exc:
-        return problem(400, "Bad Request", exc.reason, errors=exc.errors or None)
-    except NotFound as exc:
-        return problem(404, "Not Found", str(exc))
-    except HttpProblem as exc:
-        return problem(exc.status, HTTPStatus(exc.status).phrase, exc.detail, headers=exc.headers)
     except ConfigurationError as exc:  # its message names the setting, never its value
         log.error("configuration error: %s", exc)
         return problem(500, "Configuration Error", str(exc))
     except Exception as exc:
+        answer = domain_problem(exc)
+        if answer is not None:
+            return answer
         if is_transient(exc):
             log.warning("storage is not reachable or failed", exc_info=True)
             return problem(503, "Service Unavailable",
