@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tools import bench
+from tools.bench import commands, paths, startup, streams
 from tools.edge import Inbox
 from tools.services import Mosquitto
 from tools.simulate.stand_in import hub_partition
@@ -26,9 +26,9 @@ from tools.simulate.stand_in import hub_partition
 @pytest.mark.usefixtures("app_env")
 def test_the_cold_request_figure_times_both_sides_reading_the_stored_device(
         run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    run(bench.store_cold_device())
-    monkeypatch.setattr(bench, "REPEATS", 1)
-    figures = bench.cold_request_ratio()  # each side asserts it read the device
+    run(startup.store_cold_device())
+    monkeypatch.setattr(startup, "REPEATS", 1)
+    figures = startup.cold_request_ratio()  # each side asserts it read the device
     assert figures["cold_request_app_ms"] > 0 and figures["cold_request_naive_ms"] > 0
     assert figures["cold_request_ratio"] == pytest.approx(
         figures["cold_request_app_ms"] / figures["cold_request_naive_ms"], rel=0.01)
@@ -47,14 +47,14 @@ def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_request
         run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in (("CPU_MESSAGES", 200), ("CPU_ROUNDS", 1), ("COUNTED_BATCHES", 2), ("SPEED_MESSAGES", 200),
                         ("SPEED_CHUNKS", 2), ("FLEET_DEVICES", 100), ("MANY_DEVICES", 200)):
-        monkeypatch.setattr(bench, name, value)
-    figures = run(bench.stream_figures())  # each rate asserts that every message was archived
+        monkeypatch.setattr(streams, name, value)
+    figures = run(streams.stream_figures())  # each rate asserts that every message was archived
     for name in STREAM_FIGURES:
         assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
-    assert figures["telemetry_requests_per_1000"] >= 1000 / bench.BATCH, "at least the archive blob of each batch"
+    assert figures["telemetry_requests_per_1000"] >= 1000 / streams.BATCH, "at least the archive blob of each batch"
     assert figures["log_records_per_1000_messages"] <= 5, "the log-volume budget (docs/capacity.md, Speed)"
 
-    requests = run(bench.counted_telemetry_requests(2))
+    requests = run(streams.counted_telemetry_requests(2))
     blob_writes = [path for method, path in requests.seen if method == "PUT" and "/telemetry/" in path]
     state_writes = [path for method, path in requests.seen if method == "POST" and "/$batch" in path]
     assert len(blob_writes) >= 2, requests.seen
@@ -63,7 +63,7 @@ def test_a_tiny_round_of_the_stream_figures_runs_and_counts_real_storage_request
 
 
 def test_the_log_count_takes_the_apps_records_at_information_and_not_the_workers_own() -> None:
-    with bench.app_log_records() as records:
+    with streams.app_log_records() as records:
         logging.getLogger("shared.streams.service").info("counted")
         logging.getLogger("azure.core.pipeline").warning("counted too")
         logging.getLogger("azure.functions").info("the worker's own line")
@@ -71,19 +71,19 @@ def test_the_log_count_takes_the_apps_records_at_information_and_not_the_workers
     assert [r.getMessage() for r in records] == ["counted", "counted too"]
 
 
-def record_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[bench.Message]]]:
+def record_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[paths.Message]]]:
     """Tiny rounds of the path figures; the sets of messages each one checks to be
     archived once (prefix, messages), recorded as it checks them."""
-    for name, value in (("PATH_MESSAGES", 100), ("PATH_ROUNDS", 2), ("PATH_WARMUP", bench.PATH_DEVICES)):
-        monkeypatch.setattr(bench, name, value)
-    checked: list[tuple[str, list[bench.Message]]] = []
-    check = bench.stored_once
+    for name, value in (("PATH_MESSAGES", 100), ("PATH_ROUNDS", 2), ("PATH_WARMUP", paths.PATH_DEVICES)):
+        monkeypatch.setattr(paths, name, value)
+    checked: list[tuple[str, list[paths.Message]]] = []
+    check = paths.stored_once
 
-    async def recorded(prefix: str, since: datetime, messages: list[bench.Message]) -> None:
+    async def recorded(prefix: str, since: datetime, messages: list[paths.Message]) -> None:
         await check(prefix, since, messages)
         checked.append((prefix, messages))
 
-    monkeypatch.setattr(bench, "stored_once", recorded)
+    monkeypatch.setattr(paths, "stored_once", recorded)
     return checked
 
 
@@ -97,21 +97,21 @@ def archive_origins(run: Any, prefix: str, since: datetime) -> list[tuple[str, s
             for line in stored.lines["telemetry"]]
 
 
-def check_the_direct_baseline(run: Any, checked: list[tuple[str, list[bench.Message]]], since: datetime) -> None:
+def check_the_direct_baseline(run: Any, checked: list[tuple[str, list[paths.Message]]], since: datetime) -> None:
     """The baseline's messages went straight to the function: a hub of their own, one partition."""
     (_, direct), = [c for c in checked if c[0].startswith("direct")]
-    prefix = bench.device_of(direct[0]).rsplit("-", 1)[0]
+    prefix = paths.device_of(direct[0]).rsplit("-", 1)[0]
     origins = archive_origins(run, prefix, since)
-    assert len(origins) == len(direct) == bench.PATH_ROUNDS * bench.PATH_MESSAGES
+    assert len(origins) == len(direct) == paths.PATH_ROUNDS * paths.PATH_MESSAGES
     assert {(hub.startswith("bench-direct-"), partition) for _, hub, partition in origins} == {(True, "0")}
 
 
-def watching(inbox: Inbox, prefix: str, wanted: int) -> list[bench.Message]:
+def watching(inbox: Inbox, prefix: str, wanted: int) -> list[paths.Message]:
     """What the broker carried of devices ``{prefix}-NNN`` (waiting a little for ``wanted``)."""
-    seen: list[bench.Message] = []
+    seen: list[paths.Message] = []
     deadline = time.monotonic() + 10
     while True:
-        seen += [m for m in inbox.take() if bench.device_of(m).startswith(f"{prefix}-")]
+        seen += [m for m in inbox.take() if paths.device_of(m).startswith(f"{prefix}-")]
         if len(seen) >= wanted or time.monotonic() > deadline:
             return seen
         time.sleep(0.05)
@@ -120,10 +120,10 @@ def watching(inbox: Inbox, prefix: str, wanted: int) -> list[bench.Message]:
 @dataclass
 class PathRound:
     figures: dict[str, float]
-    checked: list[tuple[str, list[bench.Message]]]  # each side's messages, as stored_once checked them
+    checked: list[tuple[str, list[paths.Message]]]  # each side's messages, as stored_once checked them
     prefix: str  # the path's devices
-    path: list[bench.Message]
-    carried: list[bench.Message]  # what the broker carried of the path's devices
+    path: list[paths.Message]
+    carried: list[paths.Message]  # what the broker carried of the path's devices
     since: datetime
 
 
@@ -147,14 +147,14 @@ def path_round(run: Any, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto,
         assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
     path_rate, direct_rate, ratio = names
     assert figures[ratio] == pytest.approx(figures[direct_rate] / figures[path_rate], rel=0.02)
-    assert len(path) == bench.PATH_WARMUP + bench.PATH_ROUNDS * bench.PATH_MESSAGES
+    assert len(path) == paths.PATH_WARMUP + paths.PATH_ROUNDS * paths.PATH_MESSAGES
     return PathRound(figures, checked, prefix, path, carried, since)
 
 
 @pytest.mark.usefixtures("app_env")
 def test_a_tiny_round_of_the_simulator_figure_sends_its_messages_through_the_broker_and_the_routing_stand_in(
         run: Any, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto) -> None:
-    done = path_round(run, monkeypatch, mosquitto, bench.simulator_overhead_ratio,
+    done = path_round(run, monkeypatch, mosquitto, paths.simulator_overhead_ratio,
                       ("simulator_msgs_per_s", "simulator_direct_msgs_per_s", "simulator_overhead_ratio"), None)
     # Every message of the path crossed the broker (QoS 1 from its device), once, and
     # reached the function in the routing stand-in's partition of its device.
@@ -169,7 +169,7 @@ def test_a_tiny_round_of_the_simulator_figure_sends_its_messages_through_the_bro
 def test_a_tiny_round_of_the_eventhubs_figure_sends_its_messages_with_the_producer_not_over_mqtt(
         run: Any, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto) -> None:
     # the figure ran seconds after its last message was sent: the broker had its chance
-    done = path_round(run, monkeypatch, mosquitto, bench.eventhubs_producer_overhead_ratio,
+    done = path_round(run, monkeypatch, mosquitto, paths.eventhubs_producer_overhead_ratio,
                       ("eventhubs_producer_msgs_per_s", "eventhubs_direct_msgs_per_s",
                        "eventhubs_producer_overhead_ratio"), 0)
     # No MQTT on this path: the producer sent each message to the hub with its device as
@@ -187,7 +187,7 @@ def test_a_connect_with_nothing_pending_makes_the_requests_it_made_before_comman
 
     # Before the command feature a connect read the registry row, wrote the connected
     # index row and wrote the registry row back; the pending mark keeps it so.
-    device, idle = run(bench.counted_connect(pending=False))
+    device, idle = run(commands.counted_connect(pending=False))
     key = device_key(device)
     assert [(method, path.rsplit("/", 1)[-1]) for method, path in idle.seen] == [
         ("GET", f"devices(PartitionKey='{key}',RowKey='registry')"),
@@ -197,7 +197,7 @@ def test_a_connect_with_nothing_pending_makes_the_requests_it_made_before_comman
     assert not idle.to("/commands"), "no query of the commands table"
 
     # The same count sees a device with a pending command: its commands are read.
-    _, waiting = run(bench.counted_connect(pending=True))
+    _, waiting = run(commands.counted_connect(pending=True))
     assert waiting.to("/commands()") and len(waiting.seen) > len(idle.seen), waiting.seen
 
 
@@ -214,8 +214,8 @@ def test_a_tiny_round_of_the_command_figures_runs_against_the_broker_and_the_que
     # A fleet just past the inline part, so that its last commands go through the queue.
     for name, value in (("COMMAND_SENDS", 8), ("COMMAND_CHUNKS", 2), ("CONCURRENT_ROUNDS", 1), ("CONNECTS", 8),
                         ("CONNECT_CHUNKS", 2), ("FLEET_COMMAND_DEVICES", INLINE_DEVICES + 10)):
-        monkeypatch.setattr(bench, name, value)
-    figures = run(bench.command_figures())  # each part asserts its commands were sent or published
+        monkeypatch.setattr(commands, name, value)
+    figures = run(commands.command_figures())  # each part asserts its commands were sent or published
     for name in (*COMMAND_FIGURES, f"fleet_{INLINE_DEVICES + 10}_seconds"):
         assert isinstance(figures[name], float) and figures[name] > 0, (name, figures)
     assert figures["command_p99_ms"] >= figures["command_median_ms"]

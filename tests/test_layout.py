@@ -32,7 +32,6 @@ TOO_LONG = frozenset({
     "tests/test_deadletters.py",
     "tests/test_stream_decoding.py",
     "tests/test_transports.py",
-    "tools/bench.py",
     "tools/eventhubs_amqp.py",
     "tools/replay.py",
     "tools/simulate/certs.py",
