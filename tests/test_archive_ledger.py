@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from shared.platform.storage import data_store
 from shared.streams.ledger import Blob, Ledger, runs
+from standins.eventhub_factory import Partition
+from standins.invoke import retry_policy
 from tests.harness import failing_requests
 from tests.test_streams import START, archived, dead_letters, device, hub, ingest, places, telemetry
-from tools.eventhub_factory import Partition
-from tools.invoke import retry_policy
 
 pytestmark = pytest.mark.usefixtures("app_env")
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def fleet_log(name: str, first: int, count: int, prefix: str = "h", start: datet
 OTHER_WORKER = r"""
 import asyncio, json, sys
 from tests.test_archive_ledger import fleet_log
-from tools.invoke import InvocationContext, user_function
+from standins.invoke import InvocationContext, user_function
 from datetime import datetime
 name, first, count, start, stop, prefix, when = json.loads(sys.argv[1])
 log = fleet_log(name, first, count, prefix, datetime.fromisoformat(when))
@@ -131,7 +131,7 @@ def test_a_last_retry_that_fails_after_archiving_dead_letters_nothing(run: Any) 
 def test_two_deliveries_at_once_of_overlapping_ranges_archive_each_event_once(run: Any) -> None:
     import asyncio
 
-    from tools.invoke import InvocationContext, user_function
+    from standins.invoke import InvocationContext, user_function
 
     log = hub()
     log.publish([telemetry(f"race-{n % 4}", n) for n in range(60)])

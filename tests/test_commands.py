@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from standins import event_factory as ev
+from standins.edge import Device, ResponseRouter
+from standins.services import Mosquitto
 from tests.harness import changed_settings, deliver, http_request, json_of, user_function
-from tools import event_factory as ev
-from tools.edge import Device, ResponseRouter
-from tools.services import Mosquitto
 
 T0 = datetime.now(UTC) - timedelta(hours=1)
 
@@ -33,8 +33,8 @@ def transport(request: Any, app_env: Any, mosquitto: Mosquitto, run: Any) -> Ite
         run(transports.reset_transport())
         return
     from shared.commands.eventgrid_transport import EventGridTransport
+    from standins.httppublish import run_httppublish
     from tests.test_transports import GRANTS, TOKEN, RecordingCredential
-    from tools.httppublish import run_httppublish
 
     stand_in = run_httppublish(mosquitto.url, GRANTS)
     server = run(stand_in.__aenter__())
@@ -236,7 +236,7 @@ def test_an_idempotency_key_makes_one_command_however_often_and_concurrently_it_
 
 def test_a_broker_that_cannot_be_reached_is_a_503_and_the_command_is_failed(run: Any, app_env: Any) -> None:
     from shared.commands.transports import reset_transport
-    from tools.services import free_port
+    from standins.services import free_port
 
     device = registered(run)
     deliver(run, ev.connected(device, 1, T0 + timedelta(minutes=1)))  # the registry says connected
@@ -272,8 +272,8 @@ def test_cancel_is_409_once_terminal_and_a_late_answer_is_kept_without_changing_
 
 def test_answers_that_are_duplicated_spoofed_or_unknown_change_nothing(run: Any, mosquitto: Mosquitto,
                                                                        transport: str) -> None:
-    from tools.eventhub_factory import Partition, routed_body
-    from tools.invoke import InvocationContext
+    from standins.eventhub_factory import Partition, routed_body
+    from standins.invoke import InvocationContext
 
     device = online(run, mosquitto, "silent")
     try:
@@ -407,7 +407,7 @@ def test_a_fleet_jobs_member_row_never_moves_back_when_the_fan_outs_write_comes_
 def test_a_fleet_job_of_2000_devices_by_attribute_continues_through_the_queue(run: Any, app_env: Any) -> None:
     import asyncio
 
-    from tools.invoke import drain_queue
+    from standins.invoke import drain_queue
 
     line = f"line-{uuid.uuid4().hex[:6]}"
     handler = user_function("client_lifecycle")
@@ -468,8 +468,8 @@ def test_an_answer_the_expiry_timer_and_a_cancel_at_once_leave_one_terminal_stat
         run: Any, mosquitto: Mosquitto, transport: str, attempt: int) -> None:
     import asyncio
 
-    from tools.eventhub_factory import Partition, routed_body
-    from tools.invoke import InvocationContext
+    from standins.eventhub_factory import Partition, routed_body
+    from standins.invoke import InvocationContext
 
     device = online(run, mosquitto, "silent")
     try:
@@ -589,8 +589,8 @@ def test_a_body_nested_64_levels_deep_is_accepted(run: Any, app_env: Any) -> Non
 
 def test_an_answer_nested_too_deep_to_store_is_dead_lettered_and_the_rest_of_its_batch_applied(
         run: Any, app_env: Any, mosquitto: Mosquitto) -> None:
-    from tools.eventhub_factory import Partition, routed_body
-    from tools.invoke import InvocationContext
+    from standins.eventhub_factory import Partition, routed_body
+    from standins.invoke import InvocationContext
 
     device = online(run, mosquitto, "silent")
     try:
@@ -660,7 +660,7 @@ def test_a_fleet_jobs_counts_always_add_up_to_its_total(run: Any, app_env: Any) 
 
 
 def test_a_fleet_job_is_done_only_once_every_chunk_is_whatever_order_they_run_in(run: Any, app_env: Any) -> None:
-    from tools.invoke import drain_queue
+    from standins.invoke import drain_queue
 
     ghosts = [f"ghost-{uuid.uuid4().hex[:6]}-{n:03d}" for n in range(450)]
     created = json_of(fleet(run, {"name": "x", "target": {"deviceIds": ghosts}}))
@@ -765,8 +765,8 @@ def test_a_drain_the_broker_cuts_short_fails_the_event_so_that_event_grid_delive
     """The mark must not stay on a connected device with nobody draining: commands sent
     to it join its queue, so they would wait for its next connect."""
     from shared.commands.transports import reset_transport
-    from tools.invoke import FunctionFailed
-    from tools.services import free_port
+    from standins.invoke import FunctionFailed
+    from standins.services import free_port
 
     device, commands = queued(run, mosquitto, 5)
     device.connect()

@@ -15,8 +15,7 @@ import pytest
 
 from shared.platform.timestamps import parse_timestamp
 from shared.streams.decode import Accepted, decode
-from tests.infra.bicep_check import parse
-from tools.eventhub_factory import (
+from standins.eventhub_factory import (
     CLIENT_ROLE_ENRICHMENT,
     DEVICE_ID_ENRICHMENT,
     DEVICE_ROLE,
@@ -29,6 +28,7 @@ from tools.eventhub_factory import (
     routed_body,
     routed_event,
 )
+from tests.infra.bicep_check import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "samples"

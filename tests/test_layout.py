@@ -25,6 +25,7 @@ MAX_LINES = 500
 SOURCE_FOLDERS = ("shared", "blueprints", "tools", "standins", "tests")
 # issue 19: to split
 TOO_LONG = frozenset({
+    "standins/eventhubs_amqp.py",
     "tests/infra/bicep_check.py",
     "tests/infra/test_azd_up.py",
     "tests/test_commands.py",
@@ -32,7 +33,6 @@ TOO_LONG = frozenset({
     "tests/test_stream_decoding.py",
     "tests/test_transports.py",
     "tools/bench.py",
-    "tools/eventhubs_amqp.py",
     "tools/replay.py",
     "tools/simulate/certs.py",
 })

@@ -18,11 +18,11 @@ import pytest
 
 from shared.platform.storage import data_store
 from shared.platform.storage_names import MODEL_STATS_TABLE
+from standins.eventhub_factory import routed_body
+from standins.invoke import InvocationContext
+from standins.services import Mosquitto
 from tests.harness import http_request, json_of, user_function
 from tests.test_streams import START, device, hub, ingest
-from tools.eventhub_factory import routed_body
-from tools.invoke import InvocationContext
-from tools.services import Mosquitto
 
 pytestmark = pytest.mark.usefixtures("app_env")
 

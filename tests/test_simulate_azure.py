@@ -1,6 +1,6 @@
 """The simulator's Azure mode, locally with real parts: the "deployed API" is the local API
 server with a function key, Event Hubs is the AMQP 1.0 stand-in that the real
-azure-eventhub producer talks to over the wire (tools/eventhubs_amqp.py), the data storage
+azure-eventhub producer talks to over the wire (standins/eventhubs_amqp.py), the data storage
 is Azurite read through its blob endpoint; the target comes from a temporary azd
 environment. Azure Resource Manager's listKeys and Entra tokens are doubles that check
 each request."""
@@ -21,11 +21,11 @@ import pytest
 from aiohttp import web
 from azure.core.credentials import AccessToken
 
-from tools import event_factory as ev
-from tools.eventhubs_amqp import EventHubsStandIn
-from tools.invoke import user_function
+from standins import event_factory as ev
+from standins.eventhubs_amqp import EventHubsStandIn
+from standins.invoke import user_function
+from standins.services import Azurite, free_port
 from tools.serve import run_server
-from tools.services import Azurite, free_port
 from tools.simulate.__main__ import parser, run_azure
 from tools.simulate.operator import Options
 from tools.simulate.target import LIST_KEYS_API_VERSION, TargetError, parse_dotenv, resolve

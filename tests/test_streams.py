@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
+from standins.eventhub_factory import Batch, Partition, routed_body
+from standins.invoke import FunctionFailed, InvocationContext, retry_policy
 from tests.harness import changed_settings, failing_requests, http_request, json_of, storage_requests, user_function
 from tests.test_stream_decoding import CORPUS
-from tools.eventhub_factory import Batch, Partition, routed_body
-from tools.invoke import FunctionFailed, InvocationContext, retry_policy
 
 pytestmark = pytest.mark.usefixtures("app_env")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -294,15 +294,15 @@ def test_storage_stopping_mid_batch_fails_it_and_a_redelivery_stores_everything_
     """Azurite itself is stopped in the middle of a batch, then started again."""
     from shared.platform.settings import reset_settings
     from shared.platform.storage import reset_data_store
+    from standins.services import run_restartable_azurite
     from tests.harness import _hook, changed_settings
-    from tools.services import run_restartable_azurite
 
     log = hub()
     log.publish([telemetry(f"outage-{n % 5}", n) for n in range(60)])
     with run_restartable_azurite() as azurite:
         address = azurite.ports
         connection = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
-                      f"{__import__('tools.services', fromlist=['AZURITE_KEY']).AZURITE_KEY};"
+                      f"{__import__('standins.services', fromlist=['AZURITE_KEY']).AZURITE_KEY};"
                       f"BlobEndpoint=http://127.0.0.1:{address.blob_port}/devstoreaccount1;"
                       f"TableEndpoint=http://127.0.0.1:{address.table_port}/devstoreaccount1;")
         with changed_settings(run, {"DataStorage": connection}):

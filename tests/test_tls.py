@@ -26,8 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tools.edge import Device, Inbox, TlsClient, _address
-from tools.services import Mosquitto, MosquittoTls, run_mosquitto, subject_hash, trust
+from standins.edge import Device, Inbox, TlsClient, _address
+from standins.services import Mosquitto, MosquittoTls, run_mosquitto, subject_hash, trust
 from tools.simulate.certs import DeviceCertificate, ensure_certificates
 from tools.simulate.fleet import SimDevice
 
@@ -183,7 +183,7 @@ def test_broker_urls_take_the_mqtt_ports_by_default() -> None:
 
 
 def test_a_certificate_trusted_while_the_broker_runs_is_accepted_from_the_next_connection(pki: Pki) -> None:
-    """Without a cafile the broker trusts what :func:`tools.services.trust` adds (as
+    """Without a cafile the broker trusts what :func:`standins.services.trust` adds (as
     Event Grid accepts a client once its thumbprint is registered), with no restart."""
     folder = pki.ca.parent
     with run_mosquitto(tls=MosquittoTls(folder / "broker.pem", folder / "broker.key")) as service:

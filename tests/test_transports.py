@@ -40,8 +40,8 @@ from shared.commands.mqtt_transport import BrokerAddress, MqttTransport, connack
 from shared.commands.transport import Publication, PublishError, Transport
 from shared.commands.transports import reset_transport, transport
 from shared.platform.settings import reset_settings
-from tools.httppublish import HttpPublishServer, run_httppublish
-from tools.services import Mosquitto, run_mosquitto
+from standins.httppublish import HttpPublishServer, run_httppublish
+from standins.services import Mosquitto, run_mosquitto
 
 TOKEN = "token-of-the-app"
 ONE_DEVICE_TOKEN = "token-for-another-device-only"

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from standins import rpc
+from standins.invoke import FUNCTIONS, retry_policy
 from tests.test_indexing import CONTRACT_FUNCTIONS
-from tools.invoke import FUNCTIONS, retry_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

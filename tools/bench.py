@@ -70,14 +70,14 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tools.services import ROOT
+from standins.services import ROOT
 
 if TYPE_CHECKING:
     import azure.functions as func
 
-    from tools.edge import Device
-    from tools.eventhub_factory import Batch, Partition
-    from tools.storage_requests import Requests
+    from standins.edge import Device
+    from standins.eventhub_factory import Batch, Partition
+    from standins.storage_requests import Requests
 
 REPEATS = 7
 COLD_DEVICE = "cold-start-device"
@@ -148,8 +148,8 @@ def import_ratio() -> dict[str, float]:
 
 async def store_cold_device() -> None:
     """The device both sides of ``cold_request_ratio`` read, written once through the app."""
-    from tools import event_factory as ev
-    from tools.invoke import user_function
+    from standins import event_factory as ev
+    from standins.invoke import user_function
 
     handler = user_function("client_lifecycle")
     at = datetime(2026, 11, 20, tzinfo=UTC)
@@ -190,7 +190,7 @@ async def azurite_figures() -> dict[str, float]:
 
 
 def documents(prefix: str) -> list[dict[str, Any]]:
-    from tools import event_factory as ev
+    from standins import event_factory as ev
 
     t0 = datetime(2026, 11, 20, tzinfo=UTC)
     docs = []
@@ -205,7 +205,7 @@ def documents(prefix: str) -> list[dict[str, Any]]:
 async def lifecycle_rates() -> dict[str, float]:
     from shared.platform.storage import data_store
     from shared.platform.storage_names import DEVICES_TABLE
-    from tools.invoke import user_function
+    from standins.invoke import user_function
 
     handler = user_function("client_lifecycle")
     table = await data_store().table(DEVICES_TABLE)
@@ -266,7 +266,7 @@ def telemetry_reading(n: int, at: datetime) -> dict[str, Any]:
 
 def telemetry_body(device: str, n: int, at: datetime) -> bytes:
     """A routed CloudEvent of one reading (as ``../shared/samples/routed-telemetry.json``)."""
-    from tools.eventhub_factory import routed_body
+    from standins.eventhub_factory import routed_body
 
     return routed_body(telemetry_reading(n, at), topic=f"devices/{device}/telemetry", at=at,
                        content_type="application/json")
@@ -275,7 +275,7 @@ def telemetry_body(device: str, n: int, at: datetime) -> bytes:
 def inference_body(device: str, n: int, at: datetime) -> bytes:
     """A routed CloudEvent of one result with three detections, base64 as an MQTT v3.1.1
     PUBLISH arrives (as ``../shared/samples/routed-inference-base64.json``)."""
-    from tools.eventhub_factory import routed_body
+    from standins.eventhub_factory import routed_body
 
     payload = {"timestamp": _stamp(at - DEVICE_LAG), "inferenceId": f"{device}-{n}", "frameId": f"frame-{n}",
                "model": {"name": "yolo-safety", "version": "3.1"}, "latencyMs": 18.4 + n % 7,
@@ -289,7 +289,7 @@ def inference_body(device: str, n: int, at: datetime) -> bytes:
 def stream_partition(stream: str, count: int, devices: int) -> Partition:
     """A partition of a hub of its own (nothing archived yet) holding ``count``
     messages, message ``n`` from device ``n % devices``."""
-    from tools.eventhub_factory import Partition
+    from standins.eventhub_factory import Partition
 
     tag = uuid.uuid4().hex[:6]
     partition = Partition(f"bench-{stream}-{tag}", "0", first_enqueued=STREAM_START, spacing=SPACING)
@@ -336,7 +336,7 @@ def telemetry_cpu_ratio() -> dict[str, float]:
 async def ingest_batches(stream: str, batches: list[Batch]) -> None:
     """``{stream}_ingest`` over ``batches`` one after another, as the worker calls it
     (with the function's retry policy, so a failure raises instead of dead-lettering)."""
-    from tools.invoke import InvocationContext, retry_policy, user_function
+    from standins.invoke import InvocationContext, retry_policy, user_function
 
     name = f"{stream}_ingest"
     handler = user_function(name)
@@ -364,7 +364,7 @@ async def counted_telemetry_requests(batches: int, devices: int = STREAM_DEVICES
     and knows its devices (warmed by as many batches as take one message of each:
     tables known, the watermark and the partition's rows read, the devices' pointers
     written)."""
-    from tools.storage_requests import counted_requests
+    from standins.storage_requests import counted_requests
 
     warming = -(-devices // BATCH)
     partition = stream_partition("telemetry", (warming + batches) * BATCH, devices)
@@ -391,7 +391,7 @@ async def many_devices_round() -> dict[str, float]:
     """MANY_DEVICES devices through ``telemetry_ingest`` in batches of 100, one message
     each, twice: first as new devices (a pointer row each, the partition's rows loaded
     once), then as known ones; storage requests and the worker's CPU per message of each."""
-    from tools.storage_requests import counted_requests
+    from standins.storage_requests import counted_requests
 
     partition = stream_partition("telemetry", 2 * MANY_DEVICES, MANY_DEVICES)
     figures: dict[str, float] = {}
@@ -546,7 +546,7 @@ def device_of(message: Message) -> str:
 
 def direct_partition(messages: list[Message]) -> Partition:
     """``messages`` routed as the broker would, in a partition of a hub of its own."""
-    from tools.eventhub_factory import Partition, routed_body
+    from standins.eventhub_factory import Partition, routed_body
 
     now = datetime.now(UTC)
     partition = Partition(f"bench-direct-{uuid.uuid4().hex[:6]}", "0", first_enqueued=now, spacing=timedelta(0))
@@ -674,12 +674,12 @@ async def eventhubs_producer_overhead_ratio() -> dict[str, float]:
     """Stored messages per second through the Azure mode's ``--via eventhubs`` path (its
     devices and :class:`tools.simulate.azure.HubSender`: routed CloudEvents batched per
     device, sent with the async ``azure-eventhub`` producer over AMQP to the Event Hubs
-    stand-in of :mod:`tools.eventhubs_amqp`, whose pump hands batches of at most 100 to
+    stand-in of :mod:`standins.eventhubs_amqp`, whose pump hands batches of at most 100 to
     ``telemetry_ingest`` as the host does) against straight to the function. Everything
     runs in this process, so the path's figure also pays the stand-in's side of the
     wire. The clock runs from the first message handed to the sender until the batch
     holding the last one returned from the function."""
-    from tools.eventhubs_amqp import EventHubsStandIn
+    from standins.eventhubs_amqp import EventHubsStandIn
     from tools.simulate.azure import NO_BROKER, HubDevice, HubSender
     from tools.simulate.target import Target
 
@@ -748,7 +748,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def command_request(device_id: str, n: int) -> func.HttpRequest:
-    from tools.invoke import http_request
+    from standins.invoke import http_request
 
     return http_request("POST", f"devices/{device_id}/commands", route_params={"deviceId": device_id},
                         body={"name": "reboot", "payload": {"delaySeconds": 5, "n": n}, "timeoutSeconds": 300})
@@ -756,7 +756,7 @@ def command_request(device_id: str, n: int) -> func.HttpRequest:
 
 async def lifecycle_events(documents: list[dict[str, Any]]) -> None:
     """``client_lifecycle`` over ``documents``, ``REGISTER_AT_ONCE`` at a time."""
-    from tools.invoke import user_function
+    from standins.invoke import user_function
 
     handler = user_function("client_lifecycle")
     for i in range(0, len(documents), REGISTER_AT_ONCE):
@@ -765,7 +765,7 @@ async def lifecycle_events(documents: list[dict[str, Any]]) -> None:
 
 async def register(device_ids: list[str], *, attributes: dict[str, Any] | None = None) -> None:
     """Devices created in the registry, never connected."""
-    from tools import event_factory as ev
+    from standins import event_factory as ev
 
     at = datetime.now(UTC) - timedelta(hours=1)
     await lifecycle_events([ev.created_or_updated(d, at, attributes=attributes) for d in device_ids])
@@ -773,7 +773,7 @@ async def register(device_ids: list[str], *, attributes: dict[str, Any] | None =
 
 async def connect(device_ids: list[str]) -> None:
     """The broker's connect events of registered devices: the registry says online."""
-    from tools import event_factory as ev
+    from standins import event_factory as ev
 
     await lifecycle_events([ev.connected(d, 1, datetime.now(UTC) - timedelta(minutes=30)) for d in device_ids])
 
@@ -783,7 +783,7 @@ async def online_devices(tag: str, count: int) -> list[Device]:
     nothing (so no answer competes with the sends)."""
     from shared.commands.settings import CommandSettings
     from shared.platform.settings import settings_of
-    from tools.edge import Device
+    from standins.edge import Device
 
     broker = settings_of(CommandSettings).mqtt_broker_url
     devices = [Device(f"{tag}-online-{n}", broker, behaviour="silent") for n in range(count)]
@@ -796,7 +796,7 @@ async def online_devices(tag: str, count: int) -> list[Device]:
 
 async def send_all(requests: list[func.HttpRequest], status: str) -> list[dict[str, Any]]:
     """``send_command`` for each request at once; each must be created with ``status``."""
-    from tools.invoke import json_of, user_function
+    from standins.invoke import json_of, user_function
 
     handler = user_function("send_command")
     responses = await asyncio.gather(*(handler(r) for r in requests))
@@ -819,7 +819,7 @@ async def command_latency(device: Device) -> dict[str, float]:
     from shared.platform.settings import settings_of
     from shared.platform.storage import data_store
     from shared.platform.storage_names import COMMANDS_TABLE
-    from tools.invoke import user_function
+    from standins.invoke import user_function
 
     settings = settings_of(CommandSettings)
     bare = MqttTransport.from_url(settings.mqtt_broker_url, username=settings.mqtt_username,
@@ -892,8 +892,8 @@ async def lifecycle_connects() -> dict[str, float]:
     alternating chunks."""
     from shared.commands.store import CommandStore
     from shared.platform.storage import data_store
-    from tools import event_factory as ev
-    from tools.invoke import user_function
+    from standins import event_factory as ev
+    from standins.invoke import user_function
 
     tag = uuid.uuid4().hex[:6]
     idle = [f"{tag}-idle-{n:04d}" for n in range(CONNECTS)]
@@ -935,9 +935,9 @@ async def counted_connect(*, pending: bool) -> tuple[str, Requests]:
     """The device and the storage requests of its connect event: registered, never
     connected, with one pending command or none, in a worker that has handled one
     such connect already (tables known)."""
-    from tools import event_factory as ev
-    from tools.invoke import user_function
-    from tools.storage_requests import counted_requests
+    from standins import event_factory as ev
+    from standins.invoke import user_function
+    from standins.storage_requests import counted_requests
 
     tag = uuid.uuid4().hex[:6]
     warm, device = f"{tag}-warm", f"{tag}-counted"
@@ -957,7 +957,7 @@ async def fleet_seconds() -> dict[str, float]:
     """Seconds from a fleet command's request (targeting by attribute) until all of its
     ``FLEET_COMMAND_DEVICES`` commands are ``sent``: the first ones inline, the rest
     through the ``fleet-fanout`` queue, drained as the host's trigger would."""
-    from tools.invoke import drain_queue, http_request, json_of, user_function
+    from standins.invoke import drain_queue, http_request, json_of, user_function
 
     tag = uuid.uuid4().hex[:6]
     devices = [f"{tag}-fleet-{n:04d}" for n in range(FLEET_COMMAND_DEVICES)]
@@ -1009,8 +1009,8 @@ def main() -> None:
     figures |= import_ratio()
     print(f"import: function_app {figures['import_function_app_ms']} ms, azure.functions "
           f"{figures['import_azure_functions_ms']} ms, ratio {figures['import_ratio']} (target <= 1.6)")
-    from tools.invoke import run_against_azurite
-    from tools.services import run_mosquitto
+    from standins.invoke import run_against_azurite
+    from standins.services import run_mosquitto
 
     with run_mosquitto() as broker:
         figures |= run_against_azurite(azurite_figures, {"MQTT_BROKER_URL": broker.url, "COMMAND_TRANSPORT": "mqtt"})

@@ -39,7 +39,7 @@ def binding_settings() -> tuple[set[str], set[str]]:
     percent = set(CONTRACT_BINDING_SETTINGS)
     connections = {"EventHubConnection"}
     # The app's functions as the worker indexed them (get_functions() may run once).
-    from tools.invoke import FUNCTIONS
+    from standins.invoke import FUNCTIONS
 
     for function in FUNCTIONS.values():
         for binding in function.raw_bindings:
