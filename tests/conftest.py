@@ -14,7 +14,7 @@ from shared.platform.storage import data_store, reset_data_store
 from shared.platform.storage_names import ALERTS_TABLE, DEVICES_TABLE
 from standins import invoke
 from standins.services import Azurite, Mosquitto, run_azurite, run_mosquitto
-from tests.openapi_responses import check_response
+from tests.support.openapi_responses import check_response
 
 T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, T]], T]

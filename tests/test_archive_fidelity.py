@@ -234,7 +234,7 @@ def test_latest_state_orders_a_leap_second_after_its_minute_and_before_the_next_
 
 def test_query_parameters_take_a_leap_second_and_a_long_fraction() -> None:
     from shared.platform.http import query_datetime
-    from tests.harness import http_request
+    from tests.support.harness import http_request
 
     request = http_request("GET", "alerts", params={"since": "2016-12-31T23:59:60Z",
                                                     "until": "2017-01-01T00:00:00.1234567891+00:00"})
@@ -261,7 +261,7 @@ def test_through_inference_ingest_the_blob_holds_the_result_as_sent_and_the_stat
     """A leap second, a latency beyond 64 bits and a device's own eventHub field, together:
     the blob keeps them, the statistics read the leap second's hour and the latency's double."""
     from standins.eventhub_factory import routed_body
-    from tests.harness import http_request, json_of, user_function
+    from tests.support.harness import http_request, json_of, user_function
     from tests.test_streams import _blobs, hub, ingest
 
     log, model = hub("inference"), f"m{uuid.uuid4().hex[:6]}"
@@ -296,7 +296,7 @@ def test_command_answers_of_an_array_are_dead_lettered_as_written_big_numbers_an
     from shared.platform.storage_names import DEADLETTER_CONTAINER
     from standins.eventhub_factory import Partition
     from standins.invoke import InvocationContext
-    from tests.harness import user_function
+    from tests.support.harness import user_function
 
     unknown = {"deviceId": "cam-9", "commandId": "0196c3c2-0000-7000-8000-000000000000", "status": "failed"}
     big = b'{"result":{"serial":' + str(2**128 - 1).encode() + b"}}"

@@ -23,7 +23,7 @@ from shared.platform.storage import data_store
 from shared.streams.ledger import Blob, Ledger, runs
 from standins.eventhub_factory import Partition
 from standins.invoke import retry_policy
-from tests.harness import failing_requests
+from tests.support.harness import failing_requests
 from tests.test_streams import START, archived, dead_letters, device, hub, ingest, places, telemetry
 
 pytestmark = pytest.mark.usefixtures("app_env")

@@ -15,7 +15,7 @@ import pytest
 from standins import event_factory as ev
 from standins.edge import Device, ResponseRouter
 from standins.services import Mosquitto
-from tests.harness import changed_settings, deliver, http_request, json_of, user_function
+from tests.support.harness import changed_settings, deliver, http_request, json_of, user_function
 
 T0 = datetime.now(UTC) - timedelta(hours=1)
 
@@ -498,7 +498,7 @@ def test_an_answer_the_expiry_timer_and_a_cancel_at_once_leave_one_terminal_stat
 
 
 def test_the_expiry_timer_reads_only_what_is_due(run: Any, app_env: Any) -> None:
-    from tests.harness import storage_requests
+    from tests.support.harness import storage_requests
 
     device = registered(run)
     for _ in range(30):  # pending for a day: not due
@@ -837,7 +837,7 @@ def test_what_sending_and_draining_cost_in_storage_requests(
     the command stored as sent (then published). A queued command reads the row again
     once stored and marks it (5; 4 when marked already). A drain: the row, the queue,
     one conditional write per command (which claims it), the mark cleared."""
-    from tests.harness import storage_requests
+    from tests.support.harness import storage_requests
 
     def entities(seen: list[tuple[str, str]]) -> list[tuple[str, str]]:  # not the tables' creation
         return sorted((method, path.split("(")[0].rsplit("/", 1)[-1]) for method, path in seen
@@ -878,7 +878,7 @@ def test_issued_by_is_the_platforms_word_only(run: Any, trust: str, headers: dic
     """CONTRACT: a header a caller sent is never an identity; the principal counts only
     where App Service authentication guards the API (TRUST_APP_SERVICE_AUTH)."""
     from shared.commands.service import issued_by
-    from tests.harness import changed_settings
+    from tests.support.harness import changed_settings
 
     with changed_settings(run, {"TRUST_APP_SERVICE_AUTH": trust}):
         assert issued_by(headers) == who

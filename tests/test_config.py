@@ -32,7 +32,7 @@ from shared.platform.settings import (
 from shared.streams.settings import StreamSettings
 from standins import event_factory as ev
 from standins.invoke import FUNCTIONS, FunctionFailed
-from tests.harness import changed_settings, deliver, http_request, json_of, user_function
+from tests.support.harness import changed_settings, deliver, http_request, json_of, user_function
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]

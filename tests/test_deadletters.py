@@ -30,7 +30,7 @@ from standins import event_factory as ev
 from standins.eventhub_factory import Partition, routed_body
 from standins.invoke import FunctionFailed, InvocationContext, retry_policy
 from standins.services import ROOT
-from tests.harness import (
+from tests.support.harness import (
     changed_settings,
     deliver,
     failing_requests,

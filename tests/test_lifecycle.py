@@ -18,7 +18,7 @@ from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER
 from standins import event_factory as ev
 from standins.invoke import FunctionFailed
-from tests.harness import (
+from tests.support.harness import (
     deliver,
     failing_requests,
     http_request,

@@ -18,7 +18,7 @@ from shared.streams.decode import Accepted, decode
 from standins.eventhub_factory import events, routed_event
 from standins.services import Azurite
 from tests.conftest import Runner
-from tests.infra.support import INFRA, MAIN_BICEP, app_settings, bicep, literal, prop
+from tests.support.infra import INFRA, MAIN_BICEP, app_settings, bicep, literal, prop
 from tools.replay_routing_deadletters import (
     REPLAYED,
     SUBSCRIPTION_HUBS,

@@ -21,7 +21,7 @@ from shared.platform.storage_names import MODEL_STATS_TABLE
 from standins.eventhub_factory import routed_body
 from standins.invoke import InvocationContext
 from standins.services import Mosquitto
-from tests.harness import http_request, json_of, user_function
+from tests.support.harness import http_request, json_of, user_function
 from tests.test_streams import START, device, hub, ingest
 
 pytestmark = pytest.mark.usefixtures("app_env")

@@ -17,7 +17,7 @@ import pytest
 
 from standins import event_factory as ev
 from standins.services import ROOT, Mosquitto, run_azurite
-from tests.harness import changed_settings, command_line, deliver, read_until
+from tests.support.harness import changed_settings, command_line, deliver, read_until
 
 KEY = "schemathesis-" + uuid.uuid4().hex
 T0 = datetime.now(UTC) - timedelta(hours=1)

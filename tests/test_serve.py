@@ -29,8 +29,8 @@ from multidict import CIMultiDictProxy
 
 from standins import event_factory as ev
 from standins.services import ROOT, Azurite, Mosquitto, free_port
-from tests.harness import command_line, deliver, read_until
-from tests.openapi_responses import ResponseValidator
+from tests.support.harness import command_line, deliver, read_until
+from tests.support.openapi_responses import ResponseValidator
 from tools.serve import LocalServer, aiohttp_path, http_functions, route_prefix, run_server
 
 T0 = datetime.now(UTC) - timedelta(hours=1)

@@ -151,7 +151,7 @@ def test_under_the_reject_policy_commands_to_registered_offline_devices_are_409_
         app_env: Azurite, run: Any, tmp_path: Path) -> None:
     """The check follows OFFLINE_COMMAND_POLICY of the azd environment; when the app was
     deployed with another one, the check fails and says what it expected."""
-    from tests.harness import changed_settings
+    from tests.support.harness import changed_settings
 
     prefix = f"az{secrets.token_hex(3)}"
 

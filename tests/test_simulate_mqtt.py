@@ -47,8 +47,8 @@ from cryptography import x509
 
 from standins.edge import TlsClient
 from standins.services import Azurite, Mosquitto, MosquittoTls, run_mosquitto, trust
-from tests.harness import changed_settings
-from tests.infra.arm_stand_in import ArmStandIn, client_contract, serve
+from tests.support.arm_stand_in import ArmStandIn, client_contract, serve
+from tests.support.harness import changed_settings
 from tests.test_certs import bicep_types
 from tests.test_simulate_azure import azd_env
 from tests.test_tls import broker_certificate

@@ -22,7 +22,14 @@ from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
 from standins.eventhub_factory import Batch, Partition, routed_body
 from standins.invoke import FunctionFailed, InvocationContext, retry_policy
-from tests.harness import changed_settings, failing_requests, http_request, json_of, storage_requests, user_function
+from tests.support.harness import (
+    changed_settings,
+    failing_requests,
+    http_request,
+    json_of,
+    storage_requests,
+    user_function,
+)
 from tests.test_stream_decoding import CORPUS
 
 pytestmark = pytest.mark.usefixtures("app_env")
@@ -295,7 +302,7 @@ def test_storage_stopping_mid_batch_fails_it_and_a_redelivery_stores_everything_
     from shared.platform.settings import reset_settings
     from shared.platform.storage import reset_data_store
     from standins.services import run_restartable_azurite
-    from tests.harness import _hook, changed_settings
+    from tests.support.harness import _hook, changed_settings
 
     log = hub()
     log.publish([telemetry(f"outage-{n % 5}", n) for n in range(60)])

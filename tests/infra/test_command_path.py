@@ -3,7 +3,7 @@
 Who may publish and receive which MQTT topic (topic spaces, permission bindings, the
 app's RBAC role) and where the broker routes what is published (routing enrichments,
 the namespace topic's subscriptions), read from ``infra/`` and evaluated with the
-documented rules of :mod:`tests.infra.broker_model`.
+documented rules of :mod:`tests.support.broker_model`.
 
 The topics (``../shared/CONTRACT.md``, "MQTT topics on the device side"): a device
 publishes ``devices/{id}/telemetry``, ``devices/{id}/inference`` and
@@ -24,9 +24,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .bicep_check import BicepFile, Resource, parse
-from .bicep_eval import evaluate
-from .broker_model import (
+from tests.support.bicep_check import BicepFile, Resource, parse
+from tests.support.bicep_eval import evaluate
+from tests.support.broker_model import (
     Client,
     Filter,
     Subscription,

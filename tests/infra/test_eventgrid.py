@@ -3,8 +3,8 @@ routing to the hubs, and routed messages not delivered kept in their own contain
 
 from __future__ import annotations
 
-from .broker_model import literal_scope, resolve
-from .support import (
+from tests.support.broker_model import literal_scope, resolve
+from tests.support.infra import (
     INFRA,
     MAIN_BICEP,
     ROOT,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from .bicep_check import Value
-from .support import (
+from tests.support.bicep_check import Value
+from tests.support.infra import (
     FUNCTION_BICEP,
     HUB_SETTING_PARAMS,
     app_settings,
