@@ -24,7 +24,7 @@ from shared.streams.batch import Origin
 from shared.streams.decode import Rejected, decode
 from shared.streams.lines import archive_line
 from shared.streams.state import coalesce_telemetry
-from tests.test_stream_decoding import DEVICE, NOW, accepted, event, inference, rejected, routed, telemetry
+from tests.support.stream_corpus import DEVICE, NOW, accepted, event, inference, rejected, routed, telemetry
 
 ORIGIN = Origin("telemetry", "3", 1042, "8800", datetime(2026, 11, 20, 8, 16, tzinfo=UTC))
 WHERE = {"hub": "telemetry", "partitionId": "3", "sequenceNumber": 1042, "offset": "8800",
@@ -262,7 +262,7 @@ def test_through_inference_ingest_the_blob_holds_the_result_as_sent_and_the_stat
     the blob keeps them, the statistics read the leap second's hour and the latency's double."""
     from standins.eventhub_factory import routed_body
     from tests.support.harness import http_request, json_of, user_function
-    from tests.test_streams import _blobs, hub, ingest
+    from tests.support.streams import _blobs, hub, ingest
 
     log, model = hub("inference"), f"m{uuid.uuid4().hex[:6]}"
     raw = (b'{"timestamp":"2016-12-31T23:59:60.5Z","inferenceId":"i-1","latencyMs":18446744073709551617,'

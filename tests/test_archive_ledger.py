@@ -11,7 +11,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +23,18 @@ from shared.streams.ledger import Blob, Ledger, runs
 from standins.eventhub_factory import Partition
 from standins.invoke import retry_policy
 from tests.support.harness import failing_requests
-from tests.test_streams import START, archived, dead_letters, device, hub, ingest, places, telemetry
+from tests.support.ledger import fleet_log
+from tests.support.streams import START, archived, dead_letters, device, hub, ingest, places, telemetry
 
 pytestmark = pytest.mark.usefixtures("app_env")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def fleet_log(name: str, first: int, count: int, prefix: str = "h", start: datetime = START) -> Partition:
-    """The same partition in any process: its events depend only on the arguments
-    (five devices, ``{prefix}0`` to ``{prefix}4``, in turn, each message's metric
-    ``seq`` its place in the log)."""
-    log = Partition(name, "1", first_sequence=first, first_enqueued=start, spacing=timedelta(seconds=1))
-    log.publish([telemetry(f"{prefix}{n % 5}", n, seq=n, start=start) for n in range(count)])
-    return log
 
 
 # Another worker process: delivers a range of the same partition to telemetry_ingest
 # through the worker runtime, against the same Azurite.
 OTHER_WORKER = r"""
 import asyncio, json, sys
-from tests.test_archive_ledger import fleet_log
+from tests.support.ledger import fleet_log
 from standins.invoke import InvocationContext, user_function
 from datetime import datetime
 name, first, count, start, stop, prefix, when = json.loads(sys.argv[1])

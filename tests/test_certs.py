@@ -14,7 +14,6 @@ import base64
 import email.utils
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -34,7 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.conftest import Runner
 from tests.support.arm_stand_in import ArmStandIn, client_contract, serve
-from tests.support.bicep_check import TypeIndex
+from tests.support.certs import bicep_types
 from tools.simulate import certs
 from tools.simulate.certs import (
     ARM_SCOPE,
@@ -207,11 +206,6 @@ class StubCredential:
 
     async def __aexit__(self, *args: Any) -> None:
         pass
-
-
-def bicep_types() -> TypeIndex | None:
-    folder = os.environ.get("BICEP_TYPES_DIR")
-    return TypeIndex(Path(folder)) if folder and Path(folder).is_dir() else None
 
 
 @pytest.fixture

@@ -232,7 +232,7 @@ def test_a_routed_event_keeps_its_id_on_redelivery_and_only_then() -> None:
 
 
 def test_the_enrichments_are_the_ones_the_infrastructure_configures() -> None:
-    from tests.infra.test_command_path import routed_configuration
+    from tests.support.command_path import routed_configuration
 
     enrichments = routed_configuration()["routingEnrichments"]  # both writes of the namespace route with it
     assert {item["key"]: item["value"] for item in enrichments["static"]} == STATIC_ENRICHMENTS

@@ -32,7 +32,7 @@ from standins.eventhubs_amqp import CONTENT_TYPE, EventHubsStandIn
 from standins.invoke import InvocationContext, deliver, retry_policy, user_function
 from standins.services import ROOT
 from tests.support.harness import failing_requests
-from tests.test_streams import archived, dead_letters
+from tests.support.streams import archived, dead_letters
 from tools.replay import GIVE_UP_REASON, Request, Summary, replay
 
 pytestmark = pytest.mark.usefixtures("app_env")

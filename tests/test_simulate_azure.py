@@ -25,6 +25,7 @@ from standins import event_factory as ev
 from standins.eventhubs_amqp import EventHubsStandIn
 from standins.invoke import user_function
 from standins.services import Azurite, free_port
+from tests.support.azd import azd_env
 from tools.serve import run_server
 from tools.simulate.__main__ import parser, run_azure
 from tools.simulate.operator import Options
@@ -33,17 +34,6 @@ from tools.simulate.target import LIST_KEYS_API_VERSION, TargetError, parse_dote
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "function-key-" + "k" * 20
 REGISTERED = 3  # of the fleet's devices, whose clients the namespace has (the registry knows them)
-
-
-def azd_env(project: Path, values: dict[str, str], *, name: str = "dev", default: bool = True) -> Path:
-    """A temporary azd project: ``.azure/{name}/.env`` (quoted as azd writes) and config.json."""
-    (project / ".azure" / name).mkdir(parents=True, exist_ok=True)
-    (project / ".azure" / name / ".env").write_text(
-        "".join(f'{k}="{v}"\n' for k, v in values.items()))
-    if default:
-        (project / ".azure" / "config.json").write_text(orjson.dumps({"version": 1, "defaultEnvironment": name})
-                                                        .decode())
-    return project
 
 
 async def register(device_ids: list[str]) -> None:

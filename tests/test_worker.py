@@ -17,7 +17,7 @@ import pytest
 
 from standins import rpc
 from standins.invoke import FUNCTIONS, retry_policy
-from tests.test_indexing import CONTRACT_FUNCTIONS
+from tests.support.indexing import CONTRACT_FUNCTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
