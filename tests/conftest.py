@@ -12,9 +12,9 @@ import pytest
 from shared.platform.settings import reset_settings
 from shared.platform.storage import data_store, reset_data_store
 from shared.platform.storage_names import ALERTS_TABLE, DEVICES_TABLE
-from tests.openapi_responses import check_response
-from tools import invoke
-from tools.services import Azurite, Mosquitto, run_azurite, run_mosquitto
+from standins import invoke
+from standins.services import Azurite, Mosquitto, run_azurite, run_mosquitto
+from tests.support.openapi_responses import check_response
 
 T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, T]], T]

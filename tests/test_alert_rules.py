@@ -37,7 +37,7 @@ from shared.platform.errors import ConfigurationError
 from shared.platform.settings import Rule, SettingsError, load
 from shared.platform.storage import data_store
 from shared.streams.messages import InferenceMessage, TelemetryMessage
-from tests.harness import changed_settings, http_request, json_of, user_function
+from tests.support.harness import changed_settings, http_request, json_of, user_function
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = "camera-017"

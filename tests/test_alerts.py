@@ -13,7 +13,7 @@ from shared.alerts.models import Alert
 from shared.alerts.store import AlertStore
 from shared.platform.storage import data_store
 from shared.platform.storage_names import ALERTS_TABLE
-from tests.harness import http_request, json_of, storage_requests, user_function
+from tests.support.harness import http_request, json_of, storage_requests, user_function
 
 pytestmark = pytest.mark.usefixtures("empty_registry")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -109,7 +109,7 @@ def test_a_second_add_keeps_the_first_raised_at_in_both_listings(run: Any) -> No
 
 
 def test_an_add_that_fails_before_its_time_row_lists_it_in_both_once_retried(run: Any) -> None:
-    from tests.harness import failing_requests
+    from tests.support.harness import failing_requests
 
     store = AlertStore(data_store())
     crashed = alert("crash", NOW - timedelta(minutes=3), 7)

@@ -24,7 +24,7 @@ from shared.streams.batch import Origin
 from shared.streams.decode import Rejected, decode
 from shared.streams.lines import archive_line
 from shared.streams.state import coalesce_telemetry
-from tests.test_stream_decoding import DEVICE, NOW, accepted, event, inference, rejected, routed, telemetry
+from tests.support.stream_corpus import DEVICE, NOW, accepted, event, inference, rejected, routed, telemetry
 
 ORIGIN = Origin("telemetry", "3", 1042, "8800", datetime(2026, 11, 20, 8, 16, tzinfo=UTC))
 WHERE = {"hub": "telemetry", "partitionId": "3", "sequenceNumber": 1042, "offset": "8800",
@@ -234,7 +234,7 @@ def test_latest_state_orders_a_leap_second_after_its_minute_and_before_the_next_
 
 def test_query_parameters_take_a_leap_second_and_a_long_fraction() -> None:
     from shared.platform.http import query_datetime
-    from tests.harness import http_request
+    from tests.support.harness import http_request
 
     request = http_request("GET", "alerts", params={"since": "2016-12-31T23:59:60Z",
                                                     "until": "2017-01-01T00:00:00.1234567891+00:00"})
@@ -244,7 +244,7 @@ def test_query_parameters_take_a_leap_second_and_a_long_fraction() -> None:
 
 def test_life_cycle_times_take_a_leap_second_and_a_long_fraction() -> None:
     from shared.lifecycle.events import parse_lifecycle_event
-    from tools.event_factory import created_or_updated, to_function_event
+    from standins.event_factory import created_or_updated, to_function_event
 
     document = created_or_updated("cam-9", datetime(2017, 1, 1, 0, 0, 1, tzinfo=UTC))
     document["data"] |= {"createdOn": "2016-12-31T23:59:60.1234567Z", "updatedOn": "2017-01-01T00:00:00.1234567891Z"}
@@ -260,9 +260,9 @@ def test_life_cycle_times_take_a_leap_second_and_a_long_fraction() -> None:
 def test_through_inference_ingest_the_blob_holds_the_result_as_sent_and_the_statistics_count_it(run: Any) -> None:
     """A leap second, a latency beyond 64 bits and a device's own eventHub field, together:
     the blob keeps them, the statistics read the leap second's hour and the latency's double."""
-    from tests.harness import http_request, json_of, user_function
-    from tests.test_streams import _blobs, hub, ingest
-    from tools.eventhub_factory import routed_body
+    from standins.eventhub_factory import routed_body
+    from tests.support.harness import http_request, json_of, user_function
+    from tests.support.streams import _blobs, hub, ingest
 
     log, model = hub("inference"), f"m{uuid.uuid4().hex[:6]}"
     raw = (b'{"timestamp":"2016-12-31T23:59:60.5Z","inferenceId":"i-1","latencyMs":18446744073709551617,'
@@ -294,9 +294,9 @@ def test_command_answers_of_an_array_are_dead_lettered_as_written_big_numbers_an
     whole batch then failed)."""
     from shared.platform.storage import data_store
     from shared.platform.storage_names import DEADLETTER_CONTAINER
-    from tests.harness import user_function
-    from tools.eventhub_factory import Partition
-    from tools.invoke import InvocationContext
+    from standins.eventhub_factory import Partition
+    from standins.invoke import InvocationContext
+    from tests.support.harness import user_function
 
     unknown = {"deviceId": "cam-9", "commandId": "0196c3c2-0000-7000-8000-000000000000", "status": "failed"}
     big = b'{"result":{"serial":' + str(2**128 - 1).encode() + b"}}"

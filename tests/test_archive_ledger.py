@@ -11,7 +11,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +20,22 @@ from hypothesis import strategies as st
 
 from shared.platform.storage import data_store
 from shared.streams.ledger import Blob, Ledger, runs
-from tests.harness import failing_requests
-from tests.test_streams import START, archived, dead_letters, device, hub, ingest, places, telemetry
-from tools.eventhub_factory import Partition
-from tools.invoke import retry_policy
+from standins.eventhub_factory import Partition
+from standins.invoke import retry_policy
+from tests.support.harness import failing_requests
+from tests.support.ledger import fleet_log
+from tests.support.streams import START, archived, dead_letters, device, hub, ingest, places, telemetry
 
 pytestmark = pytest.mark.usefixtures("app_env")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def fleet_log(name: str, first: int, count: int, prefix: str = "h", start: datetime = START) -> Partition:
-    """The same partition in any process: its events depend only on the arguments
-    (five devices, ``{prefix}0`` to ``{prefix}4``, in turn, each message's metric
-    ``seq`` its place in the log)."""
-    log = Partition(name, "1", first_sequence=first, first_enqueued=start, spacing=timedelta(seconds=1))
-    log.publish([telemetry(f"{prefix}{n % 5}", n, seq=n, start=start) for n in range(count)])
-    return log
 
 
 # Another worker process: delivers a range of the same partition to telemetry_ingest
 # through the worker runtime, against the same Azurite.
 OTHER_WORKER = r"""
 import asyncio, json, sys
-from tests.test_archive_ledger import fleet_log
-from tools.invoke import InvocationContext, user_function
+from tests.support.ledger import fleet_log
+from standins.invoke import InvocationContext, user_function
 from datetime import datetime
 name, first, count, start, stop, prefix, when = json.loads(sys.argv[1])
 log = fleet_log(name, first, count, prefix, datetime.fromisoformat(when))
@@ -131,7 +122,7 @@ def test_a_last_retry_that_fails_after_archiving_dead_letters_nothing(run: Any) 
 def test_two_deliveries_at_once_of_overlapping_ranges_archive_each_event_once(run: Any) -> None:
     import asyncio
 
-    from tools.invoke import InvocationContext, user_function
+    from standins.invoke import InvocationContext, user_function
 
     log = hub()
     log.publish([telemetry(f"race-{n % 4}", n) for n in range(60)])

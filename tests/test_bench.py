@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from standins.edge import Inbox
+from standins.eventhub_factory import hub_partition
+from standins.services import Mosquitto
 from tools.bench import commands, paths, startup, streams
-from tools.edge import Inbox
-from tools.services import Mosquitto
-from tools.simulate.stand_in import hub_partition
 
 
 @pytest.mark.usefixtures("app_env")

@@ -2,7 +2,7 @@
 
 Certificates are made and read back with ``cryptography`` and checked against
 ``openssl`` where it is installed. Registration talks to the local stand-in for Azure
-Resource Manager (:mod:`tests.infra.arm_stand_in`), which checks every request against
+Resource Manager (:mod:`tests.support.arm_stand_in`), which checks every request against
 the contract of Microsoft.EventGrid/namespaces/clients@2025-02-15 (the bicep type
 definition when ``BICEP_TYPES_DIR`` is set, as ``make test`` sets it); Entra ID is a
 stub credential whose token the stand-in requires.
@@ -14,7 +14,6 @@ import base64
 import email.utils
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -33,8 +32,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import Runner
-from tests.infra.arm_stand_in import ArmStandIn, client_contract, serve
-from tests.infra.bicep_check import TypeIndex
+from tests.support.arm_stand_in import ArmStandIn, client_contract, serve
+from tests.support.certs import bicep_types
 from tools.simulate import certs
 from tools.simulate.certs import (
     ARM_SCOPE,
@@ -207,11 +206,6 @@ class StubCredential:
 
     async def __aexit__(self, *args: Any) -> None:
         pass
-
-
-def bicep_types() -> TypeIndex | None:
-    folder = os.environ.get("BICEP_TYPES_DIR")
-    return TypeIndex(Path(folder)) if folder and Path(folder).is_dir() else None
 
 
 @pytest.fixture

@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.harness import changed_settings, deliver, http_request, json_of, user_function
-from tools import event_factory as ev
-from tools.edge import Device, ResponseRouter
-from tools.services import Mosquitto
-
-T0 = datetime.now(UTC) - timedelta(hours=1)
+from standins import event_factory as ev
+from standins.edge import Device, ResponseRouter
+from standins.services import Mosquitto
+from tests.support.commands import T0, command, dead_letter_reasons, online, send
+from tests.support.harness import changed_settings, deliver, http_request, json_of, user_function
 
 
 @pytest.fixture(params=["mqtt", "eventgrid"])
@@ -33,8 +32,8 @@ def transport(request: Any, app_env: Any, mosquitto: Mosquitto, run: Any) -> Ite
         run(transports.reset_transport())
         return
     from shared.commands.eventgrid_transport import EventGridTransport
-    from tests.test_transports import GRANTS, TOKEN, RecordingCredential
-    from tools.httppublish import run_httppublish
+    from standins.httppublish import run_httppublish
+    from tests.support.transports import GRANTS, TOKEN, RecordingCredential
 
     stand_in = run_httppublish(mosquitto.url, GRANTS)
     server = run(stand_in.__aenter__())
@@ -54,29 +53,6 @@ def router(mosquitto: Mosquitto) -> Iterator[ResponseRouter]:
     routing = ResponseRouter(mosquitto.url)
     yield routing
     routing.close()
-
-
-def online(run: Any, mosquitto: Mosquitto, behaviour: str = "succeed", **kwargs: Any) -> Device:
-    """A device in the registry, connected to the broker and subscribed."""
-    device = Device(f"dev-{uuid.uuid4().hex[:8]}", mosquitto.url, behaviour=behaviour, **kwargs)  # type: ignore[arg-type]
-    deliver(run, ev.created_or_updated(device.device_id, T0, attributes=kwargs.get("attributes") or {}))
-    device.connect()
-    deliver(run, ev.connected(device.device_id, 1, T0 + timedelta(minutes=1)))
-    return device
-
-
-def send(run: Any, device_id: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-    return run(user_function("send_command")(http_request(
-        "POST", f"devices/{device_id}/commands", route_params={"deviceId": device_id}, body=body,
-        headers=headers or {})))
-
-
-def command(run: Any, device_id: str, command_id: str) -> dict[str, Any]:
-    response = run(user_function("get_command")(http_request(
-        "GET", f"devices/{device_id}/commands/{command_id}",
-        route_params={"deviceId": device_id, "commandId": command_id})))
-    assert response.status_code == 200, response.get_body()
-    return json_of(response)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("behaviour, status", [("succeed", "succeeded"), ("fail", "failed"), ("reject", "rejected")])
@@ -236,7 +212,7 @@ def test_an_idempotency_key_makes_one_command_however_often_and_concurrently_it_
 
 def test_a_broker_that_cannot_be_reached_is_a_503_and_the_command_is_failed(run: Any, app_env: Any) -> None:
     from shared.commands.transports import reset_transport
-    from tools.services import free_port
+    from standins.services import free_port
 
     device = registered(run)
     deliver(run, ev.connected(device, 1, T0 + timedelta(minutes=1)))  # the registry says connected
@@ -272,8 +248,8 @@ def test_cancel_is_409_once_terminal_and_a_late_answer_is_kept_without_changing_
 
 def test_answers_that_are_duplicated_spoofed_or_unknown_change_nothing(run: Any, mosquitto: Mosquitto,
                                                                        transport: str) -> None:
-    from tools.eventhub_factory import Partition, routed_body
-    from tools.invoke import InvocationContext
+    from standins.eventhub_factory import Partition, routed_body
+    from standins.invoke import InvocationContext
 
     device = online(run, mosquitto, "silent")
     try:
@@ -302,24 +278,6 @@ def test_answers_that_are_duplicated_spoofed_or_unknown_change_nothing(run: Any,
         assert any("status" in r for r in letters) and len(letters) == 3
     finally:
         device.disconnect()
-
-
-def dead_letter_reasons(run: Any, hub: str) -> list[str]:
-    import orjson
-
-    from shared.platform.storage import data_store
-    from shared.platform.storage_names import DEADLETTER_CONTAINER
-
-    async def read() -> list[str]:
-        container = await data_store().container(DEADLETTER_CONTAINER)
-        reasons = []
-        async for blob in container.list_blobs(name_starts_with="command-responses/"):
-            letter = orjson.loads(await (await container.download_blob(blob.name)).readall())
-            if letter["eventHub"]["hub"] == hub:
-                reasons.append(letter["reason"])
-        return reasons
-
-    return run(read())  # type: ignore[no-any-return]
 
 
 def fleet(run: Any, body: dict[str, Any]) -> Any:
@@ -407,7 +365,7 @@ def test_a_fleet_jobs_member_row_never_moves_back_when_the_fan_outs_write_comes_
 def test_a_fleet_job_of_2000_devices_by_attribute_continues_through_the_queue(run: Any, app_env: Any) -> None:
     import asyncio
 
-    from tools.invoke import drain_queue
+    from standins.invoke import drain_queue
 
     line = f"line-{uuid.uuid4().hex[:6]}"
     handler = user_function("client_lifecycle")
@@ -468,8 +426,8 @@ def test_an_answer_the_expiry_timer_and_a_cancel_at_once_leave_one_terminal_stat
         run: Any, mosquitto: Mosquitto, transport: str, attempt: int) -> None:
     import asyncio
 
-    from tools.eventhub_factory import Partition, routed_body
-    from tools.invoke import InvocationContext
+    from standins.eventhub_factory import Partition, routed_body
+    from standins.invoke import InvocationContext
 
     device = online(run, mosquitto, "silent")
     try:
@@ -498,7 +456,7 @@ def test_an_answer_the_expiry_timer_and_a_cancel_at_once_leave_one_terminal_stat
 
 
 def test_the_expiry_timer_reads_only_what_is_due(run: Any, app_env: Any) -> None:
-    from tests.harness import storage_requests
+    from tests.support.harness import storage_requests
 
     device = registered(run)
     for _ in range(30):  # pending for a day: not due
@@ -589,8 +547,8 @@ def test_a_body_nested_64_levels_deep_is_accepted(run: Any, app_env: Any) -> Non
 
 def test_an_answer_nested_too_deep_to_store_is_dead_lettered_and_the_rest_of_its_batch_applied(
         run: Any, app_env: Any, mosquitto: Mosquitto) -> None:
-    from tools.eventhub_factory import Partition, routed_body
-    from tools.invoke import InvocationContext
+    from standins.eventhub_factory import Partition, routed_body
+    from standins.invoke import InvocationContext
 
     device = online(run, mosquitto, "silent")
     try:
@@ -660,7 +618,7 @@ def test_a_fleet_jobs_counts_always_add_up_to_its_total(run: Any, app_env: Any) 
 
 
 def test_a_fleet_job_is_done_only_once_every_chunk_is_whatever_order_they_run_in(run: Any, app_env: Any) -> None:
-    from tools.invoke import drain_queue
+    from standins.invoke import drain_queue
 
     ghosts = [f"ghost-{uuid.uuid4().hex[:6]}-{n:03d}" for n in range(450)]
     created = json_of(fleet(run, {"name": "x", "target": {"deviceIds": ghosts}}))
@@ -765,8 +723,8 @@ def test_a_drain_the_broker_cuts_short_fails_the_event_so_that_event_grid_delive
     """The mark must not stay on a connected device with nobody draining: commands sent
     to it join its queue, so they would wait for its next connect."""
     from shared.commands.transports import reset_transport
-    from tools.invoke import FunctionFailed
-    from tools.services import free_port
+    from standins.invoke import FunctionFailed
+    from standins.services import free_port
 
     device, commands = queued(run, mosquitto, 5)
     device.connect()
@@ -837,7 +795,7 @@ def test_what_sending_and_draining_cost_in_storage_requests(
     the command stored as sent (then published). A queued command reads the row again
     once stored and marks it (5; 4 when marked already). A drain: the row, the queue,
     one conditional write per command (which claims it), the mark cleared."""
-    from tests.harness import storage_requests
+    from tests.support.harness import storage_requests
 
     def entities(seen: list[tuple[str, str]]) -> list[tuple[str, str]]:  # not the tables' creation
         return sorted((method, path.split("(")[0].rsplit("/", 1)[-1]) for method, path in seen
@@ -878,7 +836,7 @@ def test_issued_by_is_the_platforms_word_only(run: Any, trust: str, headers: dic
     """CONTRACT: a header a caller sent is never an identity; the principal counts only
     where App Service authentication guards the API (TRUST_APP_SERVICE_AUTH)."""
     from shared.commands.service import issued_by
-    from tests.harness import changed_settings
+    from tests.support.harness import changed_settings
 
     with changed_settings(run, {"TRUST_APP_SERVICE_AUTH": trust}):
         assert issued_by(headers) == who

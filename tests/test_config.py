@@ -30,9 +30,9 @@ from shared.platform.settings import (
     settings_of,
 )
 from shared.streams.settings import StreamSettings
-from tests.harness import changed_settings, deliver, http_request, json_of, user_function
-from tools import event_factory as ev
-from tools.invoke import FUNCTIONS, FunctionFailed
+from standins import event_factory as ev
+from standins.invoke import FUNCTIONS, FunctionFailed
+from tests.support.harness import changed_settings, deliver, http_request, json_of, user_function
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]

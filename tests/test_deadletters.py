@@ -26,7 +26,11 @@ from shared.deadletters.store import Selection
 from shared.platform.deadletter import write_dead_letter
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, DEADLETTERS_TABLE, TELEMETRY_CONTAINER
-from tests.harness import (
+from standins import event_factory as ev
+from standins.eventhub_factory import Partition, routed_body
+from standins.invoke import FunctionFailed, InvocationContext, retry_policy
+from standins.services import ROOT
+from tests.support.harness import (
     changed_settings,
     deliver,
     failing_requests,
@@ -35,11 +39,7 @@ from tests.harness import (
     storage_requests,
     user_function,
 )
-from tools import event_factory as ev
 from tools import redrive as tool
-from tools.eventhub_factory import Partition, routed_body
-from tools.invoke import FunctionFailed, InvocationContext, retry_policy
-from tools.services import ROOT
 
 pytestmark = pytest.mark.usefixtures("app_env")
 NOW = datetime.now(UTC).replace(microsecond=0)

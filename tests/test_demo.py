@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.harness import command_line, read_until
+from tests.support.harness import command_line, read_until
 from tools.simulate.scenario import QUEUED
 
 ROOT = Path(__file__).resolve().parents[1]

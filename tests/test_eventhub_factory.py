@@ -15,8 +15,7 @@ import pytest
 
 from shared.platform.timestamps import parse_timestamp
 from shared.streams.decode import Accepted, decode
-from tests.infra.bicep_check import parse
-from tools.eventhub_factory import (
+from standins.eventhub_factory import (
     CLIENT_ROLE_ENRICHMENT,
     DEVICE_ID_ENRICHMENT,
     DEVICE_ROLE,
@@ -29,6 +28,7 @@ from tools.eventhub_factory import (
     routed_body,
     routed_event,
 )
+from tests.support.bicep_check import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "samples"
@@ -232,7 +232,7 @@ def test_a_routed_event_keeps_its_id_on_redelivery_and_only_then() -> None:
 
 
 def test_the_enrichments_are_the_ones_the_infrastructure_configures() -> None:
-    from tests.infra.test_command_path import routed_configuration
+    from tests.support.command_path import routed_configuration
 
     enrichments = routed_configuration()["routingEnrichments"]  # both writes of the namespace route with it
     assert {item["key"]: item["value"] for item in enrichments["static"]} == STATIC_ENRICHMENTS

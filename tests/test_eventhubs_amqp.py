@@ -14,9 +14,8 @@ from azure.eventhub import EventData
 from azure.eventhub.aio import EventHubConsumerClient, EventHubProducerClient
 from azure.eventhub.exceptions import AuthenticationError, ConnectError, EventDataSendError, EventHubError
 
-from tools.eventhub_factory import routed_body
-from tools.eventhubs_amqp import CONTENT_TYPE, EventHubsStandIn, connection_string
-from tools.simulate.stand_in import hub_partition
+from standins.eventhub_factory import hub_partition, routed_body
+from standins.eventhubs_amqp import CONTENT_TYPE, EventHubsStandIn, connection_string
 
 
 def event(device: str = "cam-1", *, topic: str | None = None, content_type: str | None = CONTENT_TYPE,

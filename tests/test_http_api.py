@@ -19,8 +19,8 @@ import pytest
 from openapi_spec_validator import validate
 
 from shared.platform.storage import reset_data_store
-from tests.harness import changed_settings, deliver, http_request, json_of, unreachable_storage, user_function
-from tools import event_factory as ev
+from standins import event_factory as ev
+from tests.support.harness import changed_settings, deliver, http_request, json_of, unreachable_storage, user_function
 
 pytestmark = pytest.mark.usefixtures("app_env")
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

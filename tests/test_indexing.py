@@ -11,18 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.indexing import CONTRACT_FUNCTIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 
-CONTRACT_FUNCTIONS = {
-    "client_lifecycle": "eventGridTrigger", "telemetry_ingest": "eventHubTrigger",
-    "inference_ingest": "eventHubTrigger", "command_responses": "eventHubTrigger", "command_expiry": "timerTrigger",
-    **{name: "httpTrigger" for name in (
-        "send_command", "get_command", "list_commands", "cancel_command", "send_fleet_command",
-        "get_fleet_command", "send_broadcast", "list_broadcasts", "list_devices", "get_device", "list_alerts",
-        "get_model_stats", "list_dead_letters", "get_dead_letter", "health", "openapi")},
-    # Ours beyond the contract (it allows more, documented): a large fleet job's fan-out.
-    "fleet_fanout": "queueTrigger",
-}
 BUILT = set(CONTRACT_FUNCTIONS)
 
 # Run in a fresh interpreter with an empty environment and no network.

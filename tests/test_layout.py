@@ -26,13 +26,12 @@ MAX_LINES = 500
 SOURCE_FOLDERS = ("shared", "blueprints", "tools", "standins", "tests")
 # issue 19: to split
 TOO_LONG = frozenset({
-    "tests/infra/bicep_check.py",
+    "standins/eventhubs_amqp.py",
     "tests/infra/test_azd_up.py",
+    "tests/support/bicep_check.py",
     "tests/test_commands.py",
     "tests/test_deadletters.py",
-    "tests/test_stream_decoding.py",
     "tests/test_transports.py",
-    "tools/eventhubs_amqp.py",
     "tools/replay.py",
     "tools/simulate/certs.py",
 })
@@ -96,7 +95,8 @@ def test_blueprints_import_shared_only_inside_their_functions() -> None:
 def test_the_app_imports_no_stand_in_and_the_stand_ins_import_no_tool() -> None:
     """``standins/`` (the host and other cloud services played locally) never ships:
     the app (``function_app``, ``blueprints``, ``shared``) imports neither it nor
-    ``tools``, and the stand-ins import nothing of ``tools``, which stands on them."""
+    ``tools`` nor ``tests``, and the stand-ins import nothing of ``tools``, which stands
+    on them, nor of ``tests``, which stand on both."""
     app = [ROOT / "function_app.py", *(ROOT / "blueprints").rglob("*.py"), *SHARED.rglob("*.py")]
     wrong = [f"{path.relative_to(ROOT)} imports {module}" for path in app for module in imports(path)
              if module.split(".")[0] in ("standins", "tools", "tests")]
@@ -104,6 +104,18 @@ def test_the_app_imports_no_stand_in_and_the_stand_ins_import_no_tool() -> None:
               for module in imports(path) if module.split(".")[0] in ("tools", "tests")]
     assert wrong == []
     assert "standins/" in (ROOT / ".funcignore").read_text().split(), "the deployment package leaves it out"
+    assert "tests/" in (ROOT / ".funcignore").read_text().split(), "the deployment package leaves it out"
+
+
+def test_the_tools_import_no_test_and_no_test_imports_another() -> None:
+    """What tests share lives in ``tests/support/``: no test module imports another
+    (``tests.test_*``, ``tests.infra.test_*``), and ``tools`` imports nothing of ``tests``."""
+    graph = module_graph()  # relative and ``from tests import test_x`` imports resolved
+    wrong = [f"{name} imports {target}" for name, targets in graph.items() if name.startswith("tests.")
+             for target in targets if target.rpartition(".")[2].startswith("test_")]
+    wrong += [f"{path.relative_to(ROOT)} imports {module}" for path in (ROOT / "tools").rglob("*.py")
+              for module in imports(path) if module.split(".")[0] == "tests"]
+    assert wrong == []
 
 
 def test_no_module_is_over_500_lines_but_those_still_to_split() -> None:
@@ -184,7 +196,7 @@ def cycle_through(start: str, graph: dict[str, set[str]]) -> list[str]:
 
 def test_no_module_imports_itself_or_another_that_imports_it_back() -> None:
     graph = module_graph()
-    assert "tests.infra.bicep_check" in graph["tests.infra.support"], "relative imports are resolved"
+    assert "tests.support.bicep_check" in graph["tests.support.infra"], "relative imports are resolved"
     cycles = [" -> ".join(cycle_through(c[0], graph)) + (f" (all of {', '.join(c)})" if len(c) > 2 else "")
               for c in strongly_connected(graph) if len(c) > 1 or c[0] in graph[c[0]]]
     assert not cycles, "import cycles:\n" + "\n".join(cycles)

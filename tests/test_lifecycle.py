@@ -16,7 +16,9 @@ from shared.lifecycle.registry import DeviceRegistry
 from shared.platform.keys import device_key
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER
-from tests.harness import (
+from standins import event_factory as ev
+from standins.invoke import FunctionFailed
+from tests.support.harness import (
     deliver,
     failing_requests,
     http_request,
@@ -25,8 +27,6 @@ from tests.harness import (
     unreachable_storage,
     user_function,
 )
-from tools import event_factory as ev
-from tools.invoke import FunctionFailed
 
 pytestmark = pytest.mark.usefixtures("app_env")
 # How the worker reports a storage failure of the function (type name and message).

@@ -20,9 +20,9 @@ from shared.meta.openapi import openapi_document
 from shared.platform.errors import InvalidInput
 from shared.platform.http import json_response, problem
 from shared.platform.keys import validate_commandable_device_id
-from tests.harness import http_request, json_of, user_function
-from tests.openapi_responses import check_response, response_validator
-from tools import invoke
+from standins import invoke
+from tests.support.harness import http_request, json_of, user_function
+from tests.support.openapi_responses import check_response, response_validator
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 DOCUMENT = openapi_document()

@@ -12,8 +12,8 @@ from shared.platform.paging import KEY_BYTES, KEY_PARTITION, KEY_ROW, decode_tok
 from shared.platform.settings import StorageSettings, settings_of
 from shared.platform.storage import DataStore, data_store, reset_data_store
 from shared.platform.storage_names import APP_META_TABLE
+from standins.services import Azurite
 from tests.conftest import Runner
-from tools.services import Azurite
 
 
 @pytest.fixture

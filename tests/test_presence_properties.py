@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from shared.lifecycle.events import parse_lifecycle_event
 from shared.lifecycle.models import DeviceRecord
 from shared.lifecycle.presence import apply_event
-from tests.harness import deliver, http_request, json_of, user_function
-from tools import event_factory as ev
+from standins import event_factory as ev
+from tests.support.harness import deliver, http_request, json_of, user_function
 
 T0 = (datetime.now(UTC) - timedelta(days=10)).replace(hour=0, minute=0, second=0, microsecond=0)
 DEVICE = "prop-device"

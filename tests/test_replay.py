@@ -27,14 +27,13 @@ from azure.eventhub.aio import EventHubProducerClient
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER
 from shared.platform.timestamps import format_timestamp
-from tests.harness import failing_requests
-from tests.test_streams import archived, dead_letters
-from tools.eventhub_factory import Partition, routed_body
-from tools.eventhubs_amqp import CONTENT_TYPE, EventHubsStandIn
-from tools.invoke import InvocationContext, deliver, retry_policy, user_function
+from standins.eventhub_factory import Partition, hub_partition, routed_body
+from standins.eventhubs_amqp import CONTENT_TYPE, EventHubsStandIn
+from standins.invoke import InvocationContext, deliver, retry_policy, user_function
+from standins.services import ROOT
+from tests.support.harness import failing_requests
+from tests.support.streams import archived, dead_letters
 from tools.replay import GIVE_UP_REASON, Request, Summary, replay
-from tools.services import ROOT
-from tools.simulate.stand_in import hub_partition
 
 pytestmark = pytest.mark.usefixtures("app_env")
 DEVICE = "replay-cam"

@@ -15,9 +15,10 @@ import pytest
 from azure.storage.blob.aio import ContainerClient
 
 from shared.streams.decode import Accepted, decode
+from standins.eventhub_factory import events, routed_event
+from standins.services import Azurite
 from tests.conftest import Runner
-from tests.infra.support import INFRA, MAIN_BICEP, app_settings, bicep, literal, prop
-from tools.eventhub_factory import events, routed_event
+from tests.support.infra import INFRA, MAIN_BICEP, app_settings, bicep, literal, prop
 from tools.replay_routing_deadletters import (
     REPLAYED,
     SUBSCRIPTION_HUBS,
@@ -28,7 +29,6 @@ from tools.replay_routing_deadletters import (
     read_dead_letters,
     subscription_of,
 )
-from tools.services import Azurite
 
 AT = datetime(2026, 11, 20, 8, 16, tzinfo=UTC)
 BLOB = "evgns-edge/device-messages/to-telemetry/2026/11/20/8/480b2295-0c38-40d0-b25a-f34b30aac1a9.json"

@@ -18,11 +18,11 @@ import pytest
 
 from shared.platform.storage import data_store
 from shared.platform.storage_names import MODEL_STATS_TABLE
-from tests.harness import http_request, json_of, user_function
-from tests.test_streams import START, device, hub, ingest
-from tools.eventhub_factory import routed_body
-from tools.invoke import InvocationContext
-from tools.services import Mosquitto
+from standins.eventhub_factory import routed_body
+from standins.invoke import InvocationContext
+from standins.services import Mosquitto
+from tests.support.harness import http_request, json_of, user_function
+from tests.support.streams import START, device, hub, ingest
 
 pytestmark = pytest.mark.usefixtures("app_env")
 
@@ -225,7 +225,7 @@ def test_statistics_count_labels_up_to_704_kib_a_row_and_the_next_new_ones_as_ot
 
 def test_a_command_row_keeps_a_250_kb_payload_and_answer_and_an_answer_past_704_kib_is_dead_lettered(
         run: Any, mosquitto: Mosquitto) -> None:
-    from tests.test_commands import command, dead_letter_reasons, online, send
+    from tests.support.commands import command, dead_letter_reasons, online, send
 
     device = online(run, mosquitto, "silent")
     try:
@@ -249,7 +249,7 @@ def test_a_command_row_keeps_a_250_kb_payload_and_answer_and_an_answer_past_704_
 
 
 def test_a_fleet_job_and_a_broadcast_keep_a_250_kb_payload(run: Any, mosquitto: Mosquitto) -> None:
-    from tests.test_commands import online
+    from tests.support.commands import online
 
     payload, device = {"blob": "p" * 250_000}, online(run, mosquitto, "silent")
     try:

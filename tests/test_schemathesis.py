@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import changed_settings, command_line, deliver, read_until
-from tools import event_factory as ev
-from tools.services import ROOT, Mosquitto, run_azurite
+from standins import event_factory as ev
+from standins.services import ROOT, Mosquitto, run_azurite
+from tests.support.harness import changed_settings, command_line, deliver, read_until
 
 KEY = "schemathesis-" + uuid.uuid4().hex
 T0 = datetime.now(UTC) - timedelta(hours=1)

@@ -27,11 +27,11 @@ import pytest
 import yarl
 from multidict import CIMultiDictProxy
 
-from tests.harness import command_line, deliver, read_until
-from tests.openapi_responses import ResponseValidator
-from tools import event_factory as ev
+from standins import event_factory as ev
+from standins.services import ROOT, Azurite, Mosquitto, free_port
+from tests.support.harness import command_line, deliver, read_until
+from tests.support.openapi_responses import ResponseValidator
 from tools.serve import LocalServer, aiohttp_path, http_functions, route_prefix, run_server
-from tools.services import ROOT, Azurite, Mosquitto, free_port
 
 T0 = datetime.now(UTC) - timedelta(hours=1)
 KEY = "test-key-" + uuid.uuid4().hex

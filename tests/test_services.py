@@ -10,7 +10,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tools.services import Mosquitto
+from standins.services import Mosquitto
 
 
 def test_mosquitto_speaks_mqtt_v5_with_properties(mosquitto: Mosquitto) -> None:

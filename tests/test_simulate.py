@@ -17,8 +17,8 @@ import orjson
 import pytest
 from rich.console import Console
 
-from tools.edge import Behaviour, Inbox
-from tools.services import Mosquitto
+from standins.edge import Behaviour, Inbox
+from standins.services import Mosquitto
 from tools.simulate.fleet import Faults, Shape, SimDevice, behaviours, message
 from tools.simulate.invariants import Place, misplaced, reach, repeats, unexpected
 from tools.simulate.progress import Figures, panel, watch
@@ -160,7 +160,7 @@ def test_storage_an_earlier_run_wrote_to_is_refused_before_anything_runs() -> No
     this run's: the simulator needs an account of its own."""
     from azure.storage.blob import BlobServiceClient
 
-    from tools.services import run_azurite
+    from standins.services import run_azurite
 
     with run_azurite() as azurite:
         with BlobServiceClient.from_connection_string(azurite.connection_string) as blobs:

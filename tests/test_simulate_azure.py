@@ -1,6 +1,6 @@
 """The simulator's Azure mode, locally with real parts: the "deployed API" is the local API
 server with a function key, Event Hubs is the AMQP 1.0 stand-in that the real
-azure-eventhub producer talks to over the wire (tools/eventhubs_amqp.py), the data storage
+azure-eventhub producer talks to over the wire (standins/eventhubs_amqp.py), the data storage
 is Azurite read through its blob endpoint; the target comes from a temporary azd
 environment. Azure Resource Manager's listKeys and Entra tokens are doubles that check
 each request."""
@@ -21,11 +21,12 @@ import pytest
 from aiohttp import web
 from azure.core.credentials import AccessToken
 
-from tools import event_factory as ev
-from tools.eventhubs_amqp import EventHubsStandIn
-from tools.invoke import user_function
+from standins import event_factory as ev
+from standins.eventhubs_amqp import EventHubsStandIn
+from standins.invoke import user_function
+from standins.services import Azurite, free_port
+from tests.support.azd import azd_env
 from tools.serve import run_server
-from tools.services import Azurite, free_port
 from tools.simulate.__main__ import parser, run_azure
 from tools.simulate.operator import Options
 from tools.simulate.target import LIST_KEYS_API_VERSION, TargetError, parse_dotenv, resolve
@@ -33,17 +34,6 @@ from tools.simulate.target import LIST_KEYS_API_VERSION, TargetError, parse_dote
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "function-key-" + "k" * 20
 REGISTERED = 3  # of the fleet's devices, whose clients the namespace has (the registry knows them)
-
-
-def azd_env(project: Path, values: dict[str, str], *, name: str = "dev", default: bool = True) -> Path:
-    """A temporary azd project: ``.azure/{name}/.env`` (quoted as azd writes) and config.json."""
-    (project / ".azure" / name).mkdir(parents=True, exist_ok=True)
-    (project / ".azure" / name / ".env").write_text(
-        "".join(f'{k}="{v}"\n' for k, v in values.items()))
-    if default:
-        (project / ".azure" / "config.json").write_text(orjson.dumps({"version": 1, "defaultEnvironment": name})
-                                                        .decode())
-    return project
 
 
 async def register(device_ids: list[str]) -> None:
@@ -151,7 +141,7 @@ def test_under_the_reject_policy_commands_to_registered_offline_devices_are_409_
         app_env: Azurite, run: Any, tmp_path: Path) -> None:
     """The check follows OFFLINE_COMMAND_POLICY of the azd environment; when the app was
     deployed with another one, the check fails and says what it expected."""
-    from tests.harness import changed_settings
+    from tests.support.harness import changed_settings
 
     prefix = f"az{secrets.token_hex(3)}"
 

@@ -45,14 +45,14 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 
-from tests.harness import changed_settings
-from tests.infra.arm_stand_in import ArmStandIn, client_contract, serve
-from tests.test_certs import bicep_types
-from tests.test_simulate_azure import azd_env
-from tests.test_tls import broker_certificate
-from tools.edge import TlsClient
+from standins.edge import TlsClient
+from standins.services import Azurite, Mosquitto, MosquittoTls, run_mosquitto, trust
+from tests.support.arm_stand_in import ArmStandIn, client_contract, serve
+from tests.support.azd import azd_env
+from tests.support.certs import bicep_types
+from tests.support.harness import changed_settings
+from tests.support.tls import broker_certificate
 from tools.serve import run_server
-from tools.services import Azurite, Mosquitto, MosquittoTls, run_mosquitto, trust
 from tools.simulate.broker_sessions import BrokerSessions, parse
 from tools.simulate.certs import ensure_certificates, thumbprint
 from tools.simulate.fleet import DEFAULT_SHARES, behaviours

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from shared.platform.storage import DataStore, data_store
-from tests.harness import changed_settings
+from tests.support.harness import changed_settings
 
 pytestmark = pytest.mark.usefixtures("app_env")
 

@@ -10,7 +10,7 @@ import itertools
 import logging
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -19,30 +19,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.platform.storage import data_store
-from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
-from tests.harness import changed_settings, failing_requests, http_request, json_of, storage_requests, user_function
-from tests.test_stream_decoding import CORPUS
-from tools.eventhub_factory import Batch, Partition, routed_body
-from tools.invoke import FunctionFailed, InvocationContext, retry_policy
+from standins.eventhub_factory import Partition, routed_body
+from standins.invoke import FunctionFailed, InvocationContext, retry_policy
+from tests.support.harness import (
+    changed_settings,
+    failing_requests,
+    http_request,
+    json_of,
+    storage_requests,
+    user_function,
+)
+from tests.support.stream_corpus import CORPUS
+from tests.support.streams import NOW, START, archived, dead_letters, device, hub, ingest, places, telemetry
 
 pytestmark = pytest.mark.usefixtures("app_env")
-NOW = datetime.now(UTC).replace(microsecond=0)
-START = NOW - timedelta(hours=1)
-
-
-def hub(stream: str = "telemetry") -> Partition:
-    """A partition of a hub of its own: tests share one Azurite."""
-    return Partition(f"{stream}-{uuid.uuid4().hex[:8]}", "3", first_sequence=1000, first_enqueued=START,
-                     spacing=timedelta(seconds=1))
-
-
-def telemetry(device: str, n: int, *, start: datetime = START, **metrics: Any) -> bytes:
-    """Reading ``n`` of ``device``, stamped ``n`` seconds after ``start`` (give another
-    process the same ``start``: START is an hour before this process began)."""
-    at = start + timedelta(seconds=n)
-    payload = {"timestamp": at.isoformat().replace("+00:00", "Z"), "sequence": n,
-               "metrics": metrics or {"cpuTemp": 50 + n % 10, "fps": 30}}
-    return routed_body(payload, topic=f"devices/{device}/telemetry", at=at)
 
 
 def inference(device: str, n: int, *, model: str = "yolo", version: str = "8.1", latency: float = 20.0,
@@ -52,50 +42,6 @@ def inference(device: str, n: int, *, model: str = "yolo", version: str = "8.1",
                "model": {"name": model, "version": version}, "latencyMs": latency,
                "detections": [{"label": label, "confidence": 0.5} for label in labels]}
     return routed_body(payload, topic=f"devices/{device}/inference", at=at)
-
-
-def ingest(run: Any, stream: str, batch: Batch, *, retry_count: int = 0) -> None:
-    function = f"{stream}_ingest"
-    max_retries = int(retry_policy(function)["max_retry_count"])
-    run(user_function(function)(batch, InvocationContext(function, retry_count=retry_count,
-                                                         max_retry_count=max_retries)))
-
-
-async def _blobs(container_name: str, prefix: str = "") -> dict[str, bytes]:
-    container = await data_store().container(container_name)
-    found = {}
-    async for blob in container.list_blobs(name_starts_with=prefix or None):
-        found[blob.name] = await (await container.download_blob(blob.name)).readall()
-    return found
-
-
-def archived(run: Any, partition: Partition, stream: str = "telemetry") -> list[dict[str, Any]]:
-    """Every archive line of ``partition``'s hub."""
-    container = TELEMETRY_CONTAINER if stream == "telemetry" else INFERENCE_CONTAINER
-    blobs = run(_blobs(container))
-    return [orjson.loads(line) for name, data in sorted(blobs.items()) if f"/{partition.hub}-" in name
-            for line in data.splitlines()]
-
-
-def dead_letters(run: Any, partition: Partition, stream: str = "telemetry") -> list[dict[str, Any]]:
-    letters = [orjson.loads(data) for data in run(_blobs(DEADLETTER_CONTAINER, f"{stream}/")).values()]
-    return [d for d in letters if d.get("eventHub", {}).get("hub") == partition.hub]
-
-
-def places(run: Any, partition: Partition, stream: str = "telemetry") -> Counter[tuple[int, int | None]]:
-    """How often each (sequence number, array position) is archived or dead-lettered."""
-    found: Counter[tuple[int, int | None]] = Counter()
-    for item in [*archived(run, partition, stream), *dead_letters(run, partition, stream)]:
-        origin = item["eventHub"]
-        found[(origin["sequenceNumber"], origin.get("position"))] += 1
-    return found
-
-
-def device(run: Any, device_id: str) -> dict[str, Any]:
-    response = run(user_function("get_device")(
-        http_request("GET", f"devices/{device_id}", route_params={"deviceId": device_id})))
-    assert response.status_code == 200, response.get_body()
-    return json_of(response)  # type: ignore[no-any-return]
 
 
 def test_accepted_messages_are_archived_with_their_origin_and_bad_ones_dead_lettered(run: Any) -> None:
@@ -294,15 +240,15 @@ def test_storage_stopping_mid_batch_fails_it_and_a_redelivery_stores_everything_
     """Azurite itself is stopped in the middle of a batch, then started again."""
     from shared.platform.settings import reset_settings
     from shared.platform.storage import reset_data_store
-    from tests.harness import _hook, changed_settings
-    from tools.services import run_restartable_azurite
+    from standins.services import run_restartable_azurite
+    from tests.support.harness import _hook, changed_settings
 
     log = hub()
     log.publish([telemetry(f"outage-{n % 5}", n) for n in range(60)])
     with run_restartable_azurite() as azurite:
         address = azurite.ports
         connection = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
-                      f"{__import__('tools.services', fromlist=['AZURITE_KEY']).AZURITE_KEY};"
+                      f"{__import__('standins.services', fromlist=['AZURITE_KEY']).AZURITE_KEY};"
                       f"BlobEndpoint=http://127.0.0.1:{address.blob_port}/devstoreaccount1;"
                       f"TableEndpoint=http://127.0.0.1:{address.table_port}/devstoreaccount1;")
         with changed_settings(run, {"DataStorage": connection}):
@@ -331,7 +277,7 @@ def test_a_storm_raises_one_alert_stored_and_forwarded_at_least_once(run: Any) -
     from shared.alerts import forward
     from shared.alerts.settings import AlertSettings
     from shared.platform.settings import load
-    from tests.test_alert_forward import ProducerDouble
+    from tests.support.producer_double import ProducerDouble
 
     producer = ProducerDouble(fail_on=1)  # the first send is lost
     settings = load(AlertSettings, {"ALERTS_HUB_NAME": "alerts", "EventHubConnection": "Endpoint=sb://x/;"
@@ -460,7 +406,6 @@ def test_a_clean_batch_writes_no_log_record_and_the_sdks_log_no_request(
     assert len(archived(run, log)) == 100
     ours = [r for r in caplog.records if not r.name.startswith("azure.functions")]  # the worker's own lines
     assert ours == [], [f"{r.name}: {r.getMessage()[:80]}" for r in ours]
-
 
 
 def test_text_beyond_ascii_keeps_its_latest_state_through_the_partitions_transaction(run: Any) -> None:

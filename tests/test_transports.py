@@ -22,7 +22,6 @@ import aiohttp
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import ServiceRequestError
 from azure.identity import CredentialUnavailableError
 from paho.mqtt.enums import CallbackAPIVersion
@@ -40,12 +39,10 @@ from shared.commands.mqtt_transport import BrokerAddress, MqttTransport, connack
 from shared.commands.transport import Publication, PublishError, Transport
 from shared.commands.transports import reset_transport, transport
 from shared.platform.settings import reset_settings
-from tools.httppublish import HttpPublishServer, run_httppublish
-from tools.services import Mosquitto, run_mosquitto
+from standins.httppublish import HttpPublishServer, run_httppublish
+from standins.services import Mosquitto, run_mosquitto
+from tests.support.transports import GRANTS, ONE_DEVICE_TOKEN, TOKEN, RecordingCredential
 
-TOKEN = "token-of-the-app"
-ONE_DEVICE_TOKEN = "token-for-another-device-only"
-GRANTS = {TOKEN: ["#"], ONE_DEVICE_TOKEN: ["devices/another-device/#"]}
 KINDS = ["mqtt", "eventgrid"]
 
 
@@ -90,31 +87,6 @@ def device(broker: Mosquitto, topic_filter: str) -> Iterator[Subscriber]:
         yield subscriber
     finally:
         subscriber.close()
-
-
-class RecordingCredential:
-    """azure-core's AsyncTokenCredential: hands out ``token`` (or raises ``error``) and
-    records the scopes asked for."""
-
-    def __init__(self, token: str = TOKEN, error: Exception | None = None) -> None:
-        self.token = token
-        self.error = error
-        self.scopes: list[tuple[str, ...]] = []
-
-    async def get_token(self, *scopes: str, **_options: Any) -> AccessToken:
-        self.scopes.append(scopes)
-        if self.error is not None:
-            raise self.error
-        return AccessToken(self.token, int(time.time()) + 3600)
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> RecordingCredential:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        return None
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from standins import rpc
-from tests.test_indexing import CONTRACT_FUNCTIONS
-from tools.invoke import FUNCTIONS, retry_policy
+from standins.invoke import FUNCTIONS, retry_policy
+from tests.support.indexing import CONTRACT_FUNCTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.services import ROOT
+from standins.services import ROOT
 
 DEFAULT = ROOT / ".demo"
 

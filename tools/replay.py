@@ -9,7 +9,7 @@ reads sequence numbers FROM to TO (both included) with the ``azure-eventhub`` co
 and hands them, in batches of at most host.json's ``maxEventBatchSize``, to
 :func:`shared.streams.service.ingest`, the code ``telemetry_ingest`` and
 ``inference_ingest`` run, as the host hands them to the worker: each batch is the
-host's trigger data (:func:`tools.eventhub_factory.host_batch`), decoded by the worker
+host's trigger data (:func:`standins.eventhub_factory.host_batch`), decoded by the worker
 runtime's own conversion, each event with its real sequence number, offset, enqueued
 time, partition key and properties, so archive lines and dead letters name the event's
 true origin.
@@ -50,13 +50,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
 
 import orjson
 
-from tools.eventhub_factory import Published, host_batch
-from tools.invoke import max_event_batch_size
+from standins.eventhub_factory import Published, host_batch
+from standins.invoke import max_event_batch_size
 
 if TYPE_CHECKING:
     from azure.eventhub import EventData
 
-    from tools.eventhub_factory import Batch
+    from standins.eventhub_factory import Batch
 
 Stream = Literal["telemetry", "inference"]
 Outcome = Literal["complete", "refused", "stalled", "failed", "interrupted"]

@@ -44,9 +44,9 @@ from aiohttp import web
 
 from standins import triggers
 from standins.host import host
+from standins.invoke import FUNCTIONS, drain_queue
+from standins.services import ROOT, run_azurite, run_mosquitto
 from tools.demo_data import DemoData, Unusable
-from tools.invoke import FUNCTIONS, drain_queue
-from tools.services import ROOT, run_azurite, run_mosquitto
 
 log = logging.getLogger("tools.serve")
 

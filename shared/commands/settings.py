@@ -24,7 +24,7 @@ class CommandSettings:
     eventgrid_mqtt_hostname: str | None = setting("EVENTGRID_MQTT_HOSTNAME")
     # HTTP Publish is a preview API: its api-version is a setting, so a newer preview
     # (or the GA version) is a configuration change; the default is the one tested
-    # against the contract-checking stand-in (tools/httppublish.py).
+    # against the contract-checking stand-in (standins/httppublish.py).
     eventgrid_publish_api_version: str = setting(
         "EVENTGRID_PUBLISH_API_VERSION", parse=api_version, default="2025-02-15-preview")
     # May carry user:password, so it is left out of the repr like the password.

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from .support import INFRA, MAIN_BICEP, ROOT, bicep, sample_settings
+from tests.support.infra import INFRA, MAIN_BICEP, ROOT, bicep, sample_settings
 
 
 def azure_yaml() -> str:

@@ -1,8 +1,8 @@
 """`azd up` works the first time and every time after: what azd, Azure Resource Manager
 and the hooks do with ``infra/``, checked offline.
 
-* azd's parameter substitution (:mod:`tests.infra.azd_model`, from azd's source) with
-  hostile values, and what ``main.bicep`` makes of them (:mod:`tests.infra.bicep_eval`);
+* azd's parameter substitution (:mod:`tests.support.azd_model`, from azd's source) with
+  hostile values, and what ``main.bicep`` makes of them (:mod:`tests.support.bicep_eval`);
 * the hooks as ``sh`` runs them, in a scratch folder: ``postprovision.sh`` run twice;
   ``postdeploy.sh`` against a local stand-in for Azure Resource Manager that answers as
   the documented asynchronous-operation contract says ("Track asynchronous Azure
@@ -36,12 +36,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .arm_stand_in import ArmStandIn, serve
-from .azd_model import AZD_VARIABLES, ParametersError, load_parameters, variables
-from .bicep_check import BicepFile, Resource, check_source, parse
-from .bicep_eval import DeploymentFailed, Unsupported, evaluate
-from .support import bicep as template
-from .support import role_of, type_index
+from tests.support.arm_stand_in import ArmStandIn, serve
+from tests.support.azd_model import AZD_VARIABLES, ParametersError, load_parameters, variables
+from tests.support.bicep_check import BicepFile, Resource, check_source, parse
+from tests.support.bicep_eval import DeploymentFailed, Unsupported, evaluate
+from tests.support.infra import bicep as template
+from tests.support.infra import role_of, type_index
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from .bicep_check import TypeIndex, check_role_ids, check_source
-from .support import ALLOWED_ROLES, type_index
+from tests.support.bicep_check import TypeIndex, check_role_ids, check_source
+from tests.support.infra import ALLOWED_ROLES, type_index
 
 SNIPPET_OK = """
 resource ns 'Microsoft.EventHub/namespaces@2024-01-01' = {

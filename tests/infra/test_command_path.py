@@ -3,7 +3,7 @@
 Who may publish and receive which MQTT topic (topic spaces, permission bindings, the
 app's RBAC role) and where the broker routes what is published (routing enrichments,
 the namespace topic's subscriptions), read from ``infra/`` and evaluated with the
-documented rules of :mod:`tests.infra.broker_model`.
+documented rules of :mod:`tests.support.broker_model`.
 
 The topics (``../shared/CONTRACT.md``, "MQTT topics on the device side"): a device
 publishes ``devices/{id}/telemetry``, ``devices/{id}/inference`` and
@@ -17,16 +17,13 @@ from __future__ import annotations
 import re
 import string
 from functools import cache
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .bicep_check import BicepFile, Resource, parse
-from .bicep_eval import evaluate
-from .broker_model import (
+from tests.support.bicep_check import BicepFile, Resource
+from tests.support.broker_model import (
     Client,
     Filter,
     Subscription,
@@ -39,10 +36,9 @@ from .broker_model import (
     substitute,
     topic_matches,
 )
+from tests.support.command_path import eventgrid, routed_configuration, template
+from tests.support.infra import INFRA
 
-ROOT = Path(__file__).resolve().parents[2]
-INFRA = ROOT / "infra"
-EVENTGRID_BICEP = INFRA / "app" / "eventgrid.bicep"
 ROUTING_BICEP = INFRA / "app" / "eventgrid-routing.bicep"
 RBAC_BICEP = INFRA / "app" / "rbac.bicep"
 MAIN_BICEP = INFRA / "main.bicep"
@@ -62,15 +58,6 @@ DEVICE_IDS = st.text(st.characters(codec="utf-8", exclude_characters="/+#\x00"),
 
 
 # --------------------------------------------------------------------------- reading infra/
-
-
-@cache
-def template(path: Path) -> BicepFile:
-    return parse(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
-
-
-def eventgrid() -> BicepFile:
-    return template(EVENTGRID_BICEP)
 
 
 def resource(bicep: BicepFile, symbol: str) -> Resource:
@@ -179,20 +166,6 @@ def routes() -> tuple[Subscription, ...]:
     subscriptions = resource(bicep, "hubSubscriptions")
     return tuple(subscription_of(subscriptions, {**literal_scope(bicep), item_name: item})
                  for item in loop_items(bicep, array))
-
-
-# The parameters the namespace's configuration reads (any values: the enrichments do not depend on them).
-NAMESPACE_PARAMS = {"name": "evgns-x", "maximumClientSessionsPerAuthenticationName": 1,
-                    "maximumSessionExpiryInHours": 1, "routingEstablished": True}
-
-
-def routed_configuration() -> dict[str, Any]:
-    """The routed namespace's ``topicSpacesConfiguration``, as eventgrid.bicep builds it for
-    both of its writes (``routedTopicSpaces``, which the routing module writes as given)."""
-    value = evaluate(eventgrid(), "routedTopicSpaces", NAMESPACE_PARAMS,
-                     {"resourceId": lambda kind, *names: f"/{kind}/{'/'.join(names)}"})
-    assert isinstance(value, dict)
-    return value
 
 
 @cache

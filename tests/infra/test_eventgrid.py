@@ -3,8 +3,8 @@ routing to the hubs, and routed messages not delivered kept in their own contain
 
 from __future__ import annotations
 
-from .broker_model import literal_scope, resolve
-from .support import (
+from tests.support.broker_model import literal_scope, resolve
+from tests.support.infra import (
     INFRA,
     MAIN_BICEP,
     ROOT,
@@ -61,7 +61,7 @@ def test_topic_spaces_confine_each_device_to_its_own_topics() -> None:
 
 
 def test_routing_enriches_with_the_device_id() -> None:
-    from .test_command_path import routed_configuration
+    from tests.support.command_path import routed_configuration
 
     namespaces = resources_of("Microsoft.EventGrid/namespaces")
     assert len(namespaces) == 2  # created, then updated with routing once the topic exists

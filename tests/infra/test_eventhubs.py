@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from .support import HUB_SETTING_PARAMS, MAIN_BICEP, ROOT, bicep, literal, prop, resources_of
+from tests.support.infra import HUB_SETTING_PARAMS, MAIN_BICEP, ROOT, bicep, literal, prop, resources_of
 
 APP_HUB_DEFAULTS = {
     "telemetryHubName": "telemetry",

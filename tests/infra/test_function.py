@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from .bicep_check import Value
-from .support import (
+from tests.support.bicep_check import Value
+from tests.support.infra import (
     FUNCTION_BICEP,
     HUB_SETTING_PARAMS,
     app_settings,
@@ -39,7 +39,7 @@ def binding_settings() -> tuple[set[str], set[str]]:
     percent = set(CONTRACT_BINDING_SETTINGS)
     connections = {"EventHubConnection"}
     # The app's functions as the worker indexed them (get_functions() may run once).
-    from tools.invoke import FUNCTIONS
+    from standins.invoke import FUNCTIONS
 
     for function in FUNCTIONS.values():
         for binding in function.raw_bindings:

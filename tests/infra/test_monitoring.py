@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .support import app_settings, literal, resources_of
+from tests.support.infra import app_settings, literal, resources_of
 
 
 def test_monitoring_has_local_auth_off() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from .bicep_check import check_role_ids, guid_literals
-from .support import ALLOWED_ROLES, BICEP_FILES, BUILTIN_ROLES, INFRA, prop, resources_of
+from tests.support.bicep_check import check_role_ids, guid_literals
+from tests.support.infra import ALLOWED_ROLES, BICEP_FILES, BUILTIN_ROLES, INFRA, prop, resources_of
 
 BROAD_ROLES = {
     "Owner",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .support import INFRA, MAIN_BICEP, bicep, literal, resources_of, string_items
+from tests.support.infra import INFRA, MAIN_BICEP, bicep, literal, resources_of, string_items
 
 try:
     from shared.platform.storage_names import BLOB_CONTAINERS as _APP_CONTAINERS

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .bicep_check import check_file, syntax_errors
-from .support import BICEP_FILES, INFRA, MAIN_BICEP, all_resources, bicep, type_index
+from tests.support.bicep_check import check_file, syntax_errors
+from tests.support.infra import BICEP_FILES, INFRA, MAIN_BICEP, all_resources, bicep, type_index
 
 
 def test_bicep_files_exist() -> None:

@@ -26,8 +26,8 @@ async def azurite_figures() -> dict[str, float]:
 
 
 def main() -> None:
-    from tools.invoke import run_against_azurite
-    from tools.services import run_mosquitto
+    from standins.invoke import run_against_azurite
+    from standins.services import run_mosquitto
 
     figures: dict[str, Any] = {"python": sys.version.split()[0]}
     figures |= startup.import_ratio()

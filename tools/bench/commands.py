@@ -14,8 +14,8 @@ from tools.simulate.report import percentile
 if TYPE_CHECKING:
     import azure.functions as func
 
-    from tools.edge import Device
-    from tools.storage_requests import Requests
+    from standins.edge import Device
+    from standins.storage_requests import Requests
 
 
 COMMAND_SENDS = 200  # sequential sends, and as many baseline inserts + publishes
@@ -30,7 +30,7 @@ REGISTER_AT_ONCE = 32  # life cycle events in flight while devices are set up
 
 
 def command_request(device_id: str, n: int) -> func.HttpRequest:
-    from tools.invoke import http_request
+    from standins.invoke import http_request
 
     return http_request("POST", f"devices/{device_id}/commands", route_params={"deviceId": device_id},
                         body={"name": "reboot", "payload": {"delaySeconds": 5, "n": n}, "timeoutSeconds": 300})
@@ -38,7 +38,7 @@ def command_request(device_id: str, n: int) -> func.HttpRequest:
 
 async def lifecycle_events(documents: list[dict[str, Any]]) -> None:
     """``client_lifecycle`` over ``documents``, ``REGISTER_AT_ONCE`` at a time."""
-    from tools.invoke import user_function
+    from standins.invoke import user_function
 
     handler = user_function("client_lifecycle")
     for i in range(0, len(documents), REGISTER_AT_ONCE):
@@ -47,7 +47,7 @@ async def lifecycle_events(documents: list[dict[str, Any]]) -> None:
 
 async def register(device_ids: list[str], *, attributes: dict[str, Any] | None = None) -> None:
     """Devices created in the registry, never connected."""
-    from tools import event_factory as ev
+    from standins import event_factory as ev
 
     at = datetime.now(UTC) - timedelta(hours=1)
     await lifecycle_events([ev.created_or_updated(d, at, attributes=attributes) for d in device_ids])
@@ -55,7 +55,7 @@ async def register(device_ids: list[str], *, attributes: dict[str, Any] | None =
 
 async def connect(device_ids: list[str]) -> None:
     """The broker's connect events of registered devices: the registry says online."""
-    from tools import event_factory as ev
+    from standins import event_factory as ev
 
     await lifecycle_events([ev.connected(d, 1, datetime.now(UTC) - timedelta(minutes=30)) for d in device_ids])
 
@@ -65,7 +65,7 @@ async def online_devices(tag: str, count: int) -> list[Device]:
     nothing (so no answer competes with the sends)."""
     from shared.commands.settings import CommandSettings
     from shared.platform.settings import settings_of
-    from tools.edge import Device
+    from standins.edge import Device
 
     broker = settings_of(CommandSettings).mqtt_broker_url
     devices = [Device(f"{tag}-online-{n}", broker, behaviour="silent") for n in range(count)]
@@ -78,7 +78,7 @@ async def online_devices(tag: str, count: int) -> list[Device]:
 
 async def send_all(requests: list[func.HttpRequest], status: str) -> list[dict[str, Any]]:
     """``send_command`` for each request at once; each must be created with ``status``."""
-    from tools.invoke import json_of, user_function
+    from standins.invoke import json_of, user_function
 
     handler = user_function("send_command")
     responses = await asyncio.gather(*(handler(r) for r in requests))
@@ -101,7 +101,7 @@ async def command_latency(device: Device) -> dict[str, float]:
     from shared.platform.settings import settings_of
     from shared.platform.storage import data_store
     from shared.platform.storage_names import COMMANDS_TABLE
-    from tools.invoke import user_function
+    from standins.invoke import user_function
 
     settings = settings_of(CommandSettings)
     bare = MqttTransport.from_url(settings.mqtt_broker_url, username=settings.mqtt_username,
@@ -174,8 +174,8 @@ async def lifecycle_connects() -> dict[str, float]:
     alternating chunks."""
     from shared.commands.store import CommandStore
     from shared.platform.storage import data_store
-    from tools import event_factory as ev
-    from tools.invoke import user_function
+    from standins import event_factory as ev
+    from standins.invoke import user_function
 
     tag = uuid.uuid4().hex[:6]
     idle = [f"{tag}-idle-{n:04d}" for n in range(CONNECTS)]
@@ -217,9 +217,9 @@ async def counted_connect(*, pending: bool) -> tuple[str, Requests]:
     """The device and the storage requests of its connect event: registered, never
     connected, with one pending command or none, in a worker that has handled one
     such connect already (tables known)."""
-    from tools import event_factory as ev
-    from tools.invoke import user_function
-    from tools.storage_requests import counted_requests
+    from standins import event_factory as ev
+    from standins.invoke import user_function
+    from standins.storage_requests import counted_requests
 
     tag = uuid.uuid4().hex[:6]
     warm, device = f"{tag}-warm", f"{tag}-counted"
@@ -239,7 +239,7 @@ async def fleet_seconds() -> dict[str, float]:
     """Seconds from a fleet command's request (targeting by attribute) until all of its
     ``FLEET_COMMAND_DEVICES`` commands are ``sent``: the first ones inline, the rest
     through the ``fleet-fanout`` queue, drained as the host's trigger would."""
-    from tools.invoke import drain_queue, http_request, json_of, user_function
+    from standins.invoke import drain_queue, http_request, json_of, user_function
 
     tag = uuid.uuid4().hex[:6]
     devices = [f"{tag}-fleet-{n:04d}" for n in range(FLEET_COMMAND_DEVICES)]

@@ -17,7 +17,7 @@ DEVICES = 50
 SESSIONS = 4  # per device: 8 events each, 400 in all
 
 def documents(prefix: str) -> list[dict[str, Any]]:
-    from tools import event_factory as ev
+    from standins import event_factory as ev
 
     t0 = datetime(2026, 11, 20, tzinfo=UTC)
     docs = []
@@ -32,7 +32,7 @@ def documents(prefix: str) -> list[dict[str, Any]]:
 async def lifecycle_rates() -> dict[str, float]:
     from shared.platform.storage import data_store
     from shared.platform.storage_names import DEVICES_TABLE
-    from tools.invoke import user_function
+    from standins.invoke import user_function
 
     handler = user_function("client_lifecycle")
     table = await data_store().table(DEVICES_TABLE)

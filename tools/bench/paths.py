@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
 
-    from tools.eventhub_factory import Partition
+    from standins.eventhub_factory import Partition
 
 from tools.bench.streams import BATCH, STREAM_DEVICES, ingest_batches, telemetry_reading
 
@@ -42,7 +42,7 @@ def device_of(message: Message) -> str:
 
 def direct_partition(messages: list[Message]) -> Partition:
     """``messages`` routed as the broker would, in a partition of a hub of its own."""
-    from tools.eventhub_factory import Partition, routed_body
+    from standins.eventhub_factory import Partition, routed_body
 
     now = datetime.now(UTC)
     partition = Partition(f"bench-direct-{uuid.uuid4().hex[:6]}", "0", first_enqueued=now, spacing=timedelta(0))
@@ -170,12 +170,12 @@ async def eventhubs_producer_overhead_ratio() -> dict[str, float]:
     """Stored messages per second through the Azure mode's ``--via eventhubs`` path (its
     devices and :class:`tools.simulate.azure.HubSender`: routed CloudEvents batched per
     device, sent with the async ``azure-eventhub`` producer over AMQP to the Event Hubs
-    stand-in of :mod:`tools.eventhubs_amqp`, whose pump hands batches of at most 100 to
+    stand-in of :mod:`standins.eventhubs_amqp`, whose pump hands batches of at most 100 to
     ``telemetry_ingest`` as the host does) against straight to the function. Everything
     runs in this process, so the path's figure also pays the stand-in's side of the
     wire. The clock runs from the first message handed to the sender until the batch
     holding the last one returned from the function."""
-    from tools.eventhubs_amqp import EventHubsStandIn
+    from standins.eventhubs_amqp import EventHubsStandIn
     from tools.simulate.azure import NO_BROKER, HubDevice, HubSender
     from tools.simulate.target import Target
 

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tools.services import ROOT
+from standins.services import ROOT
 
 if TYPE_CHECKING:
 
@@ -80,8 +80,8 @@ def import_ratio() -> dict[str, float]:
 
 async def store_cold_device() -> None:
     """The device both sides of ``cold_request_ratio`` read, written once through the app."""
-    from tools import event_factory as ev
-    from tools.invoke import user_function
+    from standins import event_factory as ev
+    from standins.invoke import user_function
 
     handler = user_function("client_lifecycle")
     at = datetime(2026, 11, 20, tzinfo=UTC)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import azure.functions as func
 
-    from tools.eventhub_factory import Batch, Partition
-    from tools.storage_requests import Requests
+    from standins.eventhub_factory import Batch, Partition
+    from standins.storage_requests import Requests
 
 
 BATCH = 100
@@ -47,7 +47,7 @@ def telemetry_reading(n: int, at: datetime) -> dict[str, Any]:
 
 def telemetry_body(device: str, n: int, at: datetime) -> bytes:
     """A routed CloudEvent of one reading (as ``../shared/samples/routed-telemetry.json``)."""
-    from tools.eventhub_factory import routed_body
+    from standins.eventhub_factory import routed_body
 
     return routed_body(telemetry_reading(n, at), topic=f"devices/{device}/telemetry", at=at,
                        content_type="application/json")
@@ -56,7 +56,7 @@ def telemetry_body(device: str, n: int, at: datetime) -> bytes:
 def inference_body(device: str, n: int, at: datetime) -> bytes:
     """A routed CloudEvent of one result with three detections, base64 as an MQTT v3.1.1
     PUBLISH arrives (as ``../shared/samples/routed-inference-base64.json``)."""
-    from tools.eventhub_factory import routed_body
+    from standins.eventhub_factory import routed_body
 
     payload = {"timestamp": _stamp(at - DEVICE_LAG), "inferenceId": f"{device}-{n}", "frameId": f"frame-{n}",
                "model": {"name": "yolo-safety", "version": "3.1"}, "latencyMs": 18.4 + n % 7,
@@ -70,7 +70,7 @@ def inference_body(device: str, n: int, at: datetime) -> bytes:
 def stream_partition(stream: str, count: int, devices: int) -> Partition:
     """A partition of a hub of its own (nothing archived yet) holding ``count``
     messages, message ``n`` from device ``n % devices``."""
-    from tools.eventhub_factory import Partition
+    from standins.eventhub_factory import Partition
 
     tag = uuid.uuid4().hex[:6]
     partition = Partition(f"bench-{stream}-{tag}", "0", first_enqueued=STREAM_START, spacing=SPACING)
@@ -117,7 +117,7 @@ def telemetry_cpu_ratio() -> dict[str, float]:
 async def ingest_batches(stream: str, batches: list[Batch]) -> None:
     """``{stream}_ingest`` over ``batches`` one after another, as the worker calls it
     (with the function's retry policy, so a failure raises instead of dead-lettering)."""
-    from tools.invoke import InvocationContext, retry_policy, user_function
+    from standins.invoke import InvocationContext, retry_policy, user_function
 
     name = f"{stream}_ingest"
     handler = user_function(name)
@@ -145,7 +145,7 @@ async def counted_telemetry_requests(batches: int, devices: int = STREAM_DEVICES
     and knows its devices (warmed by as many batches as take one message of each:
     tables known, the watermark and the partition's rows read, the devices' pointers
     written)."""
-    from tools.storage_requests import counted_requests
+    from standins.storage_requests import counted_requests
 
     warming = -(-devices // BATCH)
     partition = stream_partition("telemetry", (warming + batches) * BATCH, devices)
@@ -172,7 +172,7 @@ async def many_devices_round() -> dict[str, float]:
     """MANY_DEVICES devices through ``telemetry_ingest`` in batches of 100, one message
     each, twice: first as new devices (a pointer row each, the partition's rows loaded
     once), then as known ones; storage requests and the worker's CPU per message of each."""
-    from tools.storage_requests import counted_requests
+    from standins.storage_requests import counted_requests
 
     partition = stream_partition("telemetry", 2 * MANY_DEVICES, MANY_DEVICES)
     figures: dict[str, float] = {}

@@ -39,7 +39,7 @@ from urllib.parse import quote
 import aiohttp
 
 from shared.platform.timestamps import format_timestamp
-from tools.eventhub_factory import EVENT_GRID_NAMESPACE, routed_body
+from standins.eventhub_factory import EVENT_GRID_NAMESPACE, routed_body
 from tools.simulate.fleet import SimDevice, behaviours
 from tools.simulate.invariants import FINAL, unexpected
 from tools.simulate.operator import BROADCAST, GROUPS, OPERATOR, Api, Options, publish, send_broadcast, send_commands
@@ -342,7 +342,7 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
     helpers come from :mod:`tools.simulate.certs`)."""
     target.require("mqtt_hostname", "subscription_id", "resource_group", "eventgrid_namespace",
                    why="--via mqtt (registering the devices' certificates and connecting them)")
-    from tools.edge import TlsClient, _address
+    from standins.edge import TlsClient, _address
     from tools.simulate import certs
 
     url = f"mqtts://{target.mqtt_hostname}"  # HOST[:PORT], the port 8883 by default

@@ -2,7 +2,7 @@
 
 Event Grid reports a client's connects and disconnects from the broker's side; locally
 Mosquitto says the same in its notices, which it publishes on ``$SYS/broker/log/N``
-when started with ``log_topic`` (:func:`tools.services.run_mosquitto`). Mosquitto 2.0
+when started with ``log_topic`` (:func:`standins.services.run_mosquitto`). Mosquitto 2.0
 writes (after a ``1733300000: `` time stamp)::
 
     New client connected from 127.0.0.1:51643 as sim-000 (p5, c0, k60, u'sim-000').
@@ -24,7 +24,7 @@ import re
 from collections.abc import Container
 from dataclasses import dataclass
 
-from tools.edge import Inbox, TlsClient
+from standins.edge import Inbox, TlsClient
 from tools.simulate.stand_in import StandIn
 
 LOG_TOPIC = "$SYS/broker/log/N"  # notices

@@ -1,4 +1,4 @@
-"""The simulated fleet: devices that are real MQTT v5 clients (:class:`tools.edge.Device`)
+"""The simulated fleet: devices that are real MQTT v5 clients (:class:`standins.edge.Device`)
 publishing telemetry and inference results at a rate, with bad and spoofed messages
 on demand, and answering commands by behaviour."""
 
@@ -17,7 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from shared.platform.timestamps import format_timestamp
-from tools.edge import Behaviour, Device
+from standins.edge import Behaviour, Device
 from tools.simulate.stand_in import Key
 
 BEHAVIOURS: tuple[Behaviour, ...] = ("succeed", "fail", "reject", "silent")

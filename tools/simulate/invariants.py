@@ -15,7 +15,7 @@ import orjson
 
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, INFERENCE_CONTAINER, TELEMETRY_CONTAINER
-from tools.edge import Behaviour
+from standins.edge import Behaviour
 
 Place = tuple[str, str, int, int | None]  # stream, partition, sequence number, position in an array
 IMPLIED = {"succeed": "succeeded", "fail": "failed", "reject": "rejected", "silent": "expired"}

@@ -19,7 +19,7 @@ import aiohttp
 from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER
 from shared.platform.timestamps import format_timestamp
-from tools.edge import Behaviour
+from standins.edge import Behaviour
 from tools.simulate import scenario
 from tools.simulate.fleet import SimDevice, behaviours
 from tools.simulate.invariants import FINAL, Place, holds_stream_data, misplaced, places, repeats, unexpected

@@ -18,32 +18,22 @@ batch, in other batch boundaries, as the host does after a lost lease.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from tools import event_factory as ev
-from tools.edge import Inbox, TlsClient
-from tools.eventhub_factory import Partition, routed_body
-from tools.invoke import deliver, user_function
+from standins import event_factory as ev
+from standins.edge import Inbox, TlsClient
+from standins.eventhub_factory import Partition, hub_partition, routed_body
+from standins.invoke import deliver, user_function
 from tools.simulate.invariants import Place
 
 TOPICS = ("devices/+/telemetry", "devices/+/inference", "devices/+/commands/+/response")
 FLUSH_SECONDS = 0.5
-HUB_PARTITIONS = ("0", "1")  # infra's default eventHubPartitionCount
 
 Key = tuple[str, bytes]  # topic and payload: one message, as published
-
-
-def hub_partition(device_id: str) -> str:
-    """A partition per device, as Event Hubs gives one per partition key (Event Grid
-    delivers with ``PartitionKey`` = the ``deviceid`` enrichment): a stable hash
-    stands in for the service's own."""
-    digest = hashlib.sha256(device_id.encode()).digest()
-    return HUB_PARTITIONS[digest[0] % len(HUB_PARTITIONS)]
 
 
 def stream_of(topic: str) -> str:

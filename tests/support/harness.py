@@ -1,4 +1,4 @@
-"""Test helpers over :mod:`tools.invoke`: delivering life cycle events and making
+"""Test helpers over :mod:`standins.invoke`: delivering life cycle events and making
 storage unreachable for a block; and the local API server's command line."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from azure.core.exceptions import ServiceRequestError
 
 from shared.platform.settings import reset_settings
 from shared.platform.storage import CLIENT_OPTIONS, reset_data_store
-from tools.invoke import http_request, json_of, user_function
-from tools.services import ROOT
-from tools.storage_requests import Requests, request_hook
+from standins.invoke import http_request, json_of, user_function
+from standins.services import ROOT
+from standins.storage_requests import Requests, request_hook
 
 __all__ = ["Requests", "changed_settings", "command_line", "deliver", "failing_requests", "http_request", "json_of",
            "read_until", "storage_requests", "unreachable_storage", "user_function"]
@@ -44,7 +44,7 @@ def unreachable_storage(run: Any) -> Iterator[None]:
 @contextlib.contextmanager
 def _hook(run: Any, on_request: Callable[[str, str], None], **options: Any) -> Iterator[None]:
     """Clients built within the block call ``on_request(method, path_and_query)``
-    (percent-decoded) before each request (:mod:`tools.storage_requests`)."""
+    (percent-decoded) before each request (:mod:`standins.storage_requests`)."""
     run(reset_data_store())
     CLIENT_OPTIONS.update(raw_request_hook=request_hook(on_request), **options)
     try:

@@ -4,7 +4,7 @@ documented request (quoted in ``shared/commands/eventgrid_transport.py``) and fo
 as one MQTT v5 PUBLISH with the same properties, answering 204 only after the broker's
 PUBACK. Used by the tests, and by anyone running the ``eventgrid`` transport locally::
 
-    python -m tools.httppublish --broker mqtt://127.0.0.1:1883 --token dev --port 8765
+    python -m standins.httppublish --broker mqtt://127.0.0.1:1883 --token dev --port 8765
 
 Answers, as the documentation lists them: 204 published; 400 a malformed request (an
 unknown or repeated query parameter, another api-version, a topic or header that breaks

@@ -32,6 +32,7 @@ mapping on every event: ``events[0].metadata["PartitionContext"]["PartitionId"]`
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,7 @@ EVENT_HUBS_NAMESPACE = "evhns-edge.servicebus.windows.net"
 CONSUMER_GROUP = "$Default"
 EVENT_GRID_NAMESPACE = "evgns-edge"
 START = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+HUB_PARTITIONS = ("0", "1")  # infra's default eventHubPartitionCount
 
 # Routed MQTT messages (Azure docs, "Event schema for MQTT routed messages").
 ROUTED_EVENT_TYPE = "MQTT.EventPublished"
@@ -66,6 +68,14 @@ _DEVICE_TOPIC = re.compile(r"devices/(.+)/(?:telemetry|inference|commands/[^/]+/
 # An event's offset is its byte position in the partition: the next one starts after
 # its body and the AMQP envelope around it (an allowance; the real size varies).
 _ENVELOPE_BYTES = 96
+
+
+def hub_partition(device_id: str) -> str:
+    """A partition per device, as Event Hubs gives one per partition key (Event Grid
+    delivers with ``PartitionKey`` = the ``deviceid`` enrichment): a stable hash
+    stands in for the service's own."""
+    digest = hashlib.sha256(device_id.encode()).digest()
+    return HUB_PARTITIONS[digest[0] % len(HUB_PARTITIONS)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ the demo and the benchmark.
 
 A function is called with what its trigger's host sends, in the forms the rest of
 the tools build: an HTTP request's parts (a ``func.HttpRequest``, taken apart into
-the ``RpcHttp`` the host sends), an Event Hubs :class:`~tools.eventhub_factory.Batch`,
+the ``RpcHttp`` the host sends), an Event Hubs :class:`~standins.eventhub_factory.Batch`,
 an Event Grid event's JSON document, ``None`` for a timer. What comes back is what
 the host reads: an HTTP answer rebuilt as ``func.HttpResponse`` from the ``RpcHttp``
 the worker returned, or :class:`~standins.host.FunctionFailed` when it raised."""
@@ -26,8 +26,8 @@ import azure.functions as func
 import orjson
 
 from standins import triggers
+from standins.eventhub_factory import Batch, Partition
 from standins.host import Function, FunctionFailed, host
-from tools.eventhub_factory import Batch, Partition
 
 T = TypeVar("T")
 
@@ -119,7 +119,7 @@ def run_against_azurite(main: Callable[[], Awaitable[T]], settings: dict[str, st
     Azurite (plus ``settings``); the app's clients are closed before Azurite stops."""
     from shared.platform.settings import reset_settings
     from shared.platform.storage import reset_data_store
-    from tools.services import run_azurite
+    from standins.services import run_azurite
 
     async def run() -> T:
         try:

@@ -261,7 +261,7 @@ class ResponseRouter:
     routing delivers them (routed CloudEvents in Event Hub batches)."""
 
     def __init__(self, broker_url: str, *, hub: str = "command-responses") -> None:
-        from tools.eventhub_factory import Partition
+        from standins.eventhub_factory import Partition
 
         self.partition = Partition(hub, "0", first_enqueued=datetime.now(UTC))
         self._inbox = Inbox(broker_url, ["devices/+/commands/+/response"], client_id=f"router-{id(self)}")
@@ -272,8 +272,8 @@ class ResponseRouter:
     async def deliver(self, *, expect: int = 0, wait: float = 10) -> int:
         """Route the answers received so far (waiting for at least ``expect``) to
         ``command_responses`` as one batch; returns how many were routed."""
-        from tools.eventhub_factory import routed_body
-        from tools.invoke import InvocationContext, retry_policy, user_function
+        from standins.eventhub_factory import routed_body
+        from standins.invoke import InvocationContext, retry_policy, user_function
 
         deadline = time.monotonic() + wait
         while True:  # messages arrive on paho's thread: look every 20 ms

@@ -65,5 +65,5 @@ def response_validator() -> ResponseValidator:
 
 
 def check_response(function_name: str, response: func.HttpResponse) -> None:
-    """The check :data:`tools.invoke.RESPONSE_CHECKS` runs for the test session."""
+    """The check :data:`standins.invoke.RESPONSE_CHECKS` runs for the test session."""
     response_validator()(function_name, response)

@@ -29,7 +29,7 @@ the producer does, and what this checks:
 
 Accepted events get per-partition sequence numbers, offsets and enqueued times (whole
 milliseconds: the service stamps an AMQP timestamp) in
-:class:`tools.eventhub_factory.Partition` logs; :meth:`EventHubsStandIn.pump` hands each
+:class:`standins.eventhub_factory.Partition` logs; :meth:`EventHubsStandIn.pump` hands each
 partition's new events to the hub's function as batches built by the library's own
 converter, retried by the function's retry policy, as the Functions host does.
 
@@ -104,18 +104,19 @@ from proton import (
     ulong,
 )
 
-from tools.eventhub_factory import (
+from standins.eventhub_factory import (
     CLIENT_ROLE_ENRICHMENT,
     DEVICE_ID_ENRICHMENT,
     DEVICE_ROLE,
+    HUB_PARTITIONS,
     ROUTED_EVENT_TYPE,
     Partition,
     Published,
+    hub_partition,
 )
-from tools.invoke import deliver
-from tools.simulate.stand_in import HUB_PARTITIONS, hub_partition
+from standins.invoke import deliver
 
-log = logging.getLogger("tools.eventhubs_amqp")
+log = logging.getLogger("standins.eventhubs_amqp")
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 MAX_MESSAGE_BYTES = 1024 * 1024
