@@ -27,9 +27,7 @@ SOURCE_FOLDERS = ("shared", "blueprints", "tools", "standins", "tests")
 # issue 19: to split
 TOO_LONG = frozenset({
     "standins/eventhubs_amqp.py",
-    "tests/infra/test_azd_up.py",
     "tests/support/bicep_check.py",
-    "tests/test_transports.py",
     "tools/replay.py",
     "tools/simulate/certs.py",
 })

@@ -108,7 +108,7 @@ def test_device_clients_use_certificate_thumbprints_or_a_ca_chain_and_their_subj
 
 def test_lifecycle_subscription() -> None:
     """The system topic; its subscription is an output of main.bicep that the postdeploy
-    hook creates (test_azd_up.py checks both against the type and the hook)."""
+    hook creates (test_azd_up_hooks.py checks both against the type and the hook)."""
     (systopic,) = resources_of("Microsoft.EventGrid/systemTopics")
     assert literal(systopic.body, "properties.topicType") == "Microsoft.EventGrid.Namespaces"
     assert resources_of("Microsoft.EventGrid/systemTopics/eventSubscriptions") == []
