@@ -144,35 +144,10 @@ def test_two_deliveries_at_once_of_overlapping_ranges_archive_each_event_once(ru
 
 # --- property: any deliveries by two processes' memories, in any order ----------------
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_any_deliveries_by_two_processes_place_each_event_once(run: Any, data: st.DataObject) -> None:
-    """Each step delivers a range as one of two processes, each with its own memory of
-    the ledger (kept apart by swapping the store's memory), so each may be stale."""
-    log = hub()
-    log.publish([telemetry(f"q{n % 3}", n) for n in range(40)])
-    memories: list[dict[Any, Any]] = [{}, {}]
-    delivered: set[int] = set()
-    for _ in range(data.draw(st.integers(min_value=1, max_value=6))):
-        start = data.draw(st.integers(min_value=1000, max_value=1039))
-        stop = data.draw(st.integers(min_value=start + 1, max_value=min(1040, start + 25)))
-        who = data.draw(st.integers(min_value=0, max_value=1))
-        store = data_store()
-        store.caches.clear()
-        store.caches.update(copy.deepcopy(memories[who]))
-        ingest(run, "telemetry", log.deliver(range(start, stop)))
-        memories[who] = copy.deepcopy(store.caches)  # each process's own objects
-        delivered |= set(range(start, stop))
-    assert places(run, log) == Counter({(seq, None): 1 for seq in delivered})
-
-
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_any_deliveries_by_two_processes_leave_each_device_its_newest_state(run: Any, data: st.DataObject) -> None:
-    """As above, for the latest state: each process's memory of the partition's rows
-    (deep-copied apart) may be stale; storage's ETags decide."""
-    prefix = f"p{uuid.uuid4().hex[:6]}-"
-    log = fleet_log(f"state-{prefix}", 1000, 40, prefix)
+def deliver_as_two_processes(run: Any, data: st.DataObject, log: Partition) -> set[int]:
+    """One to six ranges of ``log``'s events 1000-1039 delivered, each by one of two
+    processes, each with its own memory (the store's caches, deep-copied apart, so each
+    may be stale); the sequence numbers delivered."""
     memories: list[dict[Any, Any]] = [{}, {}]
     delivered: set[int] = set()
     for _ in range(data.draw(st.integers(min_value=1, max_value=6))):
@@ -185,6 +160,28 @@ def test_any_deliveries_by_two_processes_leave_each_device_its_newest_state(run:
         ingest(run, "telemetry", log.deliver(range(start, stop)))
         memories[who] = copy.deepcopy(store.caches)
         delivered |= set(range(start, stop))
+    return delivered
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_deliveries_by_two_processes_place_each_event_once(run: Any, data: st.DataObject) -> None:
+    """Each step delivers a range as one of two processes, each with its own memory of
+    the ledger (kept apart by swapping the store's memory), so each may be stale."""
+    log = hub()
+    log.publish([telemetry(f"q{n % 3}", n) for n in range(40)])
+    delivered = deliver_as_two_processes(run, data, log)
+    assert places(run, log) == Counter({(seq, None): 1 for seq in delivered})
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_deliveries_by_two_processes_leave_each_device_its_newest_state(run: Any, data: st.DataObject) -> None:
+    """As above, for the latest state: each process's memory of the partition's rows
+    (deep-copied apart) may be stale; storage's ETags decide."""
+    prefix = f"p{uuid.uuid4().hex[:6]}-"
+    log = fleet_log(f"state-{prefix}", 1000, 40, prefix)
+    delivered = deliver_as_two_processes(run, data, log)
     for dev, metrics in newest_state(log, delivered, prefix).items():
         assert device(run, dev)["telemetry"]["metrics"] == metrics, dev
 
