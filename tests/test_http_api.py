@@ -366,6 +366,7 @@ def test_every_domain_error_answers_the_status_the_documentation_gives() -> None
         assert response.mimetype == "application/problem+json"
         assert orjson.loads(response.get_body()) == {"type": "about:blank", "title": HTTPStatus(status).phrase,
                                                      "status": status, "detail": "the reason"}, cls
-        assert ("Retry-After" in response.headers) == issubclass(cls, errors.Unavailable), cls
+        assert ("Retry-After" in response.headers) == (status == 503), cls
     assert domain_problem(errors.Unavailable("busy", 7)).headers["Retry-After"] == "7"  # type: ignore[union-attr]
+    assert domain_problem(errors.Contention("kept changing")).headers["Retry-After"] == "1"  # type: ignore[union-attr]
     assert domain_problem(ValueError("not the domain's")) is None

@@ -32,7 +32,7 @@ import orjson
 
 from shared.commands.jobs import member_row, set_member, sync_job_member
 from shared.commands.models import CommandRequest, FleetCommandRequest, FleetJob
-from shared.platform.errors import Conflict, Contention, InvalidInput, NotFound, PublishRefused, Unavailable
+from shared.platform.errors import Conflict, InvalidInput, NotFound, PublishRefused, Unavailable
 from shared.platform.rows import joined_json, split_json
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import FLEET_JOBS_TABLE
@@ -106,8 +106,6 @@ async def fan_out(job_id: str, devices: list[str]) -> None:
                 sent = await send_command(device_id, request, idempotency_key=f"job:{job_id}",
                                           issued_by=job["issuedBy"], job_id=job_id)
                 await sync_job_member(store, sent.command)
-            except Contention:
-                raise  # storage kept changing: the queue message's retry decides again, for every device
             # This device cannot be commanded (an id that cannot be, unknown, deleted, disabled,
             # offline under reject) or its command was not published; the others can be.
             except (InvalidInput, NotFound, Conflict, PublishRefused, Unavailable) as exc:

@@ -55,14 +55,13 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
-class Contention(Unavailable):
+class Contention(RuntimeError):
     """What storage holds kept changing under a conditional write (another writer won
     every time, or a remove met an add): the invocation fails, and its retry decides
-    again on what storage holds then; over HTTP, a 503 to try again. The one error of
-    every such loop (:func:`shared.platform.rows.contended`)."""
+    again on what storage holds then; over HTTP, a 503 to try again in a second. The
+    one error of every such loop (:func:`shared.platform.rows.contended`)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, retry_after=1)
+    retry_after = 1
 
 
 # Statuses that a later attempt may not meet again: timeouts, throttling, the service's own failures.

@@ -24,6 +24,7 @@ import orjson
 from shared.platform.errors import (
     ConfigurationError,
     Conflict,
+    Contention,
     InvalidInput,
     NotFound,
     PublishRefused,
@@ -46,7 +47,7 @@ _DECODED_PLUS = re.compile(r" [0-9]{2}:[0-9]{2}\Z")
 
 
 # Each domain error's status; the title is the status's phrase, the detail the error's
-# message, ``errors`` an InvalidInput's field errors, ``Retry-After`` an Unavailable's wait.
+# message, ``errors`` an InvalidInput's field errors, ``Retry-After`` a 503's wait.
 PROBLEMS: dict[type[Exception], int] = {
     InvalidInput: 400,
     NotFound: 404,
@@ -54,6 +55,7 @@ PROBLEMS: dict[type[Exception], int] = {
     TooLarge: 413,
     PublishRefused: 502,
     Unavailable: 503,
+    Contention: 503,
 }
 
 
@@ -63,7 +65,8 @@ def domain_problem(exc: Exception) -> func.HttpResponse | None:
     if status is None:
         return None
     errors = exc.errors if isinstance(exc, InvalidInput) else None
-    headers = {"Retry-After": str(exc.retry_after or RETRY_AFTER_SECONDS)} if isinstance(exc, Unavailable) else None
+    wait = getattr(exc, "retry_after", None) or RETRY_AFTER_SECONDS
+    headers = {"Retry-After": str(wait)} if status == 503 else None
     return problem(status, HTTPStatus(status).phrase, str(exc), errors=errors or None, headers=headers)
 
 
