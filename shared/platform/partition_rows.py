@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.platform.rows import Merge, backoff, contended
+from shared.platform.rows import Merge, backoff, contended, properties
 from shared.platform.storage import DataStore
 
 MAX_OPERATIONS = 100
@@ -124,14 +124,14 @@ async def _submit(table: Any, cache: _Cache, chunk: Mapping[str, tuple[dict[str,
 
     etags = await submit(table, list(chunk.values()))
     for (row, (entity, _)), etag in zip(chunk.items(), etags, strict=True):
-        _keep(cache, row, {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}, etag)
+        _keep(cache, row, properties(entity), etag)
 
 
 async def _load(table: Any, partition_key: str) -> _Cache:
     """Every row of the partition, or an incomplete cache when they take too much memory."""
     cache = _Cache(complete=True)
     async for entity in table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_key}):
-        _keep(cache, entity["RowKey"], _properties(entity), entity.metadata["etag"])
+        _keep(cache, entity["RowKey"], properties(entity), entity.metadata["etag"])
         if cache.size > MAX_CACHE_BYTES:
             return _Cache()
     return cache
@@ -146,7 +146,7 @@ async def _read(table: Any, partition_key: str, cache: _Cache, rows: list[str]) 
             entity = await table.get_entity(partition_key, row)
         except ResourceNotFoundError:
             return
-        _keep(cache, row, _properties(entity), entity.metadata["etag"])
+        _keep(cache, row, properties(entity), entity.metadata["etag"])
 
     await asyncio.gather(*(read(row) for row in rows))
 
@@ -164,10 +164,6 @@ def _keep(cache: _Cache, row: str, properties: dict[str, Any], etag: str) -> Non
     old = cache.rows.get(row)
     cache.size += _wire_bytes(properties) - (_wire_bytes(old[0]) if old is not None else 0)
     cache.rows[row] = (properties, etag)
-
-
-def _properties(entity: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
 
 
 def _wire_bytes(properties: Mapping[str, Any]) -> int:

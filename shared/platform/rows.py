@@ -85,7 +85,7 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
         if remembered is None:
             try:
                 entity = await table.get_entity(partition_key, row_key)
-                remembered = ({k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")},
+                remembered = (properties(entity),
                               entity.metadata["etag"])
             except ResourceNotFoundError:
                 remembered = (None, None)
@@ -102,6 +102,11 @@ async def merge_row(store: DataStore, table_name: str, partition_key: str, row_k
         _remember(memory, key, (new, written))
         return True
     raise AssertionError("contended() raises when the attempts run out")
+
+
+def properties(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's properties, its keys left out."""
+    return {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
 
 
 async def write_if_unchanged(table: Any, row: dict[str, Any], etag: str | None) -> str | None:
