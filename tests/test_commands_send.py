@@ -245,6 +245,24 @@ def test_an_answer_the_expiry_timer_and_a_cancel_at_once_leave_one_terminal_stat
         device.disconnect()
 
 
+def test_a_due_command_the_timer_cannot_expire_holds_back_no_other(run: Any, app_env: Any) -> None:
+    from standins.invoke import FunctionFailed
+    from tests.support.harness import failing_requests
+
+    devices = [registered(run) for _ in range(3)]
+    sent = [json_of(send(run, d, {"name": "ping", "timeoutSeconds": 1})) for d in devices]
+    time.sleep(1.1)
+    stuck = sent[0]["commandId"]
+    with failing_requests(run, "GET", stuck, times=1) as failed, pytest.raises(FunctionFailed, match="injected"):
+        run(user_function("command_expiry")(None))
+    assert failed, "the stuck command's read was the one that failed"
+    statuses = [command(run, d, c["commandId"])["status"] for d, c in zip(devices, sent, strict=True)]
+    assert statuses[0] != "expired" and statuses[1:] == ["expired", "expired"], (
+        "the invocation failed (the host sees it), and the others were expired all the same")
+    run(user_function("command_expiry")(None))  # the next minute
+    assert command(run, devices[0], stuck)["status"] == "expired", "its due row was kept for the next run"
+
+
 def test_the_expiry_timer_reads_only_what_is_due(run: Any, app_env: Any) -> None:
     from tests.support.harness import storage_requests
 

@@ -23,7 +23,6 @@ the job ``running`` until it succeeds (or, poisoned after 5 attempts, for good).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +31,7 @@ import orjson
 
 from shared.commands.jobs import member_row, set_member, sync_job_member
 from shared.commands.models import CommandRequest, FleetCommandRequest, FleetJob
+from shared.platform.concurrency import each
 from shared.platform.errors import Conflict, InvalidInput, NotFound, PublishRefused, Unavailable
 from shared.platform.rows import joined_json, split_json
 from shared.platform.storage import DataStore, data_store
@@ -98,20 +98,18 @@ async def fan_out(job_id: str, devices: list[str]) -> None:
     job = joined_json(await table.get_entity(job_id, "job"), "doc")
     request = CommandRequest.model_validate({"name": job["name"], "payload": job["payload"],
                                              "timeoutSeconds": job["timeoutSeconds"]})
-    gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(device_id: str) -> None:
-        async with gate:
-            try:
-                sent = await send_command(device_id, request, idempotency_key=f"job:{job_id}",
-                                          issued_by=job["issuedBy"], job_id=job_id)
-                await sync_job_member(store, sent.command)
-            # This device cannot be commanded (an id that cannot be, unknown, deleted, disabled,
-            # offline under reject) or its command was not published; the others can be.
-            except (InvalidInput, NotFound, Conflict, PublishRefused, Unavailable) as exc:
-                await set_member(store, job_id, device_id, {"status": "failed", "reason": str(exc)[:512]})
+        try:
+            sent = await send_command(device_id, request, idempotency_key=f"job:{job_id}",
+                                      issued_by=job["issuedBy"], job_id=job_id)
+            await sync_job_member(store, sent.command)
+        # This device cannot be commanded (an id that cannot be, unknown, deleted, disabled,
+        # offline under reject) or its command was not published; the others can be.
+        except (InvalidInput, NotFound, Conflict, PublishRefused, Unavailable) as exc:
+            await set_member(store, job_id, device_id, {"status": "failed", "reason": str(exc)[:512]})
 
-    await asyncio.gather(*(one(d) for d in devices))
+    await each(devices, one, limit=CONCURRENCY)
 
 
 async def _enqueue(job_id: str, chunks: list[list[str]]) -> None:
