@@ -193,7 +193,7 @@ def test_the_server_drains_the_fleet_fanout_queue(run: Any, api: Api) -> None:
     answer = run(api("POST", "/api/commands", body={"name": "snapshot", "target": {"attributes": {"line": line}}}))
     assert answer.status == 202 and answer.json()["counts"]["queued"] == 1
     job = answer.json()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a bound on liveness on a loaded machine, not a timing
     while job["fanout"] != "done" and time.monotonic() < deadline:
         run(asyncio.sleep(0.3))
         job = run(api("GET", answer.headers["Location"])).json()
