@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import re
 import signal
 import socket
@@ -198,6 +199,21 @@ def test_the_server_drains_the_fleet_fanout_queue(run: Any, api: Api) -> None:
         run(asyncio.sleep(0.3))
         job = run(api("GET", answer.headers["Location"])).json()
     assert (job["fanout"], job["counts"]) == ("done", {"pending": 201}), "nobody but the server drained the queue"
+
+
+def test_the_runs_metrics_are_served_to_tools_status_on_this_machine(run: Any, api: Api) -> None:
+    from tools.status import main
+
+    device = registered(run, f"counted-{uuid.uuid4().hex[:6]}")
+    assert run(api("POST", f"/api/devices/{device}/commands", body={"name": "ping"})).status == 202
+    answer = run(api("GET", "/local/metrics", key=None))
+    assert answer.status == 200 and answer.operation is None, "not a function: no key, not in the document"
+    sent = [row for row in answer.json() if row["name"] == "edge.command.sent"]
+    assert sent and all(set(row["dimensions"]) == {"outcome"} and row["value"] >= 1 for row in sent)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert run(asyncio.to_thread(main, ["--url", api.server.url])) == 0
+    assert "edge.command.sent" in printed.getvalue() and "outcome=" in printed.getvalue()
 
 
 def test_a_function_route_needs_the_key_in_the_header_or_as_code(run: Any, api: Api) -> None:

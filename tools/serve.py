@@ -19,6 +19,7 @@ retries, no scale-out; ``make start`` runs the real host.
 Besides HTTP it runs the timer that is scheduled every minute (``command_expiry``) and
 drains the Storage queues of the queue triggers (``fleet-fanout``, every 2 s), so the
 command API works end to end; life cycle events and Event Hub batches are not delivered.
+The run's metrics are on ``GET /local/metrics`` (``python -m tools.status``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from standins.host import host
 from standins.invoke import FUNCTIONS, drain_queue
 from standins.services import ROOT, run_azurite, run_mosquitto
 from tools.demo_data import DemoData, Unusable
+from tools.status import LOCAL_PATH, as_json, figures, install
 
 log = logging.getLogger("tools.serve")
 
@@ -228,6 +230,12 @@ async def _drain(queue: str, name: str) -> None:
             log.info("Executed 'Functions.%s' for %d message(s) of queue %s", name, handled, queue)
 
 
+async def _local_metrics(reader: Any, _: web.Request) -> web.Response:
+    """The process's metrics (tools.status), for anyone on this machine: the server
+    listens on 127.0.0.1 only."""
+    return web.json_response(as_json(figures(reader)))
+
+
 async def _every(job: Job) -> None:
     """``job`` at each multiple of its period on the clock (a timer fires at second 0 of
     each minute); a failure is logged and the next run comes on time."""
@@ -263,6 +271,7 @@ class LocalServer:
             lines.append(f"  {function.name}: [{','.join(function.methods) or '*'}] "
                          f"{self.url}{aiohttp_path(function.route, prefix)}{anonymous}")
         lines += [f"  {job.name}: every {job.period:g} s" for job in self.jobs]
+        lines.append(f"Metrics of this run: {self.url}{LOCAL_PATH} (python -m tools.status)")
         if self.skipped:
             lines.append(f"Not run here: {', '.join(self.skipped)}")
         return "\n".join(lines)
@@ -284,6 +293,8 @@ async def run_server(*, port: int = DEFAULT_PORT, key: str | None, timer_period:
             resources[path] = app.router.add_resource(path)
         for method in function.methods or ("*",):
             resources[path].add_route(method, _handler(function, key))
+    reader = install()
+    app.router.add_get(LOCAL_PATH, functools.partial(_local_metrics, reader))
     # aiohttp's own request-line limit (8190 bytes, a text/plain 400) lies past the platform's.
     runner = web.AppRunner(app, handle_signals=False, access_log_format='"%r" %s %b %Tfs',
                            max_line_size=4 * MAX_URL_BYTES)

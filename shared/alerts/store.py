@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from shared.alerts.models import Alert
+from shared.platform import metrics
 from shared.platform.errors import Contention, InvalidInput
 from shared.platform.keys import device_key
 from shared.platform.rows import contended
@@ -115,7 +116,10 @@ class AlertStore:
         if not alerts:
             return []
         created = await asyncio.gather(*(self._add(a) for a in alerts))
-        return [alert for alert, new in zip(alerts, created, strict=True) if new]
+        new = [alert for alert, new in zip(alerts, created, strict=True) if new]
+        for rule in {a.rule for a in new}:
+            metrics.record(metrics.ALERTS, sum(1 for a in new if a.rule == rule), rule=rule)
+        return new
 
     async def _add(self, alert: Alert) -> bool:
         from azure.core.exceptions import ResourceExistsError

@@ -31,6 +31,7 @@ import orjson
 
 from shared.commands.jobs import member_row, set_member, sync_job_member
 from shared.commands.models import CommandRequest, FleetCommandRequest, FleetJob
+from shared.platform import metrics
 from shared.platform.concurrency import each
 from shared.platform.errors import Conflict, InvalidInput, NotFound, PublishRefused, Unavailable
 from shared.platform.rows import joined_json, split_json
@@ -109,7 +110,8 @@ async def fan_out(job_id: str, devices: list[str]) -> None:
         except (InvalidInput, NotFound, Conflict, PublishRefused, Unavailable) as exc:
             await set_member(store, job_id, device_id, {"status": "failed", "reason": str(exc)[:512]})
 
-    await each(devices, one, limit=CONCURRENCY)
+    with metrics.batch(durable=True):
+        await each(devices, one, limit=CONCURRENCY)
 
 
 async def _enqueue(job_id: str, chunks: list[list[str]]) -> None:

@@ -22,6 +22,7 @@ from shared.commands import status as transitions
 from shared.commands.jobs import sync_job_member
 from shared.commands.models import CommandResponse
 from shared.commands.store import CommandStore, command_row
+from shared.platform import metrics
 from shared.platform.errors import InvalidInput, validate
 from shared.platform.rows import MAX_JSON_DEPTH, nests_deeper
 from shared.platform.storage import DataStore, data_store
@@ -44,14 +45,17 @@ async def handle_responses(events: Sequence[Any], *, retry_count: int = 0, max_r
     now = datetime.now(UTC)
     hub: str | None = None
     changed = 0
+    if retry_count:
+        metrics.record(metrics.RETRIED, 1, stream=STREAM)
     try:
         context = partition_context(events)
         hub = str(context.get("EventHubName") or settings_of(StreamSettings).command_responses_hub_name)
         partition = str(context.get("PartitionId", "0"))
         store = data_store()
-        for event in sorted(events, key=lambda e: e.sequence_number or 0):
-            changed += await _one(store, origin_of(event, hub=hub, partition=partition, now=now),
-                                  event.get_body(), now)
+        with metrics.batch():
+            for event in sorted(events, key=lambda e: e.sequence_number or 0):
+                changed += await _one(store, origin_of(event, hub=hub, partition=partition, now=now),
+                                      event.get_body(), now)
     except Exception as exc:
         if not last_attempt(retry_count, max_retry_count):
             raise
@@ -102,8 +106,11 @@ async def _answer(store: DataStore, raw: Any, now: datetime) -> int:
     if command is None:
         raise InvalidInput(f"no command {response.command_id!r} of device {topic_device!r}: never sent, or "
                            "another device's (an answer for it is rejected as spoofed)")
-    if command is not None and command.job_id:
+    if command.job_id:
         await sync_job_member(store, command)
+    if changed and command.late_response is None and command.completed_at is not None:  # this answer completed it
+        metrics.record(metrics.ANSWER_TIME, (command.completed_at - command.created_at).total_seconds(),
+                       status=command.status)
     return int(changed)
 
 

@@ -40,6 +40,7 @@ from shared.commands.settings import CommandSettings
 from shared.commands.store import CommandStore, KeyConflict, new_command_id
 from shared.lifecycle.models import DeviceRecord
 from shared.lifecycle.registry import DeviceRegistry, Standing
+from shared.platform import metrics
 from shared.platform.concurrency import each
 from shared.platform.errors import Conflict, Contention, NotFound, PublishRefused, Unavailable
 from shared.platform.keys import validate_commandable_device_id
@@ -50,6 +51,8 @@ from shared.platform.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 MAX_MARK_ATTEMPTS = 8
+# A new command's outcome (metrics.COMMANDS_SENT): a failed publish is ``failed``.
+OUTCOMES = {"sent": "published", "pending": "queued"}
 EXPIRY_CONCURRENCY = 16  # as the fleet fan-out: 16 round trips in flight, far below any throttling
 
 
@@ -125,8 +128,11 @@ async def send_command(device_id: str, request: CommandRequest, *, idempotency_k
     if not created:
         return Sent(command, False)
     if command.status == "sent":
-        return Sent(await publish(store, command, now, etag=etag), True)
-    return Sent(await _publish_or_queue(store, command, now, etag), True)
+        sent = await publish(store, command, now, etag=etag)
+    else:
+        sent = await _publish_or_queue(store, command, now, etag)
+    metrics.record(metrics.COMMANDS_SENT, 1, outcome=OUTCOMES.get(sent.status, sent.status))
+    return Sent(sent, True)
 
 
 Route = Literal["publish", "wait", "mark"]
@@ -222,6 +228,11 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
     A drain that cannot finish (the broker unreachable, the row changing without
     end) raises, so that Event Grid delivers the connect event again: a connected
     device whose mark stays would hold every new command in its queue."""
+    with metrics.batch(durable=True):
+        return await _drain(device_id, now)
+
+
+async def _drain(device_id: str, now: datetime | None) -> list[Command]:
     store = data_store()
     registry, commands = DeviceRegistry(store), CommandStore(store)
     delivered: list[Command] = []
@@ -248,6 +259,7 @@ async def deliver_pending(device_id: str, now: datetime | None = None) -> list[C
             # delivers the connect again.
             with contextlib.suppress(PublishRefused):
                 delivered.append(await publish(store, moved, at))
+                metrics.record(metrics.DELIVERED_ON_CONNECT, 1)
         if await registry.set_pending_commands(device_id, False, device.etag):
             return delivered
         fruitless = 0 if queue else fruitless + 1
@@ -326,7 +338,8 @@ async def expire_due(now: datetime | None = None) -> list[Command]:
         if command is None or command.status in TERMINAL:  # else due later this minute: the next run
             await commands.forget_due(partition, command_id)
 
-    await each(await commands.due(now), one, limit=EXPIRY_CONCURRENCY)
+    with metrics.batch(durable=True):
+        await each(await commands.due(now), one, limit=EXPIRY_CONCURRENCY)
     return expired
 
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import orjson
 
-from shared.commands.models import Command
+from shared.commands.models import TERMINAL, Command
+from shared.platform import metrics
 from shared.platform.errors import Contention
 from shared.platform.keys import device_key
 from shared.platform.paging import query_page, token_scope
@@ -176,6 +177,8 @@ class CommandStore:
             except ResourceModifiedError:
                 await backoff(attempt)
                 continue
+            if new.status in TERMINAL and current.status not in TERMINAL:  # the one write that ended it
+                metrics.record(metrics.COMPLETED, 1, status=new.status)
             return new, True
         raise AssertionError("contended() raises when the attempts run out")
 

@@ -28,6 +28,7 @@ from shared.lifecycle.events import LifecycleEvent, envelope_fields, envelope_js
 from shared.lifecycle.models import ConnectionRecord, DeviceRecord
 from shared.lifecycle.registry import DeviceRegistry
 from shared.lifecycle.settings import LifecycleSettings
+from shared.platform import metrics
 from shared.platform.deadletter import write_dead_letter
 from shared.platform.errors import InvalidInput, is_transient
 from shared.platform.settings import settings_of
@@ -72,12 +73,15 @@ async def _dead_letter(store: DataStore, event: Any, reason: str, errors: list[d
         origin={"eventGrid": {"id": event_id, "eventType": event_type, "subject": subject}},
         day=day, received_at=now,
     )
+    metrics.record(metrics.DEAD_LETTERED, 1, stream="lifecycle", reason=metrics.reason_class(reason, errors))
 
 
 async def _apply(store: DataStore, event: LifecycleEvent, settings: LifecycleSettings,
                  now: datetime) -> DeviceRecord:
     registry, alerts = DeviceRegistry(store), AlertStore(store)
-    _, record = await registry.apply(event)
+    before, record = await registry.apply(event)
+    if before is None or before.device != record.device:  # a redelivery changes nothing: not counted again
+        metrics.record(metrics.LIFECYCLE, 1, kind=event.kind)
     if event.kind == "disconnected":
         disconnect = next((r for r in record.device.connection_history if _is(r, event)), None)
         if disconnect is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.platform import metrics
 from shared.platform.deadletter import write_dead_letter
 from shared.platform.errors import InvalidInput
 from shared.platform.storage import DataStore, data_store
@@ -63,6 +64,8 @@ async def dead_letter(store: DataStore, stream: str, origin: Origin, rejected: R
     await write_dead_letter(store, stream=stream, reason=rejected.reason, errors=rejected.errors,
                             body=rejected.body, origin={"eventHub": where}, day=origin.enqueued_time,
                             received_at=now)
+    reason = metrics.reason_class(rejected.reason, rejected.errors)
+    metrics.record(metrics.DEAD_LETTERED, 1, stream=stream, reason=reason)
 
 
 def origin_of(event: Any, *, hub: str, partition: str, now: datetime) -> Origin:
@@ -124,14 +127,16 @@ async def give_up(stream: str, events: Sequence[Any], exc: BaseException, *, hub
     partition = str(context.get("PartitionId", "0"))
     pending = [e for e in events if (e.sequence_number if e.sequence_number is not None else -1) > after]
     reason = f"internal: not processed after the last retry ({type(exc).__name__})"
-    try:
-        store = data_store()
-        results = await asyncio.gather(*(
-            dead_letter(store, stream, origin_of(e, hub=hub, partition=partition, now=now),
-                        Rejected(reason, [], e.get_body()), now) for e in pending), return_exceptions=True)
-        lost = [e for e, result in zip(pending, results, strict=True) if isinstance(result, BaseException)]
-    except Exception:  # noqa: BLE001 - no store at all (settings): nothing could be written
-        lost = pending
+    with metrics.batch():
+        try:
+            store = data_store()
+            results = await asyncio.gather(*(
+                dead_letter(store, stream, origin_of(e, hub=hub, partition=partition, now=now),
+                            Rejected(reason, [], e.get_body()), now) for e in pending), return_exceptions=True)
+            lost = [e for e, result in zip(pending, results, strict=True) if isinstance(result, BaseException)]
+        except Exception:  # noqa: BLE001 - no store at all (settings): nothing could be written
+            lost = pending
+        metrics.record(metrics.LAST_RETRY, len(pending) - len(lost), stream=stream)
     first, last = _sequence_span(events)
     log.error("giving up on %s events %s/%s %s-%s after the last retry (%s: %s); %d of %d dead-lettered", stream,
               hub, partition, first, last, type(exc).__name__, exc, len(pending) - len(lost), len(pending))

@@ -29,6 +29,7 @@ from typing import Any
 
 from shared.alerts.models import Alert
 from shared.alerts.store import AlertStore
+from shared.platform import metrics
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import INFERENCE_CONTAINER, TELEMETRY_CONTAINER
 from shared.streams.archive import Archive, Segment
@@ -77,13 +78,16 @@ async def ingest(stream: Stream, events: Sequence[Any], *, retry_count: int = 0,
 
     now = now or datetime.now(UTC)
     hub: str | None = None
+    if retry_count:
+        metrics.record(metrics.RETRIED, 1, stream=stream)
     try:
         settings = settings_of(StreamSettings)
         hub = settings.telemetry_hub_name if stream == "telemetry" else settings.inference_hub_name
         limits = StreamLimits(max_future_skew=float(settings.max_future_seconds))
         store = data_store()
         batch = read_batch(stream, events, hub=hub, limits=limits, now=now)
-        return await _handle(store, stream, batch, now, redriven)
+        with metrics.batch():
+            return await _handle(store, stream, batch, now, redriven)
     except Exception as exc:
         if not last_attempt(retry_count, max_retry_count):
             raise  # the host retries the batch (the function's retry policy)
@@ -109,6 +113,12 @@ async def _handle(store: DataStore, stream: Stream, batch: list[Event], now: dat
     else:
         await write_latest(store, *_where(batch), coalesce_telemetry(accepted), {})
     report.alerts = await _alerts(store, stream, accepted, now)
+    if batch and redriven is None:  # a redrive reads dead letters, not a partition
+        partition = batch[0].origin.partition
+        metrics.record(metrics.ARCHIVED, report.archived, stream=stream, partition=partition)
+        metrics.record(metrics.REDELIVERED, report.accepted - report.archived, stream=stream, partition=partition)
+        newest = max(e.origin.enqueued_time for e in batch)
+        metrics.record(metrics.LAG, max(0.0, (now - newest).total_seconds()), stream=stream, partition=partition)
     return report
 
 

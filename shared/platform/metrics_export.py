@@ -1,0 +1,56 @@
+"""Where the app's metrics go: in Azure (``APPLICATIONINSIGHTS_CONNECTION_STRING`` set,
+as ``infra/`` sets it), to Application Insights through the Azure Monitor exporter,
+every 60 s (OpenTelemetry's default interval), authenticated with the app's managed
+identity when ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING`` names it (``infra/``
+turns local auth off). Elsewhere, to whatever ``MeterProvider`` the process set
+(``tools.status`` sets one for the local view), else nowhere.
+
+Not Microsoft's worker's own ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY``: it
+configures the whole Azure Monitor distro (traces, logs and instrumentations the
+host already covers) at worker start, and without a credential, so it cannot send
+to a resource whose local auth is off. The SDK and the exporter cost about 100 ms of
+imports, paid at the first emission rather than at start.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+METER = "edge_cloud_messaging"
+
+
+@cache
+def meter() -> Any:
+    from opentelemetry import metrics
+
+    connection_string = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    if connection_string:
+        _export_to_azure_monitor(connection_string, os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""))
+    return metrics.get_meter(METER)
+
+
+def _export_to_azure_monitor(connection_string: str, authentication: str) -> None:
+    from azure.monitor.opentelemetry.exporter import AzureMonitorMetricExporter
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if isinstance(metrics.get_meter_provider(), MeterProvider):
+        return  # the process chose already
+    exporter = AzureMonitorMetricExporter(connection_string=connection_string, credential=credential(authentication))
+    metrics.set_meter_provider(MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)]))
+
+
+def credential(authentication: str) -> Any:
+    """The credential ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING`` asks for (the host's
+    format: ``Authorization=AAD`` and, for a user-assigned identity, ``ClientId=...``),
+    else None (instrumentation key auth)."""
+    parts = dict(part.split("=", 1) for part in authentication.split(";") if "=" in part)
+    if parts.get("Authorization", "").upper() != "AAD":
+        return None
+    from azure.identity import ManagedIdentityCredential
+
+    client_id = parts.get("ClientId") or None
+    return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
