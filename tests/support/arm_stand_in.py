@@ -23,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .bicep_check import TypeIndex, check_source
+from .bicep_check import check_source
+from .bicep_types import TypeIndex
 
 Contract = Callable[[str, Any], list[str]]  # (path, body) -> what breaks the contract
 
