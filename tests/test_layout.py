@@ -28,7 +28,6 @@ SOURCE_FOLDERS = ("shared", "blueprints", "tools", "standins", "tests")
 TOO_LONG = frozenset({
     "standins/eventhubs_amqp.py",
     "tools/replay.py",
-    "tools/simulate/certs.py",
 })
 
 

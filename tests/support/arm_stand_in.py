@@ -1,5 +1,5 @@
 """A local stand-in for Azure Resource Manager, as its documents describe it, for the
-tools that call it (the postdeploy hook, ``tools.simulate.certs``).
+tools that call it (the postdeploy hook, ``tools.simulate.arm_clients``).
 
 "Track asynchronous Azure operations": a PUT answers ``201`` with an
 ``Azure-AsyncOperation`` URL (or ``200`` with the resource when ``synchronous``),
