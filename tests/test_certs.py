@@ -1,4 +1,5 @@
-"""Device certificates and their Event Grid clients (``tools.simulate.certs``).
+"""Device certificates and their Event Grid clients (``tools.simulate.device_certs``,
+``tools.simulate.arm_clients``) and their command line (``tools.simulate.certs``).
 
 Certificates are made and read back with ``cryptography`` and checked against
 ``openssl`` where it is installed. Registration talks to the local stand-in for Azure
@@ -34,17 +35,9 @@ from cryptography.x509.oid import NameOID
 from tests.conftest import Runner
 from tests.support.arm_stand_in import ArmStandIn, client_contract, serve
 from tests.support.certs import bicep_types
-from tools.simulate import certs
-from tools.simulate.certs import (
-    ARM_SCOPE,
-    CA_CERTIFICATE_NAME,
-    ArmError,
-    DeviceCertificate,
-    ensure_ca,
-    ensure_certificates,
-    register_devices,
-    unregister_devices,
-)
+from tools.simulate import arm_clients, certs, device_certs
+from tools.simulate.arm_clients import ARM_SCOPE, CA_CERTIFICATE_NAME, ArmError, register_devices, unregister_devices
+from tools.simulate.device_certs import DeviceCertificate, ensure_ca, ensure_certificates
 from tools.simulate.target import TargetError, azd_environment
 
 TOKEN = "eyJ0eXAiOiJKV1Qi.stub.entra-token"
@@ -164,7 +157,7 @@ def test_a_device_id_a_url_would_read_as_a_folder_is_refused(tmp_path: Path, dev
     with pytest.raises(ValueError, match="cannot name a client in a URL path"):
         ensure_certificates([device_id], tmp_path)
     with pytest.raises(ValueError, match="cannot name a client in a URL path"):
-        certs.client_url("http://127.0.0.1:9", "s", "g", "n", device_id)
+        arm_clients.client_url("http://127.0.0.1:9", "s", "g", "n", device_id)
 
 
 def test_every_name_event_grid_allows_is_taken_up_to_the_64_characters_a_common_name_holds(
@@ -177,10 +170,10 @@ def test_every_name_event_grid_allows_is_taken_up_to_the_64_characters_a_common_
 
 
 def test_the_tool_names_devices_as_the_simulator_does() -> None:
-    assert certs.device_ids(3) == ["sim-000", "sim-001", "sim-002"]
-    assert certs.device_ids(2, "cam-") == ["cam-000", "cam-001"]
+    assert device_certs.device_ids(3) == ["sim-000", "sim-001", "sim-002"]
+    assert device_certs.device_ids(2, "cam-") == ["cam-000", "cam-001"]
     with pytest.raises(ValueError, match="not an Event Grid client name"):
-        certs.device_ids(1, "sim ")
+        device_certs.device_ids(1, "sim ")
 
 
 # --------------------------------------------------------------------------- registration over ARM
@@ -303,7 +296,7 @@ def test_a_token_azure_does_not_take_is_not_retried(tmp_path: Path, arm: ArmStan
 def test_throttling_that_does_not_end_gives_up_after_a_bounded_number_of_tries(
     tmp_path: Path, arm: ArmStandIn, run: Runner[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(certs, "ATTEMPTS", 2)
+    monkeypatch.setattr(arm_clients, "ATTEMPTS", 2)
     arm.throttle = 100
     made = ensure_certificates(["sim-000"], tmp_path)
     with pytest.raises(ArmError, match=r"sim-000: Azure Resource Manager answered 429: TooManyRequests: .*, 2 times"):
@@ -346,7 +339,7 @@ def test_a_resource_group_that_is_not_a_name_is_refused(tmp_path: Path, run: Run
 def test_arm_unreachable_is_an_error_naming_the_device(
     tmp_path: Path, run: Runner[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(certs, "ATTEMPTS", 1)
+    monkeypatch.setattr(arm_clients, "ATTEMPTS", 1)
     made = ensure_certificates(["sim-000"], tmp_path)
     with pytest.raises(ArmError, match=r"sim-000: PUT http://127\.0\.0\.1:9/subscriptions/.* failed"):
         run(register_devices(made, attributes={}, credential=StubCredential(), arm_url="http://127.0.0.1:9",
@@ -404,11 +397,11 @@ def test_the_command_line_says_what_is_wrong(
 
 def test_retry_after_is_read_as_seconds_or_a_date_and_capped() -> None:
     in_ten = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
-    assert certs._retry_after({"Retry-After": "3"}, default=2) == 3
-    assert 8 <= certs._retry_after({"Retry-After": in_ten}, default=2) <= 10
-    assert certs._retry_after({"Retry-After": "3600"}, default=2) == certs.MAX_WAIT
-    assert certs._retry_after({"Retry-After": "soon"}, default=2) == 2
-    assert certs._retry_after({}, default=2) == 2
+    assert arm_clients._retry_after({"Retry-After": "3"}, default=2) == 3
+    assert 8 <= arm_clients._retry_after({"Retry-After": in_ten}, default=2) <= 10
+    assert arm_clients._retry_after({"Retry-After": "3600"}, default=2) == arm_clients.MAX_WAIT
+    assert arm_clients._retry_after({"Retry-After": "soon"}, default=2) == 2
+    assert arm_clients._retry_after({}, default=2) == 2
 
 
 def test_register_and_delete_from_the_command_line_give_the_simulators_attributes(

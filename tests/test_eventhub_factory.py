@@ -28,7 +28,7 @@ from standins.eventhub_factory import (
     routed_body,
     routed_event,
 )
-from tests.support.bicep_check import parse
+from tests.support.bicep_parse import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "samples"

@@ -54,7 +54,7 @@ from tests.support.harness import changed_settings
 from tests.support.tls import broker_certificate
 from tools.serve import run_server
 from tools.simulate.broker_sessions import BrokerSessions, parse
-from tools.simulate.certs import ensure_certificates, thumbprint
+from tools.simulate.device_certs import ensure_certificates, thumbprint
 from tools.simulate.fleet import DEFAULT_SHARES, behaviours
 from tools.simulate.invariants import IMPLIED
 from tools.simulate.operator import GROUPS, Api

@@ -1,4 +1,4 @@
-"""Devices over TLS with the certificates ``tools.simulate.certs`` makes, against a
+"""Devices over TLS with the certificates ``tools.simulate.device_certs`` makes, against a
 Mosquitto TLS listener that stands for Event Grid's: a client certificate is
 required and must be one of the registered devices' self-signed certificates (the
 ``cafile`` bundle here, the thumbprints on the clients there), and its CN is the
@@ -26,7 +26,7 @@ from cryptography import x509
 from standins.edge import Device, Inbox, TlsClient, _address
 from standins.services import Mosquitto, MosquittoTls, run_mosquitto, subject_hash, trust
 from tests.support.tls import broker_certificate
-from tools.simulate.certs import DeviceCertificate, ensure_certificates
+from tools.simulate.device_certs import DeviceCertificate, ensure_certificates
 from tools.simulate.fleet import SimDevice
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.azd import DEPLOY_MD, azd_values, parameters_file
 from tests.support.azd_model import variables
-from tests.support.bicep_check import BicepFile, Resource
+from tests.support.bicep_parse import BicepFile, Resource
 from tests.support.infra import INFRA, MAIN_BICEP, role_of
 from tests.support.infra import bicep as template
 

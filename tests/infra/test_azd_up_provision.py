@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from tests.support.azd import DEPLOY_MD, HOSTILE, azd_values, b64, decorators, parameter_types, parameters_file
 from tests.support.azd_model import AZD_VARIABLES, ParametersError, load_parameters, variables
-from tests.support.bicep_check import parse
 from tests.support.bicep_eval import DeploymentFailed, Unsupported, evaluate
+from tests.support.bicep_parse import parse
 from tests.support.infra import INFRA, MAIN_BICEP, ROOT
 from tests.support.infra import bicep as template
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.bicep_check import TypeIndex, check_role_ids, check_source
+from tests.support.bicep_check import check_role_ids, check_source
+from tests.support.bicep_types import TypeIndex
 from tests.support.infra import ALLOWED_ROLES, type_index
 
 SNIPPET_OK = """

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support.bicep_check import BicepFile, Resource
+from tests.support.bicep_parse import BicepFile, Resource
 from tests.support.broker_model import (
     Client,
     Filter,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.support.bicep_check import Value
+from tests.support.bicep_parse import Value
 from tests.support.infra import (
     FUNCTION_BICEP,
     HUB_SETTING_PARAMS,

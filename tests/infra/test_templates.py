@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bicep_check import check_file, syntax_errors
+from tests.support.bicep_check import check_file
+from tests.support.bicep_parse import syntax_errors
 from tests.support.infra import BICEP_FILES, INFRA, MAIN_BICEP, all_resources, bicep, type_index
 
 

@@ -1,5 +1,5 @@
 """A local stand-in for Azure Resource Manager, as its documents describe it, for the
-tools that call it (the postdeploy hook, ``tools.simulate.certs``).
+tools that call it (the postdeploy hook, ``tools.simulate.arm_clients``).
 
 "Track asynchronous Azure operations": a PUT answers ``201`` with an
 ``Azure-AsyncOperation`` URL (or ``200`` with the resource when ``synchronous``),
@@ -23,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .bicep_check import TypeIndex, check_source
+from .bicep_check import check_source
+from .bicep_types import TypeIndex
 
 Contract = Callable[[str, Any], list[str]]  # (path, body) -> what breaks the contract
 

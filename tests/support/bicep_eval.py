@@ -19,7 +19,7 @@ from typing import Any
 
 from tree_sitter import Node
 
-from .bicep_check import _ESCAPE_RE, BicepFile, _text, _unescape
+from .bicep_parse import _ESCAPE_RE, BicepFile, _text, _unescape
 
 __all__ = ["FUNCTIONS", "DeploymentFailed", "Unsupported", "evaluate"]
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .bicep_check import BicepFile, Resource, Value
+from .bicep_parse import BicepFile, Resource, Value
 
 __all__ = [
     "Client",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.support.bicep_check import TypeIndex
+from tests.support.bicep_types import TypeIndex
 
 
 def bicep_types() -> TypeIndex | None:

@@ -7,8 +7,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tests.support.bicep_check import BicepFile, parse
 from tests.support.bicep_eval import evaluate
+from tests.support.bicep_parse import BicepFile, parse
 from tests.support.infra import INFRA, ROOT
 
 EVENTGRID_BICEP = INFRA / "app" / "eventgrid.bicep"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from .bicep_check import BicepFile, Resource, TypeIndex, Value, parse
+from .bicep_parse import BicepFile, Resource, Value, parse
+from .bicep_types import TypeIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

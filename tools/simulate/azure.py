@@ -14,8 +14,8 @@ the end, so that a real device of that name never receives them.
 ``--via mqtt`` (X.509): the devices are :class:`tools.simulate.fleet.SimDevice` clients
 of the namespace's MQTT broker (``mqtts://{EVENTGRID_MQTT_HOSTNAME}``, port 8883 unless the
 name is ``HOST:PORT``) with client certificates made and registered by
-:mod:`tools.simulate.certs`, the username being the device id (the authentication name);
-everything else is as in local mode.
+:mod:`tools.simulate.device_certs` and :mod:`tools.simulate.arm_clients`, the username
+being the device id (the authentication name); everything else is as in local mode.
 
 Either way the operator's commands and broadcast go through the deployed HTTP API with
 the function key, and the report is observed through what a deployment offers: the HTTP
@@ -63,7 +63,7 @@ class AzureOptions:
     via: str = "eventhubs"
     settle: float = 120.0  # at most, for the messages to be stored and the commands to end
     prefix: str | None = None  # device ids {prefix}-NNN (default: sim-{random})
-    certificates: Path | None = None  # default: tools.simulate.certs.DEFAULT_DIRECTORY
+    certificates: Path | None = None  # default: tools.simulate.device_certs.DEFAULT_DIRECTORY
     keep_devices: bool = False  # --via mqtt: leave the clients registered (default: deleted at the end)
 
 
@@ -339,11 +339,11 @@ async def _alerts(api: Api, report: Report, start: datetime, ids: set[str]) -> N
 async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, credential: Any, api: Api,
                     prefix: str, assigned: list[Any], rng: random.Random, report: Report) -> None:
     """Devices as MQTT clients of the namespace with X.509 certificates (the certificate
-    helpers come from :mod:`tools.simulate.certs`)."""
+    helpers come from :mod:`tools.simulate.device_certs` and :mod:`tools.simulate.arm_clients`)."""
     target.require("mqtt_hostname", "subscription_id", "resource_group", "eventgrid_namespace",
                    why="--via mqtt (registering the devices' certificates and connecting them)")
     from standins.edge import TlsClient, _address
-    from tools.simulate import certs
+    from tools.simulate import arm_clients, device_certs
 
     url = f"mqtts://{target.mqtt_hostname}"  # HOST[:PORT], the port 8883 by default
     try:
@@ -354,15 +354,15 @@ async def _via_mqtt(options: Options, azure: AzureOptions, target: Target, crede
     start = datetime.now(UTC)
     ids = [f"{prefix}-{index:03d}" for index in range(len(assigned))]
     groups = {device: GROUPS[index % len(GROUPS)] for index, device in enumerate(ids)}
-    made = certs.ensure_certificates(ids, azure.certificates or certs.DEFAULT_DIRECTORY)
+    made = device_certs.ensure_certificates(ids, azure.certificates or device_certs.DEFAULT_DIRECTORY)
     fleet: list[SimDevice] = []
     try:
-        await certs.register_devices(made, subscription_id=str(target.subscription_id),  # ArmError: a RuntimeError
-                                     resource_group=str(target.resource_group),
-                                     namespace=str(target.eventgrid_namespace), credential=credential,
-                                     arm_url=target.arm_url,
-                                     # certs adds role=edge-device itself (and refuses it from us)
-                                     attributes={d: {"type": "camera", "group": groups[d]} for d in ids})
+        await arm_clients.register_devices(made, subscription_id=str(target.subscription_id),  # ArmError: RuntimeError
+                                           resource_group=str(target.resource_group),
+                                           namespace=str(target.eventgrid_namespace), credential=credential,
+                                           arm_url=target.arm_url,
+                                           # arm_clients adds role=edge-device itself (and refuses it from us)
+                                           attributes={d: {"type": "camera", "group": groups[d]} for d in ids})
         fleet += [SimDevice(cert.device_id, url, behaviour=behaviour, group=groups[cert.device_id],
                             tls=TlsClient(cert.certfile, cert.keyfile), username=cert.device_id)
                   for cert, behaviour in zip(made, assigned, strict=True)]
@@ -408,14 +408,14 @@ async def _delete_devices(made: list[Any], target: Target, credential: Any) -> N
     """The run's clients deleted from the namespace and their keys from this machine, so
     that runs (each with new device ids) leave nothing behind; a failure is said, not
     raised, so that it hides no earlier error."""
-    from tools.simulate import certs
+    from tools.simulate import arm_clients
 
     try:
-        await certs.unregister_devices([c.device_id for c in made], subscription_id=str(target.subscription_id),
-                                       resource_group=str(target.resource_group),
-                                       namespace=str(target.eventgrid_namespace), credential=credential,
-                                       arm_url=target.arm_url)
-    except (certs.ArmError, OSError) as error:
+        await arm_clients.unregister_devices([c.device_id for c in made], subscription_id=str(target.subscription_id),
+                                             resource_group=str(target.resource_group),
+                                             namespace=str(target.eventgrid_namespace), credential=credential,
+                                             arm_url=target.arm_url)
+    except (arm_clients.ArmError, OSError) as error:
         print(f"The run's clients could not all be deleted from {target.eventgrid_namespace}: {error} "
               "(python -m tools.simulate.certs delete, or the portal)", flush=True)
         return
