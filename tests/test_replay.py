@@ -28,7 +28,8 @@ from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER
 from shared.platform.timestamps import format_timestamp
 from standins.eventhub_factory import Partition, hub_partition, routed_body
-from standins.eventhubs_amqp import CONTENT_TYPE, EventHubsStandIn
+from standins.eventhubs_amqp.batches import CONTENT_TYPE
+from standins.eventhubs_amqp.service import EventHubsStandIn
 from standins.invoke import InvocationContext, deliver, retry_policy, user_function
 from standins.services import ROOT
 from tests.support.harness import failing_requests
