@@ -27,7 +27,6 @@ SOURCE_FOLDERS = ("shared", "blueprints", "tools", "standins", "tests")
 # issue 19: to split
 TOO_LONG = frozenset({
     "tests/support/bicep_check.py",
-    "tools/replay.py",
     "tools/simulate/certs.py",
 })
 

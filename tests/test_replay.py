@@ -34,7 +34,8 @@ from standins.invoke import InvocationContext, deliver, retry_policy, user_funct
 from standins.services import ROOT
 from tests.support.harness import failing_requests
 from tests.support.streams import archived, dead_letters
-from tools.replay import GIVE_UP_REASON, Request, Summary, replay
+from tools.replay.model import Request, Summary
+from tools.replay.replaying import GIVE_UP_REASON, replay
 
 pytestmark = pytest.mark.usefixtures("app_env")
 DEVICE = "replay-cam"
@@ -367,7 +368,7 @@ async def _dead_letter_names() -> list[str]:
 
 def _name_of(log: Partition, sequence: int) -> str:
     """The blob of the last retry's dead letter of event ``sequence``, by the id
-    :func:`tools.replay.supersede` computes."""
+    :func:`tools.replay.replaying.supersede` computes."""
     from shared.platform.deadletter import blob_name, dead_letter_id
     from shared.streams.batch import Origin
 
