@@ -15,7 +15,9 @@ from azure.eventhub.aio import EventHubConsumerClient, EventHubProducerClient
 from azure.eventhub.exceptions import AuthenticationError, ConnectError, EventDataSendError, EventHubError
 
 from standins.eventhub_factory import hub_partition, routed_body
-from standins.eventhubs_amqp import CONTENT_TYPE, EventHubsStandIn, connection_string
+from standins.eventhubs_amqp.batches import CONTENT_TYPE
+from standins.eventhubs_amqp.claims import connection_string
+from standins.eventhubs_amqp.service import EventHubsStandIn
 
 
 def event(device: str = "cam-1", *, topic: str | None = None, content_type: str | None = CONTENT_TYPE,

@@ -28,12 +28,14 @@ from shared.platform.storage import data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER
 from shared.platform.timestamps import format_timestamp
 from standins.eventhub_factory import Partition, hub_partition, routed_body
-from standins.eventhubs_amqp import CONTENT_TYPE, EventHubsStandIn
+from standins.eventhubs_amqp.batches import CONTENT_TYPE
+from standins.eventhubs_amqp.service import EventHubsStandIn
 from standins.invoke import InvocationContext, deliver, retry_policy, user_function
 from standins.services import ROOT
 from tests.support.harness import failing_requests
 from tests.support.streams import archived, dead_letters
-from tools.replay import GIVE_UP_REASON, Request, Summary, replay
+from tools.replay.model import Request, Summary
+from tools.replay.replaying import GIVE_UP_REASON, replay
 
 pytestmark = pytest.mark.usefixtures("app_env")
 DEVICE = "replay-cam"
@@ -366,7 +368,7 @@ async def _dead_letter_names() -> list[str]:
 
 def _name_of(log: Partition, sequence: int) -> str:
     """The blob of the last retry's dead letter of event ``sequence``, by the id
-    :func:`tools.replay.supersede` computes."""
+    :func:`tools.replay.replaying.supersede` computes."""
     from shared.platform.deadletter import blob_name, dead_letter_id
     from shared.streams.batch import Origin
 

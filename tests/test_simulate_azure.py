@@ -1,6 +1,6 @@
 """The simulator's Azure mode, locally with real parts: the "deployed API" is the local API
 server with a function key, Event Hubs is the AMQP 1.0 stand-in that the real
-azure-eventhub producer talks to over the wire (standins/eventhubs_amqp.py), the data storage
+azure-eventhub producer talks to over the wire (standins/eventhubs_amqp/), the data storage
 is Azurite read through its blob endpoint; the target comes from a temporary azd
 environment. Azure Resource Manager's listKeys and Entra tokens are doubles that check
 each request."""
@@ -22,7 +22,7 @@ from aiohttp import web
 from azure.core.credentials import AccessToken
 
 from standins import event_factory as ev
-from standins.eventhubs_amqp import EventHubsStandIn
+from standins.eventhubs_amqp.service import EventHubsStandIn
 from standins.invoke import user_function
 from standins.services import Azurite, free_port
 from tests.support.azd import azd_env

@@ -175,7 +175,7 @@ async def eventhubs_producer_overhead_ratio() -> dict[str, float]:
     runs in this process, so the path's figure also pays the stand-in's side of the
     wire. The clock runs from the first message handed to the sender until the batch
     holding the last one returned from the function."""
-    from standins.eventhubs_amqp import EventHubsStandIn
+    from standins.eventhubs_amqp.service import EventHubsStandIn
     from tools.simulate.azure import NO_BROKER, HubDevice, HubSender
     from tools.simulate.target import Target
 
