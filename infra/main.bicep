@@ -359,10 +359,23 @@ module alerts 'app/alerts.bicep' = {
   name: 'alerts'
   scope: rg
   params: {
+    location: location
     tags: tags
     eventGridNamespaceName: eventGrid.outputs.name
     systemTopicName: eventGrid.outputs.systemTopicName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
     alertEmail: alertEmail
+  }
+}
+
+module workbook 'app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    eventGridNamespaceName: eventGrid.outputs.name
   }
 }
 

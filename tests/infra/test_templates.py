@@ -52,7 +52,8 @@ def test_api_versions_are_the_pinned_ones() -> None:
     for path, resource in all_resources():
         provider = resource.type_name.split("/")[0].lower()
         if provider == "microsoft.insights":
-            insights = {"components": {"2020-02-02"}, "metricalerts": {"2018-03-01"}, "actiongroups": {"2023-01-01"}}
+            insights = {"components": {"2020-02-02"}, "metricalerts": {"2018-03-01"}, "actiongroups": {"2023-01-01"},
+                            "scheduledqueryrules": {"2023-12-01"}, "workbooks": {"2023-06-01"}}
             expected = insights.get(resource.type_name.lower().rsplit("/", 1)[-1], {"2021-05-01-preview"})
         else:
             assert provider in pinned, f"{path}: unexpected provider {resource.type_name}"
