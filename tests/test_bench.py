@@ -223,3 +223,15 @@ def test_a_tiny_round_of_the_command_figures_runs_against_the_broker_and_the_que
         figures["command_median_ms"] / figures["command_baseline_ms"], rel=0.02)
     assert figures["connect_requests_no_pending"] == 3
     assert figures["connect_requests_with_pending"] > 3
+
+
+def test_the_metrics_figures_time_a_batch_s_emission_and_a_first_emission_in_a_fresh_worker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.bench import metrics
+
+    monkeypatch.setattr(metrics, "ROUNDS", 20)
+    figures = metrics.metrics_figures({"telemetry_fleet_worker_cpu_us_per_msg": 300.0, "cold_request_app_ms": 200.0})
+    assert figures["metrics_us_per_batch"] > 0 and figures["metrics_first_emission_ms"] > 0
+    assert figures["metrics_share_of_batch_cpu"] == pytest.approx(figures["metrics_us_per_batch"] / 30_000, rel=0.01)
+    assert figures["metrics_first_emission_to_cold_request_ratio"] == pytest.approx(
+        figures["metrics_first_emission_ms"] / 200, rel=0.01)

@@ -39,8 +39,13 @@ def _export_to_azure_monitor(connection_string: str, authentication: str) -> Non
 
     if isinstance(metrics.get_meter_provider(), MeterProvider):
         return  # the process chose already
+    from opentelemetry.sdk.resources import Resource
+
     exporter = AzureMonitorMetricExporter(connection_string=connection_string, credential=credential(authentication))
-    metrics.set_meter_provider(MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)]))
+    # The function app's name, as the host's own telemetry has it (cloud_RoleName).
+    resource = Resource.create({"service.name": os.environ.get("WEBSITE_SITE_NAME", METER)})
+    metrics.set_meter_provider(MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)],
+                                             resource=resource))
 
 
 def credential(authentication: str) -> Any:
