@@ -30,7 +30,8 @@ CHECKS = ["every message accounted for exactly once", "the registry's connection
           "commands for an offline device waited and went out in order when it connected",
           "a retry with the same Idempotency-Key is the same command",
           "the fleet job reached the devices its attributes select; its counts are their answers",
-          "each broadcast reached exactly the devices it addressed", "a command to a disabled client is refused"]
+          "each broadcast reached exactly the devices it addressed", "a command to a disabled client is refused",
+          "the app's metrics count every archived message once"]
 
 
 def clean_env() -> dict[str, str]:

@@ -49,8 +49,10 @@ def test_a_short_simulation_with_every_fault_keeps_every_invariant_and_exits_0(
         "commands for an offline device waited and went out in order when it connected",
         "a retry with the same Idempotency-Key is the same command",
         "the fleet job reached the devices its attributes select; its counts are their answers",
-        "each broadcast reached exactly the devices it addressed", "a command to a disabled client is refused"]
+        "each broadcast reached exactly the devices it addressed", "a command to a disabled client is refused",
+        "the app's metrics count every archived message once"]
     assert all(c["ok"] for c in report["checks"]) and report["ok"]
+    assert {m["name"] for m in report["metrics"]} >= {"edge.stream.archived", "edge.stream.lag", "edge.command.sent"}
     assert "FAIL" not in done.stdout and "ok   every message accounted for exactly once" in done.stdout
 
 

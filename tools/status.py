@@ -69,6 +69,25 @@ def figures(reader: Any) -> list[Figure]:
     return sorted(found, key=lambda f: (f.name, sorted(f.dimensions.items())))
 
 
+def since(before: list[Figure], after: list[Figure]) -> list[Figure]:
+    """What was recorded between two readings (a histogram's max stays the process's)."""
+    earlier = {(f.name, tuple(sorted(f.dimensions.items()))): f for f in before}
+    changed = []
+    for f in after:
+        old = earlier.get((f.name, tuple(sorted(f.dimensions.items()))))
+        if old is None:
+            changed.append(f)
+        elif f.value != old.value or f.count != old.count:
+            count = None if f.count is None else f.count - (old.count or 0)
+            changed.append(Figure(f.name, f.dimensions, f.value - old.value, count, f.maximum))
+    return changed
+
+
+def total(found: list[Figure], name: str, **dimensions: str) -> float:
+    """A metric's total over the figures whose dimensions include ``dimensions``."""
+    return sum(f.value for f in found if f.name == name and dimensions.items() <= f.dimensions.items())
+
+
 def as_json(found: list[Figure]) -> list[dict[str, Any]]:
     return [asdict(f) for f in found]
 
@@ -78,7 +97,7 @@ def render(found: list[Figure]) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Metrics of this run (since it started)")
+    table = Table(title="The app's metrics (tools.status; the workbook in Azure)")
     for column in ("metric", "dimensions", "total", "count", "mean", "max"):
         table.add_column(column, justify="right" if column in ("total", "count", "mean", "max") else "left")
     for f in found:

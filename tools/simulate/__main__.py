@@ -130,13 +130,17 @@ async def run(options: Options, pids: dict[str, int], key: str | None = None) ->
     from shared.platform.host_storage import reset_queues
     from shared.platform.storage import reset_data_store
     from tools.serve import run_server
+    from tools.status import figures, install, since
 
     key = key or secrets.token_urlsafe(24)
     try:
         async with run_server(port=0, key=key, timer_period=1.0, queue_period=0.5) as server:
             print(f"API server on {server.url} (x-functions-key: {key})", flush=True)
-            return await simulate(options, server_url=server.url, key=key,
-                                  broker_url=os.environ["MQTT_BROKER_URL"], pids=pids)
+            before = figures(install())
+            report = await simulate(options, server_url=server.url, key=key,
+                                    broker_url=os.environ["MQTT_BROKER_URL"], pids=pids)
+            report.add_metrics(since(before, figures(install())))
+            return report
     finally:
         await reset_transport()
         await reset_queues()

@@ -9,6 +9,9 @@ from typing import Any
 
 import orjson
 
+from shared.platform.metrics import ARCHIVED as ARCHIVED_METRIC
+from tools.status import Figure, as_json, render, total
+
 
 def reason_kind(reason: str) -> str:
     """A dead letter's reason without its particulars (values, positions), to count by."""
@@ -70,6 +73,16 @@ class Report:
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     throughput: float = 0.0  # messages stored per second
     checks: list[Check] = field(default_factory=list)
+    metrics: list[Figure] = field(default_factory=list)  # what the app's metrics recorded during the run
+
+    def add_metrics(self, found: list[Figure]) -> None:
+        """The app's metrics of the run (tools.status), checked against what storage
+        holds: each stream's archived messages, counted once each by the app."""
+        self.metrics = found
+        counted = {stream: total(found, ARCHIVED_METRIC.name, stream=stream) for stream in self.streams}
+        self.check("the app's metrics count every archived message once", [
+            f"{stream}: edge.stream.archived {counted[stream]:g}, the archive {f['archived']}"
+            for stream, f in self.streams.items() if counted[stream] != f["archived"]])
 
     def check(self, name: str, problems: list[str]) -> None:
         self.checks.append(Check(name, problems))
@@ -89,6 +102,7 @@ class Report:
                 "broadcastReach": self.broadcast_reach, "disabledClient": self.refused,
                 "alerts": self.alerts, "latencyMs": self.latency_ms, "throughputPerSecond": self.throughput,
                 "checks": [{"name": c.name, "ok": c.ok, "problems": c.problems} for c in self.checks],
+                "metrics": as_json(self.metrics),
                 "ok": self.ok}
 
     def _operations(self) -> list[str]:
@@ -140,4 +154,6 @@ class Report:
         for check in self.checks:
             lines.append(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}"
                          + ("" if check.ok else ": " + "; ".join(check.problems)))
+        if self.metrics:  # what make serve shows on /local/metrics, and the workbook in Azure
+            lines.append(render(self.metrics).rstrip())
         return "\n".join(lines)
