@@ -1,5 +1,5 @@
 """The app's metrics from a local run: the figures the workbook in ``infra/`` charts
-in Azure (docs/operations.md), summed since the process started.
+in Azure (docs/monitoring.md), summed since the process started.
 
 ``make serve`` keeps them in memory and serves them on ``GET /local/metrics`` (not a
 function: in Azure each instance would only know its own share, and the workbook

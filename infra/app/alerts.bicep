@@ -129,7 +129,7 @@ resource lifecycleDeadLetters 'Microsoft.Insights/metricAlerts@2018-03-01' = {
 var appRules = [
   {
     name: 'app-dead-letters-above-rate'
-    description: 'More messages or events than deadLetterThreshold went to dead letters in 15 minutes: read them with GET /api/deadletters (docs/operations.md, Where to look first).'
+    description: 'More messages or events than deadLetterThreshold went to dead letters in 15 minutes: read them with GET /api/deadletters (docs/monitoring.md, Where to look first).'
     severity: 2
     query: '''
 customMetrics
@@ -155,7 +155,7 @@ customMetrics
   }
   {
     name: 'app-last-retry-taken'
-    description: 'A batch failed every retry and went to dead letters whole (reason internal): storage or a setting failed for 15 minutes. Redrive them once it is mended (docs/operations.md).'
+    description: 'A batch failed every retry and went to dead letters whole (reason internal): storage or a setting failed for 15 minutes. Redrive them once it is mended (docs/monitoring.md).'
     severity: 1
     query: '''
 customMetrics

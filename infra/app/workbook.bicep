@@ -1,4 +1,4 @@
-// The operators' workbook (docs/operations.md): message flow, lag, dead letters,
+// The operators' workbook (docs/monitoring.md): message flow, lag, dead letters,
 // commands, connections, failures and retries, from the metrics the app emits
 // (customMetrics, names edge.*, shared/platform/metrics.py) and the host's function
 // runs (requests). Its queries are in workbook.json, checked against the app's

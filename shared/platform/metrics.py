@@ -1,4 +1,4 @@
-"""The figures the app emits for its operators (docs/operations.md): OpenTelemetry
+"""The figures the app emits for its operators (docs/monitoring.md): OpenTelemetry
 metrics, which the Azure Monitor exporter sends to Application Insights'
 ``customMetrics`` (name, value, ``customDimensions``), where the workbook and the
 alert rules in ``infra/`` read them.

@@ -1,4 +1,4 @@
-"""What the app's metrics cost (docs/operations.md): a batch's tally and emission into
+"""What the app's metrics cost (docs/monitoring.md): a batch's tally and emission into
 the OpenTelemetry SDK, against the worker CPU of the batch itself, and the one-time
 configuration of the Azure Monitor exporter at a process's first emission, against
 the cold request."""
