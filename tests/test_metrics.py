@@ -127,3 +127,14 @@ def test_life_cycle_events_are_counted_once_however_often_delivered(run: Any, ap
     assert seen.of("edge.lifecycle.events", kind="disconnected") == 1
     letters = {dims: v for (name, dims), v in seen.added.items() if name == "edge.stream.dead_lettered"}
     assert list(letters.values()) == [1] and ("stream", "lifecycle") in next(iter(letters)), letters
+
+
+def test_a_flapping_device_is_counted_as_an_alert_of_its_rule(run: Any, app_env: Any, monkeypatch: Any) -> None:
+    device = f"flappy-{uuid.uuid4().hex[:6]}"
+    handler = user_function("client_lifecycle")
+    with measured(monkeypatch) as seen:
+        for n in range(3):  # FLAPPING_DISCONNECTS is 3 in the tests' settings
+            run(handler(ev.connected(device, 2 * n + 1, NOW + timedelta(seconds=10 * n))))
+            run(handler(ev.disconnected(device, 2 * n + 2, NOW + timedelta(seconds=10 * n + 5))))
+    assert seen.of("edge.alerts.raised", rule="flapping") == 1
+    assert seen.of("edge.lifecycle.events", kind="disconnected") == 3
