@@ -111,3 +111,13 @@ def test_the_host_s_authentication_string_selects_the_managed_identity(authentic
 def test_without_aad_in_the_authentication_string_the_key_in_the_connection_string_is_used(
         authentication: str) -> None:
     assert credential(authentication) is None
+
+
+def test_an_exporter_that_cannot_be_configured_costs_no_batch(ingestion: tuple[str, list[dict[str, Any]]]) -> None:
+    _, received = ingestion
+    env = {"PATH": os.environ.get("PATH", ""), "APPLICATIONINSIGHTS_CONNECTION_STRING": "not a connection string"}
+    done = subprocess.run([sys.executable, "-c", EMIT + "print('batch done')"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "batch done" in done.stdout, done.stderr
+    assert done.stderr.count("the metrics exporter could not be configured") == 1, "logged once"
+    assert received == []

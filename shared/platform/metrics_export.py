@@ -14,6 +14,7 @@ imports, paid at the first emission rather than at start.
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import cache
 from typing import Any
@@ -23,11 +24,17 @@ METER = "edge_cloud_messaging"
 
 @cache
 def meter() -> Any:
+    """The app's meter, configured once per process: an exporter that cannot be
+    configured is logged once, and the metrics go nowhere rather than fail a batch."""
     from opentelemetry import metrics
 
     connection_string = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
     if connection_string:
-        _export_to_azure_monitor(connection_string, os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""))
+        try:
+            _export_to_azure_monitor(connection_string,
+                                     os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""))
+        except Exception:
+            logging.getLogger(__name__).exception("the metrics exporter could not be configured; no metrics are sent")
     return metrics.get_meter(METER)
 
 
