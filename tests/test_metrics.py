@@ -42,8 +42,8 @@ def test_a_batch_emits_its_figures_once_whatever_its_size(run: Any, app_env: Any
         ingest(run, "telemetry", log.deliver())
     where = {"stream": "telemetry", "partition": "3"}
     assert seen.of("edge.stream.archived", **where) == size - 2
-    assert seen.of("edge.stream.dead_lettered", stream="telemetry", reason="unreadable") == 1
-    assert seen.of("edge.stream.dead_lettered", stream="telemetry", reason="spoofed") == 1
+    assert seen.of("edge.stream.dead_lettered", **where, reason="unreadable") == 1
+    assert seen.of("edge.stream.dead_lettered", **where, reason="spoofed") == 1
     assert seen.of("edge.stream.lag", **where) == 1, "one lag value per batch"
     assert seen.of("edge.stream.redelivered", **where) == 0
     assert seen.emissions == [4], "archived, two reasons and the lag: one data point each, none per message"
@@ -76,7 +76,7 @@ def test_a_retry_and_the_last_retry_are_counted(run: Any, app_env: Any, monkeypa
         ingest(run, "telemetry", log.deliver(), retry_count=last)
     assert seen.of("edge.batch.retried", stream="telemetry") == 1
     assert seen.of("edge.batch.last_retry", stream="telemetry") == 5
-    assert seen.of("edge.stream.dead_lettered", stream="telemetry", reason="internal") == 5
+    assert seen.of("edge.stream.dead_lettered", stream="telemetry", partition="3", reason="internal") == 5
     assert seen.emissions[-1] == 2, "the last retry's dead letters: one emission, not one per event"
 
 

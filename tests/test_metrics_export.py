@@ -28,7 +28,7 @@ with metrics.batch():
     metrics.record(metrics.ARCHIVED, 98, stream="telemetry", partition="3")
     metrics.record(metrics.ARCHIVED, 2, stream="telemetry", partition="3")
     metrics.record(metrics.LAG, 2.5, stream="telemetry", partition="3")
-    metrics.record(metrics.DEAD_LETTERED, 1, stream="telemetry", reason="spoofed")
+    metrics.record(metrics.DEAD_LETTERED, 1, stream="telemetry", partition="3", reason="spoofed")
 getattr(api.get_meter_provider(), "force_flush", lambda: None)()
 """
 
@@ -82,7 +82,7 @@ def test_a_batch_s_figures_reach_application_insights_as_metric_envelopes(
     assert envelope["iKey"] == key and envelope["tags"]["ai.cloud.role"] == "func-edge-test"
     lag, _, _ = points["edge.stream.lag"]
     assert (lag["value"], lag["count"], lag["max"]) == (2.5, 1, 2.5)
-    assert points["edge.stream.dead_lettered"][1] == {"stream": "telemetry", "reason": "spoofed"}
+    assert points["edge.stream.dead_lettered"][1] == {"stream": "telemetry", "partition": "3", "reason": "spoofed"}
 
 
 def test_nothing_is_exported_without_a_connection_string(ingestion: tuple[str, list[dict[str, Any]]]) -> None:

@@ -73,7 +73,8 @@ async def _dead_letter(store: DataStore, event: Any, reason: str, errors: list[d
         origin={"eventGrid": {"id": event_id, "eventType": event_type, "subject": subject}},
         day=day, received_at=now,
     )
-    metrics.record(metrics.DEAD_LETTERED, 1, stream="lifecycle", reason=metrics.reason_class(reason, errors))
+    reason_class = metrics.reason_class(reason, errors)
+    metrics.record(metrics.DEAD_LETTERED, 1, stream="lifecycle", partition="", reason=reason_class)
 
 
 async def _apply(store: DataStore, event: LifecycleEvent, settings: LifecycleSettings,

@@ -41,12 +41,13 @@ def _metric(name: str, kind: Literal["counter", "histogram"], unit: str, dimensi
 
 
 # Dimensions: stream is telemetry, inference, command-responses or lifecycle; partition an
-# Event Hubs partition id (at most 32 per hub); reason a dead letter's class (reason_class).
+# Event Hubs partition id (at most 32 per hub; empty for life cycle events, which Event
+# Grid delivers one by one); reason a dead letter's class (reason_class).
 ARCHIVED = _metric("edge.stream.archived", "counter", "{message}", "stream partition",
                    "messages written to the archive (once each: a redelivery adds nothing)")
 REDELIVERED = _metric("edge.stream.redelivered", "counter", "{message}", "stream partition",
                       "messages a redelivery brought again, which the archive already held (skipped)")
-DEAD_LETTERED = _metric("edge.stream.dead_lettered", "counter", "{message}", "stream reason",
+DEAD_LETTERED = _metric("edge.stream.dead_lettered", "counter", "{message}", "stream partition reason",
                         "messages or events dead-lettered, by reason class")
 LAG = _metric("edge.stream.lag", "histogram", "s", "stream partition",
               "now minus the newest enqueued time of a batch: how far behind the function reads")

@@ -65,7 +65,7 @@ async def dead_letter(store: DataStore, stream: str, origin: Origin, rejected: R
                             body=rejected.body, origin={"eventHub": where}, day=origin.enqueued_time,
                             received_at=now)
     reason = metrics.reason_class(rejected.reason, rejected.errors)
-    metrics.record(metrics.DEAD_LETTERED, 1, stream=stream, reason=reason)
+    metrics.record(metrics.DEAD_LETTERED, 1, stream=stream, partition=origin.partition, reason=reason)
 
 
 def origin_of(event: Any, *, hub: str, partition: str, now: datetime) -> Origin:

@@ -47,8 +47,8 @@ def batch_emission_us() -> float:
                 metrics.record(metrics.ARCHIVED, 98, stream="telemetry", partition="0")
                 metrics.record(metrics.REDELIVERED, 0, stream="telemetry", partition="0")
                 metrics.record(metrics.LAG, 0.4, stream="telemetry", partition="0")
-                metrics.record(metrics.DEAD_LETTERED, 1, stream="telemetry", reason="unreadable")
-                metrics.record(metrics.DEAD_LETTERED, 1, stream="telemetry", reason="missing")
+                metrics.record(metrics.DEAD_LETTERED, 1, stream="telemetry", partition="0", reason="unreadable")
+                metrics.record(metrics.DEAD_LETTERED, 1, stream="telemetry", partition="0", reason="missing")
         best = min(best, (time.process_time() - start) / ROUNDS * 1e6)
     return best
 
