@@ -138,3 +138,11 @@ def test_a_flapping_device_is_counted_as_an_alert_of_its_rule(run: Any, app_env:
             run(handler(ev.disconnected(device, 2 * n + 2, NOW + timedelta(seconds=10 * n + 5))))
     assert seen.of("edge.alerts.raised", rule="flapping") == 1
     assert seen.of("edge.lifecycle.events", kind="disconnected") == 3
+
+
+def test_tools_status_without_a_server_says_how_to_start_one(capsys: Any) -> None:
+    from standins.services import free_port
+    from tools.status import main
+
+    assert main(["--url", f"http://127.0.0.1:{free_port()}"]) == 1
+    assert "start one with make serve" in capsys.readouterr().err
