@@ -66,7 +66,7 @@ def test_a_batch_s_figures_reach_application_insights_as_metric_envelopes(
         ingestion: tuple[str, list[dict[str, Any]]]) -> None:
     endpoint, received = ingestion
     key = "00000000-0000-0000-0000-000000000001"
-    env = {"PATH": os.environ.get("PATH", ""), "WEBSITE_SITE_NAME": "func-edge-test",
+    env = {"PATH": os.environ.get("PATH", ""), "OTEL_SERVICE_NAME": "func-edge-test",
            "APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={key};IngestionEndpoint={endpoint}",
            "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true"}
     done = subprocess.run([sys.executable, "-c", EMIT], cwd=ROOT, env=env, capture_output=True, text=True,

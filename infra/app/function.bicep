@@ -155,6 +155,8 @@ resource site 'Microsoft.Web/sites@2024-11-01' = {
       // Application Insights with Entra ID authentication (local auth is off).
       APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+      // The app's metrics' cloud role (OpenTelemetry's resource), as the host's telemetry has it.
+      OTEL_SERVICE_NAME: name
     }
   }
 

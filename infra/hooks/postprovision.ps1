@@ -69,6 +69,9 @@ $values = [ordered]@{
     FLAPPING_DISCONNECTS                        = (Get-Setting 'FLAPPING_DISCONNECTS' '5')
     FLAPPING_WINDOW_SECONDS                     = (Get-Setting 'FLAPPING_WINDOW_SECONDS' '600')
     MAX_FUTURE_SECONDS                          = '300'
+    # A local run sends no metrics: the workbook shows the deployment alone.
+    APPLICATIONINSIGHTS_CONNECTION_STRING       = ''
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING   = ''
 }
 [ordered]@{ IsEncrypted = $false; Values = $values } |
     ConvertTo-Json -Depth 4 |

@@ -75,6 +75,10 @@ values = {
     "FLAPPING_DISCONNECTS": env("FLAPPING_DISCONNECTS") or "5",
     "FLAPPING_WINDOW_SECONDS": env("FLAPPING_WINDOW_SECONDS") or "600",
     "MAX_FUTURE_SECONDS": "300",
+    # A local run sends no metrics: the deployment's Application Insights takes only
+    # its managed identity's telemetry, so its workbook shows the deployment alone.
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "",
 }
 with open("local.settings.json", "w", encoding="utf-8") as handle:
     json.dump({"IsEncrypted": False, "Values": values}, handle, indent=2)

@@ -23,6 +23,7 @@ from shared.commands.settings import CommandSettings
 from shared.lifecycle.settings import LifecycleSettings
 from shared.platform.errors import ConfigurationError, is_transient
 from shared.platform.host_storage import HostStorageSettings
+from shared.platform.metrics_export import MetricsSettings
 from shared.platform.settings import settings_problems
 from shared.platform.storage import DataStore, data_store
 from shared.platform.storage_names import DEADLETTER_CONTAINER, DEVICES_TABLE
@@ -31,7 +32,8 @@ from shared.streams.settings import StreamSettings
 log = logging.getLogger(__name__)
 
 # Importing a settings class registers it; health validates every registered one.
-CAPABILITY_SETTINGS = (AlertSettings, CommandSettings, HostStorageSettings, LifecycleSettings, StreamSettings)
+CAPABILITY_SETTINGS = (AlertSettings, CommandSettings, HostStorageSettings, LifecycleSettings, MetricsSettings,
+                       StreamSettings)
 
 TIMEOUT_SECONDS = 5.0
 PROBE_TTL_SECONDS = 5.0  # read at each call, so tests can shorten it

@@ -15,11 +15,26 @@ imports, paid at the first emission rather than at start.
 from __future__ import annotations
 
 import logging
-import os
 from functools import cache
 from typing import Any
 
+from shared.platform.settings import setting, settings_class
+
 METER = "edge_cloud_messaging"
+
+
+def connection_string(raw: str) -> str:
+    """Application Insights' connection string: empty (no export) or one naming its key."""
+    if raw and "InstrumentationKey=" not in raw:
+        raise ValueError("an Application Insights connection string names its InstrumentationKey=...")
+    return raw
+
+
+@settings_class
+class MetricsSettings:
+    # infra/ sets both; empty (locally): the metrics go nowhere (tools.status shows them).
+    connection_string: str = setting("APPLICATIONINSIGHTS_CONNECTION_STRING", parse=connection_string, default="")
+    authentication: str = setting("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", default="")
 
 
 @cache
@@ -28,13 +43,14 @@ def meter() -> Any:
     configured is logged once, and the metrics go nowhere rather than fail a batch."""
     from opentelemetry import metrics
 
-    connection_string = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
-    if connection_string:
-        try:
-            _export_to_azure_monitor(connection_string,
-                                     os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""))
-        except Exception:
-            logging.getLogger(__name__).exception("the metrics exporter could not be configured; no metrics are sent")
+    from shared.platform.settings import settings_of
+
+    try:
+        settings = settings_of(MetricsSettings)
+        if settings.connection_string:
+            _export_to_azure_monitor(settings.connection_string, settings.authentication)
+    except Exception:
+        logging.getLogger(__name__).exception("the metrics exporter could not be configured; no metrics are sent")
     return metrics.get_meter(METER)
 
 
@@ -46,13 +62,9 @@ def _export_to_azure_monitor(connection_string: str, authentication: str) -> Non
 
     if isinstance(metrics.get_meter_provider(), MeterProvider):
         return  # the process chose already
-    from opentelemetry.sdk.resources import Resource
-
     exporter = AzureMonitorMetricExporter(connection_string=connection_string, credential=credential(authentication))
-    # The function app's name, as the host's own telemetry has it (cloud_RoleName).
-    resource = Resource.create({"service.name": os.environ.get("WEBSITE_SITE_NAME", METER)})
-    metrics.set_meter_provider(MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)],
-                                             resource=resource))
+    # The resource (the cloud role) comes from OTEL_SERVICE_NAME, which infra/ sets to the app's name.
+    metrics.set_meter_provider(MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)]))
 
 
 def credential(authentication: str) -> Any:
