@@ -121,3 +121,18 @@ def test_an_exporter_that_cannot_be_configured_costs_no_batch(ingestion: tuple[s
     assert done.returncode == 0 and "batch done" in done.stdout, done.stderr
     assert done.stderr.count("the metrics exporter could not be configured") == 1, "logged once"
     assert received == []
+
+
+def test_health_names_a_connection_string_that_is_not_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.meta.health  # noqa: F401 - registers every capability's settings
+    from shared.platform.settings import reset_settings, settings_problems
+
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "https://example.com")
+    reset_settings()
+    try:
+        assert settings_problems()["APPLICATIONINSIGHTS_CONNECTION_STRING"].startswith(
+            "must be Application Insights' connection string")
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" not in settings_problems()

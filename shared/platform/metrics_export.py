@@ -18,7 +18,7 @@ import logging
 from functools import cache
 from typing import Any
 
-from shared.platform.settings import setting, settings_class
+from shared.platform.settings import Rule, setting, settings_class
 
 METER = "edge_cloud_messaging"
 
@@ -26,7 +26,8 @@ METER = "edge_cloud_messaging"
 def connection_string(raw: str) -> str:
     """Application Insights' connection string: empty (no export) or one naming its key."""
     if raw and "InstrumentationKey=" not in raw:
-        raise ValueError("an Application Insights connection string names its InstrumentationKey=...")
+        raise Rule("must be Application Insights' connection string (InstrumentationKey=...;IngestionEndpoint=...), "
+                   "or empty")
     return raw
 
 
