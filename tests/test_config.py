@@ -19,6 +19,7 @@ from shared.commands.settings import CommandSettings
 from shared.lifecycle.settings import LifecycleSettings
 from shared.platform.errors import ConfigurationError
 from shared.platform.host_storage import HostStorageSettings
+from shared.platform.metrics_export import MetricsSettings
 from shared.platform.settings import (
     AZURITE_CONNECTION_STRING,
     SettingsError,
@@ -36,7 +37,7 @@ from tests.support.harness import changed_settings, deliver, http_request, json_
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-CAPABILITY_CLASSES = (AlertSettings, CommandSettings, LifecycleSettings, StreamSettings)
+CAPABILITY_CLASSES = (AlertSettings, CommandSettings, LifecycleSettings, MetricsSettings, StreamSettings)
 CANARY = "Zq9canary7Xv"  # a value that must never be echoed
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
