@@ -39,7 +39,8 @@ STREAM_FIGURES = ("telemetry_cpu_ratio", "telemetry_requests_per_1000", "telemet
                   "telemetry_worker_cpu_us_per_msg", "telemetry_fleet_worker_cpu_us_per_msg", "inference_msgs_per_s",
                   "telemetry_fleet_requests_per_1000", "telemetry_fleet_cpu_ratio", "devices_10k_new_requests_per_msg",
                   "devices_10k_new_cpu_us_per_msg", "devices_10k_known_requests_per_msg",
-                  "devices_10k_known_cpu_us_per_msg")
+                  "devices_10k_known_cpu_us_per_msg", "telemetry_fleet_host_batch_cpu_us_per_msg",
+                  "flex_cores_for_100k_msgs_per_s")
 
 
 @pytest.mark.usefixtures("app_env")
