@@ -1,5 +1,6 @@
-"""Reading the app's metrics in tests: what changed between two moments, and how
-many data points each batch emitted."""
+"""Reading the app's metrics in tests: what a block recorded (the local view's own
+difference of two readings, tools.status.since), and how many data points each
+emission sent."""
 
 from __future__ import annotations
 
@@ -9,34 +10,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.platform import metrics
-from tools.status import figures, install
+from tools.status import Figure, figures, install, since
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
-def snapshot() -> dict[Key, tuple[float, int | None]]:
-    """Every figure now: (total or sum, histogram count) by name and dimensions."""
-    return {(f.name, tuple(sorted(f.dimensions.items()))): (f.value, f.count) for f in figures(install())}
-
-
 @dataclass
 class Measured:
-    """What the block added, by name and dimensions (counters: the total; histograms:
-    the values' count), and the data points each emission sent."""
+    """What the block added, by name and dimensions, and the data points each
+    emission sent."""
 
-    added: dict[Key, float] = field(default_factory=dict)
+    found: list[Figure] = field(default_factory=list)
     emissions: list[int] = field(default_factory=list)
+
+    @property
+    def added(self) -> dict[Key, float]:
+        """Counters: the total added; histograms: the number of values added."""
+        return {(f.name, tuple(sorted(f.dimensions.items()))): f.value if f.count is None else f.count
+                for f in self.found if (f.value if f.count is None else f.count)}
 
     def of(self, name: str, **dimensions: str) -> float:
         return self.added.get((name, tuple(sorted(dimensions.items()))), 0)
 
-    def names(self) -> set[str]:
-        return {name for name, _ in self.added}
+    def figure(self, name: str, **dimensions: str) -> Figure:
+        (found,) = [f for f in self.found if f.name == name and f.dimensions == dimensions]
+        return found
 
 
 @contextlib.contextmanager
 def measured(monkeypatch: Any) -> Iterator[Measured]:
-    install()
+    reader = install()
     result = Measured()
     emit = metrics.Tally.emit
 
@@ -45,11 +48,6 @@ def measured(monkeypatch: Any) -> Iterator[Measured]:
         emit(tally)
 
     monkeypatch.setattr(metrics.Tally, "emit", counted)
-    before = snapshot()
+    before = figures(reader)
     yield result
-    after = snapshot()
-    for key, (value, count) in after.items():
-        old_value, old_count = before.get(key, (0.0, 0))
-        added = (count or 0) - (old_count or 0) if count is not None else value - old_value
-        if added:
-            result.added[key] = added
+    result.found = since(before, figures(reader))
