@@ -18,9 +18,10 @@ import logging
 from functools import cache
 from typing import Any
 
-from shared.platform.settings import Rule, setting, settings_class
+from shared.platform.settings import Rule, setting, settings_class, settings_of
 
 METER = "edge_cloud_messaging"
+log = logging.getLogger(__name__)
 
 
 def connection_string(raw: str) -> str:
@@ -44,14 +45,12 @@ def meter() -> Any:
     configured is logged once, and the metrics go nowhere rather than fail a batch."""
     from opentelemetry import metrics
 
-    from shared.platform.settings import settings_of
-
     try:
         settings = settings_of(MetricsSettings)
         if settings.connection_string:
             _export_to_azure_monitor(settings.connection_string, settings.authentication)
     except Exception:
-        logging.getLogger(__name__).exception("the metrics exporter could not be configured; no metrics are sent")
+        log.exception("the metrics exporter could not be configured; no metrics are sent")
     return metrics.get_meter(METER)
 
 
