@@ -233,6 +233,15 @@ def app_log_records() -> Iterator[list[logging.LogRecord]]:
         root.setLevel(level)
 
 
+async def known_fleet(size: int) -> tuple[Partition, list[Batch]]:
+    """A partition of ``FLEET_DEVICES`` devices, one message each, twice: the first
+    round ingested (in batches of ``size``) so that the worker knows the devices' rows,
+    the second's batches returned to be timed."""
+    fleet = stream_partition("telemetry", 2 * FLEET_DEVICES, FLEET_DEVICES)
+    await ingest_batches("telemetry", fleet.batches(size, range(0, FLEET_DEVICES)))
+    return fleet, fleet.batches(size, range(FLEET_DEVICES, 2 * FLEET_DEVICES))
+
+
 async def stream_rates() -> dict[str, float]:
     """Messages per second: ours and naive (alternating chunks), the fleet's shape, inference."""
     # Warm-up on hubs of their own: clients, tables and containers, models.
@@ -257,12 +266,8 @@ async def stream_rates() -> dict[str, float]:
         ours_cpu += time.process_time() - cpu  # this process only: Azurite runs in its own
     assert await archived_messages("telemetry", ours.hub) == SPEED_MESSAGES, "every message archived"
 
-    # A large fleet's partition: each message of a batch from another device. The
-    # first round makes the worker know the devices' rows, the second is timed.
-    fleet = stream_partition("telemetry", 2 * FLEET_DEVICES, FLEET_DEVICES)
-    first, second = range(0, FLEET_DEVICES), range(FLEET_DEVICES, 2 * FLEET_DEVICES)
-    await ingest_batches("telemetry", fleet.batches(BATCH, first))
-    fleet_batches = fleet.batches(BATCH, second)
+    # A large fleet's partition: each message of a batch from another device.
+    fleet, fleet_batches = await known_fleet(BATCH)
     with app_log_records() as records:
         start, cpu = time.perf_counter(), time.process_time()
         await ingest_batches("telemetry", fleet_batches)
@@ -273,9 +278,7 @@ async def stream_rates() -> dict[str, float]:
     # (256), where the per-batch cost spreads over more messages. What sizes Flex.
     from standins.invoke import max_event_batch_size
 
-    deployed = stream_partition("telemetry", 2 * FLEET_DEVICES, FLEET_DEVICES)
-    await ingest_batches("telemetry", deployed.batches(max_event_batch_size(), first))
-    deployed_batches = deployed.batches(max_event_batch_size(), second)
+    deployed, deployed_batches = await known_fleet(max_event_batch_size())
     cpu = time.process_time()
     await ingest_batches("telemetry", deployed_batches)
     deployed_cpu = time.process_time() - cpu
